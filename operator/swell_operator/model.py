@@ -1,0 +1,304 @@
+"""The WorkerPool resource: the one source of truth for its CRD schema, its docs and its validation.
+
+The operator reads specs through these models, ``crdgen`` turns them into the CRD in ``crds/``, and the
+README's reference table is generated from the field descriptions. Rules the API server must enforce
+(min <= max, exactly one of worker or scaleTargetRef, backend-specific fields) are CEL expressions in
+``x-kubernetes-validations`` so that an invalid WorkerPool is refused at ``kubectl apply`` time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "swell.dev"
+VERSION = "v1alpha1"
+KIND = "WorkerPool"
+PLURAL = "workerpools"
+SINGULAR = "workerpool"
+SHORT_NAMES = ["wp"]
+
+
+def cel(rule: str, message: str) -> dict[str, str]:
+    return {"rule": rule, "message": message}
+
+
+class Spec(BaseModel):
+    """Base for every spec model: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKeyRef(Spec):
+    name: str = Field(min_length=1, max_length=253, description="Name of a Secret in the pool's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="Key inside the Secret.")
+
+
+class RedisConnection(Spec):
+    url_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the Redis URL, e.g. `redis://redis.swell:6379/0`. "
+        "The URL may carry the password; it is never logged."
+    )
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Optional Secret key holding the Redis password, when not in the URL."
+    )
+
+
+class InFlightSource(Spec):
+    kind: Literal["list", "zset", "hash"] = Field(
+        description="Redis type of the key: `list` (LLEN), `zset` (ZCARD) or `hash` (HLEN)."
+    )
+    key: str = Field(min_length=1, max_length=512, description="Redis key counted as work in flight.")
+
+
+class RedisListQueue(Spec):
+    keys: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="List keys, highest priority first. Producers LPUSH; workers move from the right.",
+    )
+    in_flight_sources: list[InFlightSource] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Extra keys counted as in-flight work, for queues Swell does not consume itself: "
+        "RQ's started registry (`zset rq:wip:<queue>`), Celery's unacked hash (`hash unacked`).",
+    )
+
+
+class RedisStreamsQueue(Spec):
+    streams: list[str] = Field(
+        min_length=1, max_length=16, description="Stream names, highest priority first."
+    )
+    group: str = Field(default="swell", min_length=1, max_length=200, description="Consumer group.")
+
+
+class PubSubQueue(Spec):
+    project: str = Field(min_length=1, max_length=100, description="Google Cloud project id.")
+    subscription: str = Field(min_length=1, max_length=255, description="Subscription id.")
+    topic: str | None = Field(default=None, max_length=255, description="Topic id, for `swell submit`.")
+    mode: Literal["pull", "push"] = Field(
+        default="pull",
+        description="`pull`: workers pull with flow control. `push`: Pub/Sub pushes to the pool's endpoint; "
+        "while the pool is at zero the operator's activator answers and wakes it.",
+    )
+    dead_letter_topic: str | None = Field(
+        default=None, max_length=255, description="Dead-letter topic id; validated or set up by the operator."
+    )
+    max_delivery_attempts: int = Field(
+        default=5, ge=5, le=100, description="Deliveries before dead-letter (Pub/Sub allows 5 to 100)."
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a service-account JSON key; omit to use Workload Identity.",
+    )
+    push_token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the shared token a push must carry (push mode)."
+    )
+    push_audience: str | None = Field(
+        default=None, max_length=512, description="OIDC audience a push token must carry (push mode)."
+    )
+    emulator_host: str | None = Field(
+        default=None, max_length=255, description="`host:port` of a Pub/Sub emulator, for local clusters."
+    )
+
+
+class Queue(Spec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.backend == 'pubsub' ? has(self.pubsub) && !has(self.redis) : has(self.redis)",
+                    "redis-list and redis-streams need queue.redis; pubsub needs queue.pubsub and no queue.redis",
+                ),
+                cel(
+                    "self.backend != 'redis-list' || has(self.list)",
+                    "backend redis-list needs queue.list",
+                ),
+                cel(
+                    "self.backend != 'redis-streams' || has(self.streams)",
+                    "backend redis-streams needs queue.streams",
+                ),
+            ]
+        }
+    )
+
+    backend: Literal["redis-list", "redis-streams", "pubsub"] = Field(
+        description="Queue backend: `redis-list`, `redis-streams` or `pubsub`."
+    )
+    redis: RedisConnection | None = Field(default=None, description="Redis connection (Redis backends).")
+    list: RedisListQueue | None = Field(default=None, description="Redis list queue (`redis-list`).")
+    streams: RedisStreamsQueue | None = Field(
+        default=None, description="Redis Streams queue (`redis-streams`)."
+    )
+    pubsub: PubSubQueue | None = Field(default=None, description="Pub/Sub subscription (`pubsub`).")
+
+
+class Replicas(Spec):
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [cel("self.min <= self.max", "replicas.min must be <= replicas.max")]}
+    )
+
+    min: int = Field(default=0, ge=0, le=1000, description="Fewest replicas; 0 lets the pool sleep when idle.")
+    max: int = Field(default=10, ge=1, le=1000, description="Most replicas.")
+
+
+class Fallback(Spec):
+    after_failed_reads: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failed queue reads before the fallback applies."
+    )
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Replicas to run while the queue cannot be read; unset holds."
+    )
+
+
+class Scaling(Spec):
+    target_wait_seconds: float = Field(
+        default=30.0, gt=0, le=86400, description="Queue-wait objective: drain the backlog within this time."
+    )
+    activation_backlog: int = Field(
+        default=1, ge=1, le=1_000_000, description="At zero replicas, wake only when this many tasks wait."
+    )
+    idle_seconds_before_zero: float = Field(
+        default=30.0, ge=0, le=86400, description="Seconds with nothing queued or in flight before going to 0."
+    )
+    scale_down_stabilization_seconds: float = Field(
+        default=60.0, ge=0, le=3600, description="Scale down to the highest recommendation of this window."
+    )
+    max_step_up: int | None = Field(
+        default=None, ge=1, le=1000, description="Most replicas added in one decision; unset is unlimited."
+    )
+    max_step_down: int | None = Field(
+        default=None, ge=1, le=1000, description="Most replicas removed in one decision; unset is unlimited."
+    )
+    poll_interval_seconds: float = Field(
+        default=1.0, ge=0.05, le=300, description="Seconds between queue reads while the pool runs."
+    )
+    task_seconds_hint: float = Field(
+        default=1.0, gt=0, le=86400, description="Service-time guess per task until a rate is measured."
+    )
+    fallback: Fallback = Field(default_factory=Fallback, description="What to do when the queue cannot be read.")
+    paused: bool = Field(default=False, description="Hold replicas as they are and make no decisions.")
+
+
+class ResourceRequirements(Spec):
+    requests: dict[str, str] | None = Field(default=None, description="Resource requests, e.g. cpu: 500m.")
+    limits: dict[str, str] | None = Field(default=None, description="Resource limits, e.g. memory: 1Gi.")
+
+
+class EnvVar(Spec):
+    name: str = Field(min_length=1, max_length=253, description="Variable name.")
+    value: str | None = Field(default=None, description="Plain value.")
+    secret_key_ref: SecretKeyRef | None = Field(default=None, description="Value from a Secret key.")
+
+
+class BundledWorker(Spec):
+    image: str = Field(
+        default="ghcr.io/swell-dev/swell-worker:0.1.0", min_length=1, description="Worker image."
+    )
+    handlers: list[Literal["embed", "index", "search", "noop", "sleep", "echo", "fail"]] = Field(
+        default_factory=lambda: ["embed", "index", "search"],
+        min_length=1,
+        description="Handlers the worker serves.",
+    )
+    max_attempts: int = Field(default=5, ge=1, le=100, description="Deliveries before dead-letter.")
+    task_timeout_seconds: float = Field(default=300.0, gt=0, le=86400, description="Per-task timeout.")
+    termination_grace_period_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Time a worker gets to finish in-flight work when scaled in."
+    )
+    embedder: Literal["onnx-int8", "sentence-transformers"] = Field(
+        default="onnx-int8", description="Embedding runtime: int8 ONNX (light) or sentence-transformers (fp32)."
+    )
+    vector_uri: str | None = Field(
+        default=None,
+        description="Milvus URI: `http://milvus:19530` for a shared server; unset uses embedded Milvus Lite.",
+    )
+    resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=100, description="Extra environment.")
+    pod_template: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra pod template fields merged into the Deployment: `metadata` (labels, annotations) "
+        "and `spec` fields such as nodeSelector, tolerations, affinity, serviceAccountName.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class ScaleTargetRef(Spec):
+    name: str = Field(min_length=1, max_length=253, description="Name of the Deployment Swell scales.")
+    kind: Literal["Deployment"] = Field(default="Deployment", description="Only Deployments, for now.")
+    api_version: Literal["apps/v1"] = Field(default="apps/v1", description="API version of the target.")
+
+
+class WorkerPoolSpec(Spec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.worker) != has(self.scaleTargetRef)",
+                    "set exactly one of worker (the bundled worker) or scaleTargetRef (your own Deployment)",
+                ),
+            ]
+        }
+    )
+
+    queue: Queue = Field(description="Where the tasks wait.")
+    concurrency: int = Field(default=4, ge=1, le=10000, description="Tasks one worker runs at once.")
+    replicas: Replicas = Field(default_factory=Replicas, description="Replica bounds.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Scaling policy.")
+    worker: BundledWorker | None = Field(default=None, description="Run Swell's bundled worker.")
+    scale_target_ref: ScaleTargetRef | None = Field(
+        default=None, description="Scale an existing Deployment (Celery, RQ, your own workers) instead."
+    )
+
+
+class Condition(Spec):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class LastDecision(Spec):
+    replicas: int
+    reason: str
+    time: str
+
+
+class WorkerPoolStatus(Spec):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    observed_generation: int | None = None
+    backlog: int | None = Field(default=None, description="Tasks waiting.")
+    in_flight: int | None = Field(default=None, description="Tasks delivered and not yet settled.")
+    arrival_rate: float | None = Field(default=None, description="Tasks arriving per second.")
+    service_rate: float | None = Field(default=None, description="Tasks one replica completes per second.")
+    desired_replicas: int | None = None
+    current_replicas: int | None = None
+    ready_replicas: int | None = None
+    last_decision: LastDecision | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    scaler_memory: dict[str, Any] | None = Field(
+        default=None,
+        description="The decision's memory between reads (stabilisation window, idle clock).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    dead_letter: dict[str, Any] | None = Field(
+        default=None,
+        description="Dead-letter setup as found or made (Pub/Sub).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Backend", "type": "string", "jsonPath": ".spec.queue.backend"},
+    {"name": "Backlog", "type": "integer", "jsonPath": ".status.backlog"},
+    {"name": "InFlight", "type": "integer", "jsonPath": ".status.inFlight"},
+    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Min", "type": "integer", "jsonPath": ".spec.replicas.min", "priority": 1},
+    {"name": "Max", "type": "integer", "jsonPath": ".spec.replicas.max", "priority": 1},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.lastDecision.reason", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

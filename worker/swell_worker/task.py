@@ -1,0 +1,49 @@
+"""The task envelope every backend carries.
+
+One JSON shape for Redis lists, Redis Streams and Pub/Sub, so that the client, the worker and the
+operator agree on what a task is whatever the queue. Decoding is strict: a body that is not a valid
+envelope raises ``MalformedTask`` with a reason the worker writes to the dead-letter destination.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class MalformedTask(ValueError):
+    """A message body that is not a task envelope; the message carries why."""
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200)
+    handler: str = Field(min_length=1, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    submitted_at: float = Field(default_factory=time.time)
+    # Where the result goes (a Redis list key); None means nobody waits for a reply.
+    reply_to: str | None = None
+    priority: int = 0
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def decode_task(body: bytes | str) -> Task:
+    """Parse a message body into a Task, or raise MalformedTask saying what is wrong."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedTask(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedTask(f"body is JSON {type(data).__name__}, expected an object")
+    try:
+        return Task.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise MalformedTask(f"not a task envelope: {problems}") from exc
