@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "swell.dev"
 VERSION = "v1alpha1"
@@ -21,7 +22,7 @@ SINGULAR = "workerpool"
 SHORT_NAMES = ["wp"]
 
 
-def cel(rule: str, message: str) -> dict[str, str]:
+def cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
 
 
@@ -137,7 +138,9 @@ class Queue(Spec):
 
 class Replicas(Spec):
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [cel("self.min <= self.max", "replicas.min must be <= replicas.max")]}
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self.min <= self.max", "replicas.min must be <= replicas.max")]
+        }
     )
 
     min: int = Field(default=0, ge=0, le=1000, description="Fewest replicas; 0 lets the pool sleep when idle.")
@@ -193,12 +196,15 @@ class EnvVar(Spec):
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="Value from a Secret key.")
 
 
+HandlerName = Literal["embed", "index", "search", "noop", "sleep", "echo", "fail"]
+
+
 class BundledWorker(Spec):
     image: str = Field(
         default="ghcr.io/swell-dev/swell-worker:0.1.0", min_length=1, description="Worker image."
     )
-    handlers: list[Literal["embed", "index", "search", "noop", "sleep", "echo", "fail"]] = Field(
-        default_factory=lambda: ["embed", "index", "search"],
+    handlers: list[HandlerName] = Field(
+        default_factory=lambda: list[HandlerName](["embed", "index", "search"]),
         min_length=1,
         description="Handlers the worker serves.",
     )
