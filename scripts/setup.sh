@@ -16,7 +16,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 stamp=".swell-setup.stamp"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# The editable install must point at this checkout (another clone may have installed its own).
+here_installed() {
+  python3 -c 'import pathlib, sys, swell_worker; sys.exit(0 if pathlib.Path(swell_worker.__file__).resolve().is_relative_to(pathlib.Path("worker").resolve()) else 1)' 2>/dev/null
+}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! here_installed; then
   echo "setup: pip install -e .[dev]"
   python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,7 +21,8 @@ class MalformedTask(ValueError):
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200)
+    # Required on the wire: an id minted while decoding would differ on every redelivery.
+    id: str = Field(min_length=1, max_length=200)
     handler: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] = Field(default_factory=dict)
     submitted_at: float = Field(default_factory=time.time)

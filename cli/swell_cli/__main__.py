@@ -1,0 +1,5 @@
+import sys
+
+from swell_cli.main import main
+
+sys.exit(main())
