@@ -257,10 +257,10 @@ class WorkerRuntime:
             reason = f"payload of {len(delivery.body)} bytes is over SWELL_MAX_PAYLOAD_BYTES ({limit})"
             # The body is in memory already; reading its id lets the status and the waiting caller know.
             try:
-                known: Task | None = decode_task(delivery.body)
+                oversized: Task | None = decode_task(delivery.body)
             except MalformedTask:
-                known = None
-            await self._dead_letter(delivery, known, "oversized", reason)
+                oversized = None
+            await self._dead_letter(delivery, oversized, "oversized", reason)
             return
         try:
             task = decode_task(delivery.body)
