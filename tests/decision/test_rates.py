@@ -1,0 +1,43 @@
+"""Arrival and service rates from successive readings."""
+
+from __future__ import annotations
+
+from swell_operator.rates import RateEstimator
+
+
+def feed(samples: list[tuple[float, int, int, int | None, int]]) -> RateEstimator:
+    estimator = RateEstimator()
+    for sample in samples:
+        estimator = estimator.observe(*sample)
+    return estimator
+
+
+def test_nothing_is_known_from_one_reading() -> None:
+    one = RateEstimator().observe(0.0, 10, 0, 0, 1)
+    assert one.arrival_rate is None and one.service_rate_per_replica is None
+
+
+def test_steady_arrivals_and_saturated_service_converge() -> None:
+    # 10 tasks/s arrive, 2 replicas complete 8/s in all while a backlog grows by 2/s
+    samples = [(float(t), 100 + 2 * t, 8, 8 * t, 2) for t in range(120)]
+    estimator = feed(samples)
+    assert estimator.arrival_rate is not None and abs(estimator.arrival_rate - 10.0) < 0.1
+    assert estimator.service_rate_per_replica is not None and abs(estimator.service_rate_per_replica - 4.0) < 0.1
+
+
+def test_idle_workers_say_nothing_about_capacity() -> None:
+    samples = [(float(t), 0, 1, t, 4) for t in range(60)]
+    assert feed(samples).service_rate_per_replica is None
+
+
+def test_a_counter_reset_is_skipped_not_negative() -> None:
+    estimator = feed([(0.0, 50, 4, 1000, 1), (1.0, 46, 4, 1004, 1), (2.0, 42, 4, 3, 1)])
+    assert estimator.arrival_rate is not None and estimator.arrival_rate >= 0
+    assert estimator.service_rate_per_replica == 4.0
+
+
+def test_json_round_trip_and_garbage() -> None:
+    estimator = feed([(0.0, 50, 4, 1000, 1), (1.0, 46, 4, 1004, 1)])
+    assert RateEstimator.from_json(estimator.to_json()) == estimator
+    assert RateEstimator.from_json({"lastTime": "yesterday"}) == RateEstimator()
+    assert RateEstimator.from_json(None) == RateEstimator()
