@@ -8,7 +8,6 @@ import random
 from dataclasses import replace
 
 import pytest
-
 from swell_operator.decision import Decision, Memory, Observation, Policy, decide
 
 POLICY = Policy(
