@@ -1,0 +1,53 @@
+{{- define "swell.fullname" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "swell.labels" -}}
+app.kubernetes.io/name: swell
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "swell.selectorLabels" -}}
+app.kubernetes.io/name: swell
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "swell.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "swell.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The permissions the operator needs in a namespace it manages; shared by the Role and the ClusterRole. */}}
+{{- define "swell.rules" -}}
+- apiGroups: ["swell.dev"]
+  resources: ["workerpools"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["swell.dev"]
+  resources: ["workerpools/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "update", "patch"]
+# pods: list to find a pool's workers, patch to set controller.kubernetes.io/pod-deletion-cost.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+# secrets: read the Secrets a WorkerPool references (Redis URL, password). Names are the user's, so
+# resourceNames cannot be fixed here; with watchNamespaces the grant is limited to those namespaces.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
