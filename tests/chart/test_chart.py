@@ -84,7 +84,7 @@ def test_the_operator_pod_is_restricted(cluster: Cluster) -> None:
 def test_rbac_is_namespaced_when_namespaces_are_listed(cluster: Cluster) -> None:
     kinds = {d["kind"] for d in render(cluster, "--set", "watchNamespaces={team-a}")}
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
-    rules = [d for d in render(cluster) if d["kind"] == "ClusterRole"][0]["rules"]
+    rules = next(d for d in render(cluster) if d["kind"] == "ClusterRole")["rules"]
     granted = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
     assert ("secrets", "get") in granted
     assert ("secrets", "list") not in granted and ("secrets", "watch") not in granted
