@@ -73,7 +73,10 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                     out["x-kubernetes-preserve-unknown-fields"] = True
                 elif isinstance(value, dict):
                     out[key] = convert(value)
-            elif key in ("properties", "patternProperties"):
+            elif key == "properties":
+                required = set(node.get("required", ()))
+                out[key] = {name: _default_empty(convert(sub), name in required) for name, sub in value.items()}
+            elif key == "patternProperties":
                 out[key] = {name: convert(sub) for name, sub in value.items()}
             else:
                 out[key] = convert(value)
@@ -83,6 +86,18 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
 
     converted: dict[str, Any] = convert(schema)
     return converted
+
+
+def _default_empty(node: dict[str, Any], required: bool) -> dict[str, Any]:
+    """An optional, non-nullable object field came from a ``default_factory``: give it a default built from
+    its fields' defaults (the API server only defaults inside objects that exist, and checks CEL rules
+    against the default as written)."""
+    if required or node.get("type") != "object" or node.get("nullable") or "default" in node:
+        return node
+    if "properties" not in node:
+        return node
+    defaults = {name: sub["default"] for name, sub in node["properties"].items() if "default" in sub}
+    return {**node, "default": defaults}
 
 
 def crd_manifest() -> dict[str, Any]:
