@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from swell_operator.crdgen import crd_manifest
+
 from tests.fixtures.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
