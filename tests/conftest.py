@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.pubsub_emulator",
     "tests.fixtures.operator",
     "tests.fixtures.workers",
+    "tests.fixtures.milvus",
 ]

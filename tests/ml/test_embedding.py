@@ -1,0 +1,86 @@
+"""The real all-MiniLM-L6-v2 from its PyPI packages: the int8 ONNX model agrees with fp32, batching coalesces."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from swell_worker.batching import MicroBatcher
+from swell_worker.embedder import OnnxInt8Embedder, SentenceTransformerEmbedder
+
+pytestmark = pytest.mark.model
+
+SENTENCES = [
+    "The cat sat on the mat.", "A dog is barking at the mailman.", "Stock markets fell sharply on Monday.",
+    "The central bank raised interest rates.", "How do I reset my password?", "I forgot my login credentials.",
+    "Kubernetes schedules pods onto nodes.", "Redis is an in-memory data store.", "Pub/Sub delivers messages.",
+    "The recipe calls for two eggs and flour.", "Bake the bread at 220 degrees.", "The team won the final match.",
+    "Rain is expected tomorrow afternoon.", "The museum opens at nine.", "Quantum computers use qubits.",
+    "She plays the violin beautifully.", "Our flight was delayed by three hours.", "The patient has a mild fever.",
+    "Vector databases store embeddings.", "Autoscaling adds replicas under load.", "The river flooded the valley.",
+    "He repaired the bicycle's brakes.", "Children were playing in the park.", "The contract expires in May.",
+    "Please submit the report by Friday.", "The telescope observed a distant galaxy.", "Coffee keeps me awake.",
+    "The library lends e-books.", "A storm knocked out the power.", "Solar panels convert sunlight to power.",
+    "The novel won a literary prize.", "Traffic was heavy on the highway.", "Mountains are covered in snow.",
+    "The startup raised a seed round.", "Tea is popular in Britain.", "The printer is out of paper.",
+    "Elephants have excellent memory.", "The election results were announced.", "Wash your hands before eating.",
+    "The orchestra tuned their instruments.", "Bitcoin prices are volatile.", "The garden needs watering.",
+    "Our servers run on Linux.", "A queue holds tasks until workers are free.", "The movie was too long.",
+    "Swimming is good exercise.", "The bridge was closed for repairs.", "Python is a programming language.",
+    "Il pleut depuis ce matin.", "Der Zug hat Verspätung.",
+]
+
+
+@pytest.fixture(scope="module")
+def int8() -> OnnxInt8Embedder:
+    return OnnxInt8Embedder()
+
+
+def test_int8_vectors_agree_with_the_fp32_model(int8: OnnxInt8Embedder) -> None:
+    fp32 = SentenceTransformerEmbedder()
+    a, b = int8.embed(SENTENCES), fp32.embed(SENTENCES)
+    assert a.shape == b.shape == (len(SENTENCES), 384)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+    cosines = (a * b).sum(axis=1)
+    print(f"int8 vs fp32 cosine: min {cosines.min():.4f} mean {cosines.mean():.4f}")
+    assert cosines.min() >= 0.98, cosines.min()
+    # the two models rank neighbours alike: each sentence's nearest other sentence mostly agrees
+    nearest_a = np.argsort(-(a @ a.T), axis=1)[:, 1]
+    nearest_b = np.argsort(-(b @ b.T), axis=1)[:, 1]
+    assert (nearest_a == nearest_b).mean() >= 0.9
+
+
+def test_a_paraphrase_is_nearest(int8: OnnxInt8Embedder) -> None:
+    vectors = int8.embed(SENTENCES)
+    query = int8.embed(["I can't remember the password for my account"])[0]
+    best = SENTENCES[int(np.argmax(vectors @ query))]
+    assert best in ("How do I reset my password?", "I forgot my login credentials.")
+
+
+async def test_concurrent_calls_share_one_model_call(int8: OnnxInt8Embedder) -> None:
+    batcher = MicroBatcher(int8, window_seconds=0.02, max_texts=64)
+    results = await asyncio.gather(*(batcher.embed([s]) for s in SENTENCES[:20]))
+    assert batcher.model_calls == 1
+    direct = int8.embed(SENTENCES[:20])
+    for i, got in enumerate(results):
+        assert got.shape == (1, 384)
+        assert float(got[0] @ direct[i]) > 0.999
+
+
+async def test_batches_are_bounded(int8: OnnxInt8Embedder) -> None:
+    batcher = MicroBatcher(int8, window_seconds=0.05, max_texts=8)
+    await asyncio.gather(*(batcher.embed([s]) for s in SENTENCES[:24]))
+    assert batcher.model_calls == 3
+
+
+async def test_a_failing_model_call_fails_every_waiter() -> None:
+    class Broken:
+        model_id, dim = "broken", 384
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            raise RuntimeError("out of memory")
+
+    batcher = MicroBatcher(Broken(), window_seconds=0.01)  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(*(batcher.embed(["x"]) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) and "out of memory" in str(o) for o in outcomes)

