@@ -1,0 +1,54 @@
+"""`python -m swell_operator`: run the operator for some namespaces (or all), with metrics and health ports."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+import kopf
+
+from swell_operator import handlers, metrics
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="swell-operator", description="Scale WorkerPools from queue depth.")
+    parser.add_argument("--namespace", "-n", action="append", default=[],
+                        help="Namespace to watch; repeat for several. Default: all namespaces.")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off).")
+    parser.add_argument("--health-port", type=int, default=8081, help="Liveness endpoint port (/healthz).")
+    parser.add_argument("--lease-namespace", default=None,
+                        help="Namespace of the leader-election Lease. Default: $POD_NAMESPACE, else the first "
+                        "watched namespace, else 'default'.")
+    parser.add_argument("--identity", default=None, help="Leader-election identity. Default: $POD_NAME or host-pid.")
+    parser.add_argument("--no-leader-election", action="store_true",
+                        help="Act without a Lease (only safe with a single replica).")
+    parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging.")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    handlers.OPTIONS.lease_namespace = (
+        args.lease_namespace or os.environ.get("POD_NAMESPACE") or (args.namespace[0] if args.namespace else "default")
+    )
+    handlers.OPTIONS.identity = args.identity
+    handlers.OPTIONS.leader_election = not args.no_leader_election
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    kopf.run(
+        standalone=True,  # leadership is the Lease's job (see leader.py), not kopf peering
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()

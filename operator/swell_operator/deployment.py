@@ -1,0 +1,229 @@
+"""The worker Deployment a WorkerPool owns: rendered from the spec, applied, and scaled.
+
+Rendering is pure so it can be tested without a cluster. Applying never touches ``spec.replicas`` of
+an existing Deployment: replicas belong to the scaler alone, so a spec edit can never undo a scaling
+decision. Credentials enter the pod only as ``secretKeyRef`` references, never as values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, cast
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from swell_operator.model import BundledWorker, SecretKeyRef, WorkerPoolSpec
+
+POOL_LABEL = "swell.dev/workerpool"
+WORKER_PORT = 8080
+# Where the Pub/Sub service-account key is mounted when the pool references one.
+GCP_KEY_DIR = "/var/run/secrets/swell/gcp"
+# Seconds the worker keeps for itself between its drain deadline and the kubelet's SIGKILL.
+DRAIN_MARGIN_SECONDS = 5
+
+
+def deployment_name(pool: str) -> str:
+    """The Deployment carries the pool's name, so `kubectl get deploy,wp` lines them up."""
+    return pool
+
+
+def pool_labels(pool: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "swell-worker",
+        "app.kubernetes.io/instance": pool,
+        "app.kubernetes.io/managed-by": "swell-operator",
+        POOL_LABEL: pool,
+    }
+
+
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _plain(name: str, value: object) -> dict[str, Any]:
+    return {"name": name, "value": str(value)}
+
+
+def worker_env(spec: WorkerPoolSpec, worker: BundledWorker) -> list[dict[str, Any]]:
+    """The environment of docs/architecture.md ("Worker configuration"), rendered from the spec."""
+    queue = spec.queue
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "SWELL_CONSUMER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        _plain("SWELL_BACKEND", queue.backend),
+    ]
+    if queue.redis is not None:
+        env.append(_secret_env("SWELL_REDIS_URL", queue.redis.url_secret_ref))
+        if queue.redis.password_secret_ref is not None:
+            env.append(_secret_env("SWELL_REDIS_PASSWORD", queue.redis.password_secret_ref))
+    if queue.backend == "redis-streams" and queue.streams is not None:
+        env += [_plain("SWELL_QUEUE", ",".join(queue.streams.streams)), _plain("SWELL_GROUP", queue.streams.group)]
+    if queue.backend == "redis-list" and queue.list is not None:
+        env.append(_plain("SWELL_QUEUE", ",".join(queue.list.keys)))
+    if queue.backend == "pubsub" and queue.pubsub is not None:
+        pubsub = queue.pubsub
+        env += [
+            _plain("SWELL_PUBSUB_PROJECT", pubsub.project),
+            _plain("SWELL_PUBSUB_SUBSCRIPTION", pubsub.subscription),
+            _plain("SWELL_PUBSUB_MODE", pubsub.mode),
+        ]
+        if pubsub.topic:
+            env.append(_plain("SWELL_PUBSUB_TOPIC", pubsub.topic))
+        if pubsub.push_token_secret_ref is not None:
+            env.append(_secret_env("SWELL_PUSH_TOKEN", pubsub.push_token_secret_ref))
+        if pubsub.push_audience:
+            env.append(_plain("SWELL_PUSH_AUDIENCE", pubsub.push_audience))
+        if pubsub.emulator_host:
+            env.append(_plain("PUBSUB_EMULATOR_HOST", pubsub.emulator_host))
+        if pubsub.credentials_secret_ref is not None:
+            env.append(_plain("GOOGLE_APPLICATION_CREDENTIALS", f"{GCP_KEY_DIR}/key.json"))
+    env += [
+        _plain("SWELL_CONCURRENCY", spec.concurrency),
+        _plain("SWELL_HANDLERS", ",".join(worker.handlers)),
+        _plain("SWELL_MAX_ATTEMPTS", worker.max_attempts),
+        _plain("SWELL_TASK_TIMEOUT_SECONDS", worker.task_timeout_seconds),
+        _plain("SWELL_DRAIN_SECONDS", max(1, worker.termination_grace_period_seconds - DRAIN_MARGIN_SECONDS)),
+        _plain("SWELL_HTTP_PORT", WORKER_PORT),
+        _plain("SWELL_EMBEDDER", worker.embedder),
+    ]
+    if worker.vector_uri:
+        env.append(_plain("SWELL_VECTOR_URI", worker.vector_uri))
+    for extra in worker.env:
+        if extra.secret_key_ref is not None:
+            env.append(_secret_env(extra.name, extra.secret_key_ref))
+        else:
+            env.append(_plain(extra.name, extra.value or ""))
+    return env
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else in ``extra`` (lists included) replaces what was there."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def render_deployment(pool: str, spec: WorkerPoolSpec, replicas: int) -> dict[str, Any]:
+    """The bundled worker's Deployment; ``replicas`` is used only when it is created."""
+    worker = spec.worker
+    if worker is None:
+        raise ValueError("only pools with spec.worker own a Deployment; scaleTargetRef pools are scaled only")
+    labels = pool_labels(pool)
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": worker.image,
+        "command": ["python", "-m", "swell_worker"],
+        "env": worker_env(spec, worker),
+        "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if worker.resources is not None:
+        container["resources"] = worker.resources.model_dump(exclude_none=True)
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    pubsub = spec.queue.pubsub
+    if pubsub is not None and pubsub.credentials_secret_ref is not None:
+        ref = pubsub.credentials_secret_ref
+        volumes.append(
+            {"name": "gcp-key", "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "key.json"}]}}
+        )
+        container["volumeMounts"].append({"name": "gcp-key", "mountPath": GCP_KEY_DIR, "readOnly": True})
+    template: dict[str, Any] = {
+        "metadata": {"labels": dict(labels)},
+        "spec": {
+            "containers": [container],
+            "volumes": volumes,
+            "terminationGracePeriodSeconds": worker.termination_grace_period_seconds,
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "fsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        },
+    }
+    if worker.pod_template:
+        template = deep_merge(template, worker.pod_template)
+        template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **labels}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment_name(pool), "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {POOL_LABEL: pool}},
+            # Never take a ready worker away during a rollout; scale-in is the scaler's job.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": template,
+        },
+    }
+
+
+async def apply_deployment(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> str:
+    """Create the Deployment, or replace everything but its replicas; returns "created" or "updated"."""
+    apps = client.AppsV1Api(api)
+    name = manifest["metadata"]["name"]
+    try:
+        current = await apps.read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        try:
+            await apps.create_namespaced_deployment(namespace, cast(Any, manifest))
+            return "created"
+        except ApiException as create_exc:
+            if create_exc.status != 409:  # 409: another operator replica created it just now
+                raise
+        current = await apps.read_namespaced_deployment(name, namespace)
+    body = copy.deepcopy(manifest)
+    body["metadata"]["resourceVersion"] = current.metadata.resource_version
+    body["spec"]["replicas"] = current.spec.replicas
+    await apps.replace_namespaced_deployment(name, namespace, cast(Any, body))
+    return "updated"
+
+
+class Replicas:
+    """What a Deployment runs now, as the scaler sees it."""
+
+    def __init__(self, spec: int, ready: int, selector: dict[str, str]) -> None:
+        self.spec = spec
+        self.ready = ready
+        self.selector = selector
+
+
+async def read_replicas(api: client.ApiClient, namespace: str, name: str) -> Replicas:
+    deployment = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    selector = dict(deployment.spec.selector.match_labels or {})
+    return Replicas(int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0), selector)
+
+
+async def scale_deployment(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    """Through the scale subresource, the narrowest write that changes replicas (a strategic merge patch)."""
+    await client.AppsV1Api(api).patch_namespaced_deployment_scale(
+        name, namespace, {"spec": {"replicas": replicas}}
+    )

@@ -1,0 +1,152 @@
+"""kopf wiring: the WorkerPool's Deployment on create/resume/update, and one scaling daemon per pool.
+
+Handlers only translate between kopf and the modules that do the work (``deployment``, ``scaler``).
+Both operator replicas may reconcile Deployments, because that is idempotent (create if missing,
+otherwise replace everything but replicas, guarded by resourceVersion); only the Lease holder
+scales and writes status, because those are decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import pydantic
+from kubernetes_asyncio import client, config
+
+from swell_operator.deployment import apply_deployment, render_deployment
+from swell_operator.depth import QueueReader
+from swell_operator.leader import LeaderElector
+from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
+from swell_operator.scaler import PoolScaler
+
+log = logging.getLogger(__name__)
+
+# Pause after an unexpected error in a scaling round, so a bug cannot become a hot loop.
+ERROR_PAUSE_SECONDS = 5.0
+
+
+@dataclass
+class OperatorOptions:
+    """Set by ``__main__`` before kopf starts; read once at startup."""
+
+    lease_namespace: str = "default"
+    identity: str | None = None
+    leader_election: bool = True
+
+
+OPTIONS = OperatorOptions()
+
+
+@dataclass
+class Runtime:
+    api: client.ApiClient
+    elector: LeaderElector | None
+    stop: asyncio.Event
+    task: asyncio.Task[None] | None
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return _runtime
+
+
+async def _load_kube_config() -> None:
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config()
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _runtime
+    # Progress lives in annotations only: status belongs to the scaler, and both replicas share it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="swell.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="swell.dev")
+    settings.persistence.finalizer = "swell.dev/scaler"
+    settings.watching.server_timeout = 300
+    await _load_kube_config()
+    api = client.ApiClient()
+    stop = asyncio.Event()
+    elector = task = None
+    if OPTIONS.leader_election:
+        elector = LeaderElector(api, OPTIONS.lease_namespace, identity=OPTIONS.identity)
+        await elector.try_acquire()
+        task = asyncio.create_task(elector.run(stop), name="swell-leader-election")
+    _runtime = Runtime(api=api, elector=elector, stop=stop, task=task)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    global _runtime
+    if _runtime is None:
+        return
+    current, _runtime = _runtime, None
+    current.stop.set()
+    if current.task is not None:
+        await current.task
+    await current.api.close()
+
+
+@kopf.on.probe(id="leader")
+def leader_probe(**_: Any) -> bool:
+    """Reported by the liveness endpoint, so one can see which replica holds the Lease."""
+    return _runtime is not None and (_runtime.elector is None or _runtime.elector.is_leader)
+
+
+def _spec(raw: Any) -> WorkerPoolSpec:
+    try:
+        return WorkerPoolSpec.model_validate(dict(raw))
+    except pydantic.ValidationError as exc:
+        # The CRD refuses most bad specs; what it cannot express is reported once, not retried.
+        raise kopf.PermanentError(f"invalid WorkerPool spec: {exc}") from None
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_deployment(
+    *, spec: kopf.Spec, name: str | None, namespace: str | None, body: kopf.Body, **_: Any
+) -> None:
+    assert name is not None and namespace is not None  # WorkerPools are namespaced
+    pool = _spec(spec)
+    if pool.worker is None:
+        return  # scaleTargetRef: the Deployment is the user's; Swell only scales it
+    manifest = render_deployment(name, pool, pool.replicas.min)
+    kopf.adopt(manifest, owner=body)
+    outcome = await apply_deployment(runtime().api, namespace, manifest)
+    log.info("%s/%s: Deployment %s", namespace, name, outcome)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="scaler", cancellation_timeout=10.0)
+async def scale(
+    *, name: str | None, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Runs for as long as the pool exists; ``body`` is kopf's live view, so spec edits apply at once."""
+    assert name is not None and namespace is not None  # WorkerPools are namespaced
+    while _runtime is None and not stopped:
+        await stopped.wait(0.1)
+    current = runtime()
+    scaler = PoolScaler(current.api, namespace, name, QueueReader(current.api, namespace), current.elector)
+    try:
+        while not stopped:
+            try:
+                wait = await scaler.tick(body)
+            except pydantic.ValidationError as exc:
+                log.error("%s/%s has an invalid spec: %s", namespace, name, exc)
+                wait = ERROR_PAUSE_SECONDS
+            except Exception:
+                log.exception("scaling round of %s/%s failed", namespace, name)
+                wait = ERROR_PAUSE_SECONDS
+            await stopped.wait(wait)
+    finally:
+        await scaler.close()

@@ -1,0 +1,338 @@
+"""One pool's scaling loop: read the queue, estimate rates, ask ``decide``, apply, report.
+
+All judgement lives in ``swell_operator.decision`` (pure); this module only gathers the observation
+and carries out the answer, so the benchmark simulator and the operator can never disagree. The
+loop reads fast while a pool sleeps at zero (a Redis LLEN or XINFO costs microseconds) so the first
+task is noticed well within a second, and at ``pollIntervalSeconds`` otherwise.
+
+Failures never crash the loop: a queue that cannot be read holds the replicas (or runs the pool's
+fallback after N failed reads), marks the pool Degraded with the error, and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from swell_worker.backends.base import Depth
+
+from swell_operator import events, metrics
+from swell_operator.decision import Decision, Memory, Observation, Policy, decide
+from swell_operator.deletion_cost import annotate_deletion_costs
+from swell_operator.deployment import Replicas, deployment_name, read_replicas, scale_deployment
+from swell_operator.depth import DepthUnavailable, QueueReader
+from swell_operator.leader import LeaderElector
+from swell_operator.model import WorkerPoolSpec
+from swell_operator.rates import RateEstimator
+from swell_operator.status import Health, conditions, utc_now, visible, write_status
+
+log = logging.getLogger(__name__)
+
+# While a pool is at zero and idle, read the queue at least this often.
+WAKE_POLL_SECONDS = 0.1
+# Longest wait between reads of a queue that keeps failing.
+MAX_BACKOFF_SECONDS = 5.0
+# Status is written when something visible changes, but at most this often, and at least every
+# HEARTBEAT seconds so rates and the scaler memory survive an operator restart.
+STATUS_MIN_INTERVAL_SECONDS = 1.0
+STATUS_HEARTBEAT_SECONDS = 15.0
+
+
+def policy_of(spec: WorkerPoolSpec) -> Policy:
+    scaling = spec.scaling
+    return Policy(
+        min_replicas=spec.replicas.min,
+        max_replicas=spec.replicas.max,
+        concurrency=spec.concurrency,
+        target_wait_seconds=scaling.target_wait_seconds,
+        activation_backlog=scaling.activation_backlog,
+        idle_seconds_before_zero=scaling.idle_seconds_before_zero,
+        scale_down_stabilization_seconds=scaling.scale_down_stabilization_seconds,
+        max_step_up=scaling.max_step_up,
+        max_step_down=scaling.max_step_down,
+        task_seconds_hint=scaling.task_seconds_hint,
+    )
+
+
+def target_of(pool: str, spec: WorkerPoolSpec) -> str:
+    return spec.scale_target_ref.name if spec.scale_target_ref is not None else deployment_name(pool)
+
+
+def _dump(value: Any) -> Any:
+    return value.to_json()
+
+
+@dataclass
+class ScalerState:
+    """What the loop carries from one read to the next; memory and rates are also kept in status."""
+
+    memory: Memory = field(default_factory=Memory)
+    rates: RateEstimator = field(default_factory=RateEstimator)
+    failures: int = 0
+    last_error: str | None = None
+    last_decision: dict[str, Any] | None = None
+    desired: int | None = None
+    replicas: Replicas | None = None
+    replicas_read_at: float = 0.0
+    written: dict[str, Any] | None = None
+    written_at: float = 0.0
+    restored: bool = False
+    decided_at: float = 0.0
+
+
+class PoolScaler:
+    def __init__(
+        self, api: client.ApiClient, namespace: str, name: str, reader: QueueReader, elector: LeaderElector | None
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.name = name
+        self.reader = reader
+        self.elector = elector
+        self.state = ScalerState()
+
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def restore(self, status: Mapping[str, Any]) -> None:
+        """Pick up the memory a previous leader (or a previous run) left in status."""
+        saved = status.get("scalerMemory") or {}
+        try:
+            if saved.get("decision") is not None:
+                self.state.memory = Memory.from_json(saved["decision"])
+            if saved.get("rates") is not None:
+                self.state.rates = RateEstimator.from_json(saved["rates"])
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable scalerMemory of %s/%s: %s", self.namespace, self.name, exc)
+        last = status.get("lastDecision")
+        if isinstance(last, Mapping):
+            self.state.last_decision = dict(last)
+            self.state.desired = status.get("desiredReplicas")
+        self.state.written = None
+        self.state.restored = True
+
+    async def tick(self, body: Mapping[str, Any]) -> float:
+        """One read-decide-apply round; returns the seconds to wait before the next."""
+        spec = WorkerPoolSpec.model_validate(dict(body.get("spec") or {}))
+        leading = self.leading
+        if leading and not self.state.restored:
+            self.restore(body.get("status") or {})
+        if not leading:
+            self.state.restored = False
+        started = time.perf_counter()
+        labels = (self.namespace, self.name)
+        try:
+            depth = await self.reader.read(spec.queue)
+        except DepthUnavailable as exc:
+            return await self._on_read_failure(body, spec, str(exc), leading)
+        metrics.QUEUE_BACKLOG.labels(*labels).set(depth.backlog)
+        metrics.IN_FLIGHT.labels(*labels).set(depth.in_flight)
+        if self.state.failures:
+            log.info("queue of %s/%s readable again after %d failures", self.namespace, self.name,
+                     self.state.failures)
+            if leading:
+                events.queue_recovered(body)
+        self.state.failures, self.state.last_error = 0, None
+
+        replicas = await self._replicas(spec, depth)
+        if replicas is None:
+            await self._report(body, spec, depth, None, leading, error=self.state.last_error,
+                               error_reason="TargetUnavailable")
+            return spec.scaling.poll_interval_seconds
+        metrics.REPLICAS_CURRENT.labels(*labels).set(replicas.spec)
+        now = time.time()
+        self.state.rates = self.state.rates.observe(
+            now, depth.backlog, depth.in_flight, depth.completed_total, replicas.ready
+        )
+        if spec.scaling.paused:
+            await self._report(body, spec, depth, replicas, leading)
+            return spec.scaling.poll_interval_seconds
+        since_decision = time.monotonic() - self.state.decided_at
+        if self._asleep(replicas, depth) and since_decision < spec.scaling.poll_interval_seconds:
+            # A fast wake check between decisions: nothing to decide while a pool at zero sees no work,
+            # and skipping keeps the decision memory at one entry per poll interval.
+            return WAKE_POLL_SECONDS
+
+        observation = Observation(
+            now=now,
+            backlog=depth.backlog,
+            in_flight=depth.in_flight,
+            per_consumer_in_flight=dict(depth.per_consumer),
+            arrival_rate=self.state.rates.arrival_rate,
+            service_rate_per_replica=self.state.rates.service_rate_per_replica,
+            current_replicas=replicas.spec,
+            ready_replicas=replicas.ready,
+        )
+        decision = decide(observation, policy_of(spec), self.state.memory)
+        self.state.decided_at = time.monotonic()
+        self.state.memory = decision.memory
+        self.state.desired = decision.replicas
+        metrics.REPLICAS_DESIRED.labels(*labels).set(decision.replicas)
+        if leading and decision.replicas != replicas.spec:
+            await self._apply(body, spec, depth, replicas, decision)
+        if leading and (self.state.last_decision is None or decision.replicas != replicas.spec):
+            self.state.last_decision = {"replicas": decision.replicas, "reason": decision.reason, "time": utc_now()}
+        metrics.DECISION_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        await self._report(body, spec, depth, self.state.replicas, leading)
+        return self._next_wait(spec, depth)
+
+    def _next_wait(self, spec: WorkerPoolSpec, depth: Depth) -> float:
+        poll = spec.scaling.poll_interval_seconds
+        return min(poll, WAKE_POLL_SECONDS) if self._asleep(self.state.replicas, depth) else poll
+
+    @staticmethod
+    def _asleep(replicas: Replicas | None, depth: Depth) -> bool:
+        return replicas is not None and replicas.spec == 0 and depth.backlog == 0 and depth.in_flight == 0
+
+    async def _replicas(self, spec: WorkerPoolSpec, depth: Depth) -> Replicas | None:
+        """The Deployment's replicas, re-read once per poll interval, or at once when work shows up at zero."""
+        cached = self.state.replicas
+        age = time.monotonic() - self.state.replicas_read_at
+        woke = cached is not None and cached.spec == 0 and (depth.backlog > 0 or depth.in_flight > 0)
+        if cached is not None and age < spec.scaling.poll_interval_seconds and not woke:
+            return cached
+        target = target_of(self.name, spec)
+        try:
+            replicas = await read_replicas(self.api, self.namespace, target)
+        except ApiException as exc:
+            if exc.status == 404:
+                self.state.last_error = f"Deployment {self.namespace}/{target} does not exist"
+            else:
+                self.state.last_error = f"cannot read Deployment {self.namespace}/{target}: HTTP {exc.status}"
+            self.state.replicas = None
+            return None
+        self.state.replicas, self.state.replicas_read_at = replicas, time.monotonic()
+        return replicas
+
+    async def _apply(
+        self, body: Mapping[str, Any], spec: WorkerPoolSpec, depth: Depth, replicas: Replicas, decision: Decision
+    ) -> None:
+        target = target_of(self.name, spec)
+        try:
+            if decision.replicas < replicas.spec:
+                # Idle pods first: the ReplicaSet controller removes the lowest deletion cost first.
+                await annotate_deletion_costs(self.api, self.namespace, replicas.selector, depth.per_consumer)
+            await scale_deployment(self.api, self.namespace, target, decision.replicas)
+        except ApiException as exc:
+            message = f"cannot scale Deployment {self.namespace}/{target}: HTTP {exc.status} {exc.reason}"
+            log.warning("%s", message)
+            events.scale_failed(body, message)
+            return
+        log.info("%s/%s: replicas %d -> %d: %s", self.namespace, self.name, replicas.spec, decision.replicas,
+                 decision.reason)
+        events.scaled(body, replicas.spec, decision.replicas, decision.reason)
+        self.state.replicas = Replicas(decision.replicas, replicas.ready, replicas.selector)
+        self.state.replicas_read_at = time.monotonic()
+
+    async def _on_read_failure(
+        self, body: Mapping[str, Any], spec: WorkerPoolSpec, error: str, leading: bool
+    ) -> float:
+        labels = (self.namespace, self.name)
+        metrics.QUEUE_READ_ERRORS.labels(*labels).inc()
+        self.state.failures += 1
+        failures = self.state.failures
+        if failures == 1 or error != self.state.last_error:
+            log.warning("%s/%s: %s", self.namespace, self.name, error)
+            if leading:
+                events.queue_unreadable(body, error)
+        self.state.last_error = error
+        replicas = await self._replicas(spec, Depth(backlog=0, in_flight=0))
+        fallback = spec.scaling.fallback
+        if (
+            leading
+            and replicas is not None
+            and fallback.replicas is not None
+            and failures >= fallback.after_failed_reads
+            and replicas.spec != fallback.replicas
+            and not spec.scaling.paused
+        ):
+            target = target_of(self.name, spec)
+            try:
+                await scale_deployment(self.api, self.namespace, target, fallback.replicas)
+                events.fallback(body, fallback.replicas, failures)
+                self.state.replicas = Replicas(fallback.replicas, replicas.ready, replicas.selector)
+                self.state.desired = fallback.replicas
+                self.state.last_decision = {
+                    "replicas": fallback.replicas,
+                    "reason": f"fallback after {failures} failed queue reads",
+                    "time": utc_now(),
+                }
+            except ApiException as exc:
+                events.scale_failed(body, f"cannot scale Deployment {self.namespace}/{target}: HTTP {exc.status}")
+        await self._report(body, spec, None, self.state.replicas, leading, error=error)
+        backoff: float = spec.scaling.poll_interval_seconds * 2 ** min(failures - 1, 6)
+        return min(max(backoff, spec.scaling.poll_interval_seconds), MAX_BACKOFF_SECONDS)
+
+    async def _report(
+        self,
+        body: Mapping[str, Any],
+        spec: WorkerPoolSpec,
+        depth: Depth | None,
+        replicas: Replicas | None,
+        leading: bool,
+        *,
+        error: str | None = None,
+        error_reason: str = "QueueUnreadable",
+    ) -> None:
+        """Write status when something visible changed (at most once a second) or as a heartbeat."""
+        if not leading:
+            return
+        previous = (body.get("status") or {}).get("conditions") or []
+        now_text = utc_now()
+        status: dict[str, Any] = {
+            "observedGeneration": (body.get("metadata") or {}).get("generation"),
+            "desiredReplicas": self.state.desired,
+            "currentReplicas": replicas.spec if replicas else None,
+            "readyReplicas": replicas.ready if replicas else None,
+            "lastDecision": self.state.last_decision,
+            "conditions": conditions(
+                Health(
+                    paused=spec.scaling.paused,
+                    error=error,
+                    desired=self.state.desired,
+                    current=replicas.spec if replicas else None,
+                    ready=replicas.ready if replicas else None,
+                    error_reason=error_reason,
+                ),
+                previous,
+                now_text,
+            ),
+            "scalerMemory": {"decision": _dump(self.state.memory), "rates": _dump(self.state.rates)},
+            "arrivalRate": _rounded(self.state.rates.arrival_rate),
+            "serviceRate": _rounded(self.state.rates.service_rate_per_replica),
+        }
+        if depth is not None:
+            status["backlog"] = depth.backlog
+            status["inFlight"] = depth.in_flight
+        shown = visible(status)
+        since = time.monotonic() - self.state.written_at
+        changed = shown != self.state.written
+        if not changed and since < STATUS_HEARTBEAT_SECONDS:
+            return
+        decision_changed = self.state.written is not None and (
+            shown.get("lastDecision") != self.state.written.get("lastDecision")
+            or shown.get("conditions") != self.state.written.get("conditions")
+        )
+        if changed and not decision_changed and self.state.written is not None and since < STATUS_MIN_INTERVAL_SECONDS:
+            return
+        try:
+            await write_status(self.api, self.namespace, self.name, status)
+        except ApiException as exc:
+            if exc.status != 404:  # a pool being deleted has no status to write
+                log.warning("cannot write status of %s/%s: HTTP %s", self.namespace, self.name, exc.status)
+            return
+        self.state.written, self.state.written_at = shown, time.monotonic()
+
+    async def close(self) -> None:
+        await self.reader.close()
+        metrics.forget_pool(self.namespace, self.name)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
