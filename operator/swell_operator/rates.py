@@ -17,8 +17,11 @@ from typing import Any, TypeVar
 
 N = TypeVar("N", int, float)
 
-# The EWMA's time constant: a sample's weight halves in about 7 s, so a burst shows within a few polls.
-SMOOTHING_SECONDS = 10.0
+# EWMA time constants. Arrivals start from 0 and move slowly: a one-off burst is backlog, which the
+# decision already drains within its target wait; counting it as a rate too would double it. A burst of N
+# tasks adds about N / ARRIVAL_SMOOTHING_SECONDS to the arrival rate. Service rates move faster.
+ARRIVAL_SMOOTHING_SECONDS = 60.0
+SERVICE_SMOOTHING_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,6 @@ class RateEstimator:
         elapsed = now - self.last_time
         if elapsed <= 0:
             return self
-        weight = 1.0 - math.exp(-elapsed / SMOOTHING_SECONDS)
         completed: int | None = None
         if completed_total is not None and self.last_completed is not None and completed_total >= self.last_completed:
             completed = completed_total - self.last_completed
@@ -48,10 +50,13 @@ class RateEstimator:
             arrivals = max(queued - self.last_queued, 0) / elapsed
         else:
             arrivals = max(completed + queued - self.last_queued, 0) / elapsed
-        arrival_rate = _smooth(self.arrival_rate, arrivals, weight)
+        arrival_rate = _smooth(self.arrival_rate or 0.0, arrivals, elapsed, ARRIVAL_SMOOTHING_SECONDS)
         service_rate = self.service_rate_per_replica
         if completed is not None and ready_replicas > 0 and backlog > 0 and completed > 0:
-            service_rate = _smooth(service_rate, completed / elapsed / ready_replicas, weight)
+            per_replica = completed / elapsed / ready_replicas
+            service_rate = per_replica if service_rate is None else _smooth(
+                service_rate, per_replica, elapsed, SERVICE_SMOOTHING_SECONDS
+            )
         return replace(fresh, arrival_rate=arrival_rate, service_rate_per_replica=service_rate)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,8 +84,8 @@ class RateEstimator:
             return cls()
 
 
-def _smooth(previous: float | None, sample: float, weight: float) -> float:
-    return sample if previous is None else previous + weight * (sample - previous)
+def _smooth(previous: float, sample: float, elapsed: float, time_constant: float) -> float:
+    return previous + (1.0 - math.exp(-elapsed / time_constant)) * (sample - previous)
 
 
 def _number(value: Any, kind: type[N]) -> N | None:

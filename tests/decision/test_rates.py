@@ -19,7 +19,7 @@ def test_nothing_is_known_from_one_reading() -> None:
 
 def test_steady_arrivals_and_saturated_service_converge() -> None:
     # 10 tasks/s arrive, 2 replicas complete 8/s in all while a backlog grows by 2/s
-    samples = [(float(t), 100 + 2 * t, 8, 8 * t, 2) for t in range(120)]
+    samples = [(float(t), 100 + 2 * t, 8, 8 * t, 2) for t in range(600)]
     estimator = feed(samples)
     assert estimator.arrival_rate is not None and abs(estimator.arrival_rate - 10.0) < 0.1
     assert estimator.service_rate_per_replica is not None and abs(estimator.service_rate_per_replica - 4.0) < 0.1
@@ -28,6 +28,11 @@ def test_steady_arrivals_and_saturated_service_converge() -> None:
 def test_idle_workers_say_nothing_about_capacity() -> None:
     samples = [(float(t), 0, 1, t, 4) for t in range(60)]
     assert feed(samples).service_rate_per_replica is None
+
+
+def test_a_one_off_burst_is_backlog_not_a_rate() -> None:
+    burst = feed([(0.0, 0, 0, 0, 0), (0.1, 500, 0, 0, 0)])
+    assert burst.arrival_rate is not None and burst.arrival_rate <= 500 / 60 + 0.01
 
 
 def test_a_counter_reset_is_skipped_not_negative() -> None:
