@@ -19,6 +19,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 
+# Replicas are whole: 1.05 replicas' worth of work stays on 1 rather than doubling the pool. The 5 % the
+# pool then lacks shows up as backlog, which this same rule drains at the next reading if it persists.
+ROUNDING_TOLERANCE = 0.1
+
+
 @dataclass(frozen=True)
 class Policy:
     min_replicas: int
@@ -106,7 +111,7 @@ def demand(observation: Observation, policy: Policy) -> tuple[int, str]:
     capacity = replica_capacity(observation, policy)
     arrivals = max(observation.arrival_rate or 0.0, 0.0)
     work_rate = arrivals + backlog / policy.target_wait_seconds
-    for_queue = max(math.ceil(work_rate / capacity - 1e-9), 1)
+    for_queue = max(math.ceil(work_rate / capacity - ROUNDING_TOLERANCE), 1)
     needed = max(for_queue, for_in_flight)
     source = "measured" if observation.service_rate_per_replica else "hinted"
     why = (

@@ -148,7 +148,7 @@ class PoolScaler:
         metrics.REPLICAS_CURRENT.labels(*labels).set(replicas.spec)
         now = time.time()
         self.state.rates = self.state.rates.observe(
-            now, depth.backlog, depth.in_flight, depth.completed_total, replicas.ready
+            now, depth.backlog, depth.in_flight, depth.completed_total, replicas.ready, spec.concurrency
         )
         if spec.scaling.paused:
             await self._report(body, spec, depth, replicas, leading)

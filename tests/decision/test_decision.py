@@ -68,7 +68,8 @@ def test_below_activation_threshold_a_pool_at_zero_waits() -> None:
     ("backlog", "arrivals", "service", "expected"),
     [
         (120, None, None, 1),  # 120/30 = 4 tasks/s, one replica does 4/s (hint)
-        (121, None, None, 2),
+        (131, None, None, 1),  # 4.37/s is within the rounding tolerance of one replica
+        (140, None, None, 2),
         (500, None, None, 5),  # 16.7/s over 4/s
         (500, 10.0, None, 7),  # 26.7/s
         (500, None, 2.0, 9),  # measured 2 tasks/s/replica: 16.7/2

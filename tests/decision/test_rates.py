@@ -46,3 +46,13 @@ def test_json_round_trip_and_garbage() -> None:
     assert RateEstimator.from_json(estimator.to_json()) == estimator
     assert RateEstimator.from_json({"lastTime": "yesterday"}) == RateEstimator()
     assert RateEstimator.from_json(None) == RateEstimator()
+
+
+def test_capacity_from_littles_law_is_not_biased_by_idle_slots() -> None:
+    # one replica of concurrency 4, tasks take 1 s, only 2 arrive per second: 2 in flight on average
+    samples = [(float(t), 0, 2, 2 * t, 1, 4) for t in range(100)]
+    estimator = RateEstimator()
+    for sample in samples:
+        estimator = estimator.observe(*sample)
+    assert estimator.service_seconds is not None and abs(estimator.service_seconds - 1.0) < 0.01
+    assert estimator.service_rate_per_replica is not None and abs(estimator.service_rate_per_replica - 4.0) < 0.05
