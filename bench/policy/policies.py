@@ -176,10 +176,8 @@ class KnativeKpa:
         ready = max(seen.ready, 1)
         if want_panic / ready >= self.panic_threshold:
             self._panic_until = seen.now + self.stable_window
-        if seen.now < self._panic_until:
-            wanted = max(want_panic, current)  # no scale-down while panicking
-        else:
-            wanted = want_stable
+        # no scale-down while panicking
+        wanted = max(want_panic, current) if seen.now < self._panic_until else want_stable
         wanted = min(wanted, math.ceil(max(ready, 1) * self.max_scale_up_rate))
         if wanted < current:
             wanted = max(wanted, math.floor(current / self.max_scale_down_rate))

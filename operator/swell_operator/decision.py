@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-
 # Replicas are whole: 1.05 replicas' worth of work stays on 1 rather than doubling the pool. The 5 % the
 # pool then lacks shows up as backlog, which this same rule drains at the next reading if it persists.
 ROUNDING_TOLERANCE = 0.1
