@@ -5,8 +5,8 @@ interval plus how much the queue (backlog and in flight) grew. A replica's capac
 service time, by Little's law (tasks in flight = throughput x service time), times its concurrency:
 unlike completions per replica, this is not biased low when the workers are not saturated. Without the
 concurrency, the per-replica rate is sampled only while a backlog waits (the workers are saturated).
-Both are smoothed with a time-based EWMA so uneven poll intervals weigh fairly. A completion counter that goes backwards (Redis restarted) skips one sample instead of
-producing a negative rate.
+Both are smoothed with a time-based EWMA so uneven poll intervals weigh fairly. A completion counter
+that goes backwards (Redis restarted) skips one sample instead of producing a negative rate.
 """
 
 from __future__ import annotations
