@@ -28,7 +28,7 @@ import yaml
 NAMESPACE = "swell-demo"
 POOL = "docs"
 STREAM = "docs"
-DOCS_PER_TASK = 8
+DOCS_PER_TASK = 4
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "demo-output"
 
@@ -79,8 +79,7 @@ def pool_manifest(milvus_uri: str) -> dict[str, Any]:
                       "streams": {"streams": [STREAM]}},
             "concurrency": 4,
             "replicas": {"min": 0, "max": 6},
-            "scaling": {"targetWaitSeconds": 15, "idleSecondsBeforeZero": 15, "scaleDownStabilizationSeconds": 15,
-                        "taskSecondsHint": 0.5},
+            "scaling": {"targetWaitSeconds": 10, "idleSecondsBeforeZero": 15, "scaleDownStabilizationSeconds": 15},
             "worker": {
                 "handlers": ["index", "search"],
                 "vectorUri": milvus_uri,
@@ -138,7 +137,7 @@ async def burst_and_watch(redis_url: str, kubeconfig: Path, count: int, timeout:
         latencies = sorted(finished[i] - submitted[i] for i in finished)
         log("searching through call() (the pool is at zero: this wakes it)")
         call_started = time.monotonic()
-        hits = await client.call("search", {"query": "how do I bake a loaf of bread?", "k": 3}, timeout=180)
+        hits = await client.call("search", {"query": "what does sourdough need to rise?", "k": 3}, timeout=180)
         call_seconds = time.monotonic() - call_started
     replica_seconds = sum(s["ready"] for s in samples)  # one sample per second
     return {
@@ -202,12 +201,14 @@ def run_demo(args: argparse.Namespace) -> int:
         kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
         log("helm install swell (CRD, RBAC, operator); the operator's pod runs as a local process")
         helm = cluster.binaries["helm"]
-        subprocess.run(
+        installed = subprocess.run(
             [str(helm), "upgrade", "--install", "swell", str(ROOT / "charts" / "swell"), "--namespace", NAMESPACE,
              "--set", f"watchNamespaces={{{NAMESPACE}}}", "--set", "replicaCount=1",
-             "--set", "podAnnotations.swell\\.dev/run-locally=true", "--kubeconfig", str(kubeconfig)],
-            check=True, capture_output=True, text=True, timeout=180,
+             "--set-string", "podAnnotations.swell\\.dev/run-locally=true", "--kubeconfig", str(kubeconfig)],
+            capture_output=True, text=True, timeout=180,
         )
+        if installed.returncode != 0:
+            raise RuntimeError(f"helm install failed: {installed.stderr.strip()}")
         kubectl(kubeconfig, "create", "secret", "generic", "redis", "-n", NAMESPACE,
                 f"--from-literal=url={redis.url}", check=False)
         kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(pool_manifest(milvus.uri)))

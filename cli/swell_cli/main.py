@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator_run.add_argument("operator_args", nargs=argparse.REMAINDER, help="passed to the operator")
 
     demo = commands.add_parser("demo", help="local cluster, operator, Redis, a pool and a burst of tasks")
-    demo.add_argument("--tasks", type=int, default=2000)
+    demo.add_argument("--tasks", type=int, default=4000, help="documents in the burst")
     demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     return parser
 

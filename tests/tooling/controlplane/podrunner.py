@@ -89,6 +89,7 @@ class PodRunner:
     def __init__(self, kubeconfig: Path, log_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="swell-pods-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         # Local processes reach the API server through the kubeconfig, as in-cluster ones would through a token.
         self.extra_env = {"KUBECONFIG": str(kubeconfig), **(extra_env or {})}
         self._api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
