@@ -90,6 +90,7 @@ class WorkerConfig:
     pubsub_subscription: str | None = None
     pubsub_topic: str | None = None
     pubsub_mode: PubSubMode = "pull"
+    pubsub_dead_letter_topic: str | None = None
     push_token: str | None = None
     push_audience: str | None = None
     result_redis_url: str | None = None
@@ -209,6 +210,7 @@ class WorkerConfig:
             pubsub_subscription=env.text("SWELL_PUBSUB_SUBSCRIPTION"),
             pubsub_topic=env.text("SWELL_PUBSUB_TOPIC"),
             pubsub_mode=cast(PubSubMode, env.text("SWELL_PUBSUB_MODE") or "pull"),
+            pubsub_dead_letter_topic=env.text("SWELL_PUBSUB_DEAD_LETTER_TOPIC"),
             push_token=env.text("SWELL_PUSH_TOKEN"),
             push_audience=env.text("SWELL_PUSH_AUDIENCE"),
             result_redis_url=env.text("SWELL_RESULT_REDIS_URL"),

@@ -190,6 +190,10 @@ class WorkerRuntime:
         return problems
 
     async def _consume_until_stopped(self) -> None:
+        if getattr(self._backend, "receives_by_push", False):
+            # Work arrives through admit(); pulling would only hold slots that pushes need.
+            await self._stopping.wait()
+            return
         failures = 0
         while not self._stopping.is_set():
             if self._gate.free <= 0:

@@ -3,7 +3,8 @@
 Besides the ``Backend`` protocol (base.py), a backend may offer two optional capabilities that the
 runtime uses when present: ``ping()`` for readiness, and ``keep_alive(deliveries)`` to show it is
 alive while it holds tasks. A third, ``routes(runtime)``, lets a backend add HTTP endpoints (see
-``swell_worker.http``). Each backend class has ``from_config(config)``.
+``swell_worker.http``); a backend whose work only arrives that way sets ``receives_by_push = True`` and
+the runtime does not pull from it. Each backend class has ``from_config(config)``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,272 @@
+"""Google Pub/Sub: a pull subscription read only as fast as slots free up, or a push endpoint that says 429 when full.
+
+Pull uses synchronous Pull with ``max_messages`` equal to the free slots, rather than streaming pull: a
+streaming pull's client keeps leasing messages into a local buffer up to its flow-control limit, so a
+worker would hold messages it cannot start while another pod sits idle. Ack after success; a retry sets
+the message's ack deadline to the backoff delay (Pub/Sub redelivers it then); a message that can never
+succeed is published to the dead-letter topic with ``reason``, ``attempts``, ``failed_at`` attributes and
+acked. The attempt number is Pub/Sub's ``delivery_attempt`` where the subscription has a dead-letter
+policy (the emulator has none) and otherwise this worker's own count of sightings of the message id.
+
+Push (``SWELL_PUBSUB_MODE=push``): Pub/Sub POSTs each message to ``/pubsub/push``. The endpoint checks
+the caller (a shared token, or the OIDC token Pub/Sub signs for the push subscription), then asks the
+runtime for a free slot: none free means 429 at once, which Pub/Sub answers by backing off and
+redelivering. Otherwise the task runs and the answer is its outcome: 204 once acked or dead-lettered,
+503 for a retry (Pub/Sub's retry policy then provides the backoff).
+
+Depth: Pub/Sub has no cheap "queue length". In production the backlog comes from Cloud Monitoring
+(``num_undelivered_messages``), minutes late; what a worker knows at once is what it holds. See
+docs/pubsub.md for what each mode can and cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from swell_worker.backends.base import BackendError, Delivery, Depth
+from swell_worker.config import WorkerConfig
+from swell_worker.push_auth import PushAuthenticator, PushAuthError
+
+if TYPE_CHECKING:
+    from swell_worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+MAX_ACK_DEADLINE = 600  # Pub/Sub's limit, seconds
+LEASE_SECONDS = 60
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    from google.api_core import exceptions
+
+    return (exceptions.GoogleAPIError,)
+
+
+class PubSubClients:
+    """The publisher and subscriber a worker (or client) needs, sharing one project; calls run in threads."""
+
+    def __init__(self, project: str, subscription: str | None, topic: str | None,
+                 dead_letter_topic: str | None) -> None:
+        from google.cloud import pubsub_v1
+
+        self.project = project
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.subscription = self.subscriber.subscription_path(project, subscription) if subscription else None
+        self.topic = self.publisher.topic_path(project, topic) if topic else None
+        self.dead_letter_topic = self.publisher.topic_path(project, dead_letter_topic) if dead_letter_topic else None
+
+    async def call(self, what: str, function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        except _client_errors() as exc:
+            raise BackendError(f"Pub/Sub could not {what}: {exc}") from exc
+
+    async def publish(self, topic: str | None, body: bytes, **attributes: str) -> None:
+        if topic is None:
+            raise BackendError("no Pub/Sub topic is configured to publish to (SWELL_PUBSUB_TOPIC)")
+        future = await self.call("publish", self.publisher.publish, topic, body, **attributes)
+        await self.call("publish", future.result, timeout=30)
+
+    def close(self) -> None:
+        self.subscriber.close()
+        self.publisher.stop()
+
+
+def dead_letter_attributes(delivery: Delivery, reason: str, subscription: str | None) -> dict[str, str]:
+    return {"reason": reason[:1024], "attempts": str(delivery.attempt), "failed_at": f"{time.time():.3f}",
+            "source": subscription or ""}
+
+
+class PubSubBackend:
+    """Pull mode."""
+
+    def __init__(self, clients: PubSubClients) -> None:
+        """A client that only publishes needs no subscription; consuming without one is a BackendError."""
+        self._clients = clients
+        self._seen: dict[str, int] = {}  # message id -> sightings, when Pub/Sub gives no delivery_attempt
+        self._held = 0
+        self._acked = 0
+
+    @property
+    def _subscription(self) -> str:
+        if self._clients.subscription is None:
+            raise BackendError("SWELL_PUBSUB_SUBSCRIPTION is required to consume from Pub/Sub")
+        return str(self._clients.subscription)
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> PubSubBackend | PubSubPushBackend:
+        assert config.pubsub_project is not None  # WorkerConfig checks this
+        clients = PubSubClients(config.pubsub_project, config.pubsub_subscription, config.pubsub_topic,
+                                config.pubsub_dead_letter_topic)
+        if config.pubsub_mode == "push":
+            return PubSubPushBackend(clients, PushAuthenticator(config.push_token, config.push_audience))
+        return cls(clients)
+
+    async def ping(self) -> None:
+        await self._clients.call("read the subscription", self._clients.subscriber.get_subscription,
+                                 request={"subscription": self._subscription}, timeout=5)
+
+    async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
+        if max_messages <= 0:
+            return []
+        response = await self._clients.call(
+            "pull", self._clients.subscriber.pull,
+            request={"subscription": self._subscription, "max_messages": max_messages},
+            timeout=max(timeout, 1.0),
+        )
+        deliveries = []
+        for received in response.received_messages:
+            message = received.message
+            attempt = received.delivery_attempt
+            if not attempt:
+                attempt = self._seen[message.message_id] = self._seen.get(message.message_id, 0) + 1
+            deliveries.append(Delivery(body=bytes(message.data), attempt=attempt, receipt=received.ack_id,
+                                       source=self._subscription))
+        self._held += len(deliveries)
+        return deliveries
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self._clients.call("ack", self._clients.subscriber.acknowledge,
+                                 request={"subscription": self._subscription, "ack_ids": [delivery.receipt]})
+        self._settled(delivery)
+        self._acked += 1
+
+    async def nack(self, delivery: Delivery, delay: float) -> None:
+        """Redelivery after ``delay`` seconds: the ack deadline becomes the backoff."""
+        seconds = int(min(max(delay, 0), MAX_ACK_DEADLINE))
+        await self._clients.call(
+            "nack", self._clients.subscriber.modify_ack_deadline,
+            request={"subscription": self._subscription, "ack_ids": [delivery.receipt],
+                     "ack_deadline_seconds": seconds},
+        )
+        self._held = max(self._held - 1, 0)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        attributes = dead_letter_attributes(delivery, reason, self._subscription)
+        await self._clients.publish(self._clients.dead_letter_topic or self._missing_dead_letter(), delivery.body,
+                                    **attributes)
+        await self.ack(delivery)
+
+    async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        """Extend the lease of what this worker holds, so long tasks are not redelivered to others."""
+        if deliveries:
+            await self._clients.call(
+                "extend leases", self._clients.subscriber.modify_ack_deadline,
+                request={"subscription": self._subscription, "ack_ids": [d.receipt for d in deliveries],
+                         "ack_deadline_seconds": LEASE_SECONDS},
+            )
+
+    async def publish(self, body: bytes, priority: int = 0) -> None:
+        await self._clients.publish(self._clients.topic, body)
+
+    async def depth(self) -> Depth:
+        """What this worker knows now: what it holds and what it acked. The subscription's backlog is not
+        visible to a Pub/Sub client (Cloud Monitoring has it, minutes late)."""
+        return Depth(backlog=0, in_flight=self._held, completed_total=self._acked)
+
+    async def close(self) -> None:
+        self._clients.close()
+
+    def _settled(self, delivery: Delivery) -> None:
+        self._held = max(self._held - 1, 0)
+
+    def _missing_dead_letter(self) -> str:
+        raise BackendError("no dead-letter topic is configured (SWELL_PUBSUB_DEAD_LETTER_TOPIC)")
+
+
+@dataclass
+class PushOutcome:
+    """How the runtime settled one pushed message; the HTTP answer follows from it."""
+
+    status: int = 503
+
+
+class PubSubPushBackend:
+    """Push mode: nothing to pull; messages arrive over HTTP and are settled by the answer."""
+
+    receives_by_push = True
+
+    def __init__(self, clients: PubSubClients, authenticator: PushAuthenticator) -> None:
+        self._clients = clients
+        self._auth = authenticator
+        self._held = 0
+        self._acked = 0
+
+    async def ping(self) -> None:
+        return None  # Pub/Sub calls us; there is nothing to reach
+
+    async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
+        return []  # never called by the runtime: see receives_by_push
+
+    async def ack(self, delivery: Delivery) -> None:
+        self._finish(delivery, 204)
+        self._acked += 1
+
+    async def nack(self, delivery: Delivery, delay: float) -> None:
+        self._finish(delivery, 503)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        if self._clients.dead_letter_topic is None:
+            raise BackendError("no dead-letter topic is configured (SWELL_PUBSUB_DEAD_LETTER_TOPIC)")
+        await self._clients.publish(self._clients.dead_letter_topic, delivery.body,
+                                    **dead_letter_attributes(delivery, reason, delivery.source))
+        self._finish(delivery, 204)
+
+    async def publish(self, body: bytes, priority: int = 0) -> None:
+        await self._clients.publish(self._clients.topic, body)
+
+    async def depth(self) -> Depth:
+        return Depth(backlog=0, in_flight=self._held, completed_total=self._acked)
+
+    async def close(self) -> None:
+        self._clients.close()
+
+    def _finish(self, delivery: Delivery, status: int) -> None:
+        outcome: PushOutcome = delivery.receipt
+        outcome.status = status
+
+    def routes(self, runtime: WorkerRuntime) -> Iterable[web.AbstractRouteDef]:
+        async def push(request: web.Request) -> web.Response:
+            try:
+                self._auth.check(request.headers.get("Authorization"), request.query.get("token"))
+            except PushAuthError as exc:
+                return web.json_response({"error": str(exc)}, status=exc.status)
+            try:
+                delivery = parse_push(await request.read())
+            except ValueError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            self._held += 1
+            try:
+                if not await runtime.admit(delivery):
+                    return web.json_response({"error": "every slot is busy; retry later"}, status=429)
+                # admit() returns once the delivery is settled; unsettled (503) means Pub/Sub retries it.
+                outcome: PushOutcome = delivery.receipt
+                return web.Response(status=outcome.status)
+            finally:
+                self._held -= 1
+
+        return [web.post("/pubsub/push", push)]
+
+
+def parse_push(raw: bytes) -> Delivery:
+    """A push request body into a Delivery; ValueError says what is wrong with the envelope."""
+    try:
+        envelope = json.loads(raw)
+        message = envelope["message"]
+        data = base64.b64decode(message.get("data", ""), validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"not a Pub/Sub push envelope: {exc!r}") from exc
+    attempt = envelope.get("deliveryAttempt") or message.get("deliveryAttempt") or 1
+    return Delivery(body=data, attempt=int(attempt), receipt=PushOutcome(),
+                    source=str(envelope.get("subscription", "")))
