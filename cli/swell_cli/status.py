@@ -26,7 +26,7 @@ async def list_pools(namespace: str | None, all_namespaces: bool, kubeconfig: st
             if namespace is None:
                 _, context = config.list_kube_config_contexts(config_file=kubeconfig)
                 namespace = str(((context or {}).get("context") or {}).get("namespace", "default"))
-            result = await custom.list_namespaced_custom_object(GROUP, VERSION, PLURAL, namespace)
+            result = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
     items: list[dict[str, Any]] = result.get("items", [])
     return items
 

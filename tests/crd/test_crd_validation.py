@@ -94,3 +94,23 @@ def test_every_example_is_accepted(cluster: Cluster, namespace: str, crd: None, 
     assert pools
     for pool in pools:
         cluster.kubectl("get", "wp", pool["metadata"]["name"], "-n", namespace)
+
+
+def test_swell_status_lists_pools_like_kubectl_get_wp(cluster: Cluster, namespace: str, crd: None) -> None:
+    import subprocess
+    import sys
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "swell_cli", "status", "--kubeconfig", str(cluster.kubeconfig),
+                               "-n", namespace, *args], capture_output=True, text=True, timeout=60)
+
+    empty = status()
+    assert empty.returncode == 0 and "No WorkerPools found." in empty.stdout
+    assert apply(cluster, namespace, VALID) == (0, "")
+    table = status()
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["NAMESPACE", "NAME", "BACKEND", "BACKLOG"]
+    assert row.split()[:3] == [namespace, "pool", "redis-streams"]
+    listed = yaml.safe_load(status("-o", "json").stdout)
+    assert [p["metadata"]["name"] for p in listed] == ["pool"]
