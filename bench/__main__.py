@@ -6,7 +6,12 @@ import runpy
 import sys
 
 # name -> the module that runs it; the reaction bench needs the local control plane (make cluster-up).
-BENCHES = {"policy": "bench.policy", "reaction": "bench.reaction_local"}
+BENCHES = {
+    "policy": "bench.policy",
+    "worker_throughput": "bench.worker_throughput",
+    "embedding": "bench.embedding",
+    "reaction": "bench.reaction_local",
+}
 
 
 def main(argv: list[str]) -> int:

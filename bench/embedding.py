@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
 from swell_cli.demo import documents  # noqa: E402
 
+from bench.report import save_comparison  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
 from tests.fixtures.workers import WorkerProcess  # noqa: E402
 
@@ -102,21 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         row["ratio_to_limit"] = round(row["docs_per_second"] / limit, 3)
         print(f"{row['system']:48} {row['docs_per_second']:>8.1f} docs/s  {row['ratio_to_limit']:>6.0%} of the limit"
               + (f"  p50 {row['p50_latency_s']}s p95 {row['p95_latency_s']}s" if "p50_latency_s" in row else ""))
-    report = {"name": "embedding", "command": "python -m bench.embedding", "machine": platform.platform(),
-              "cores": os.cpu_count(), "docs": args.docs, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embedding.json").write_text(json.dumps(report, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.barh([r["system"] for r in rows][::-1], [r["docs_per_second"] for r in rows][::-1], color="tab:green")
-    ax.set_xlabel("documents embedded per second (same machine)")
-    fig.tight_layout()
-    fig.savefig(RESULTS / "embedding.png", dpi=90)
-    print("wrote bench/results/embedding.json and .png (python -m bench.embedding)")
+    save_comparison("embedding", rows, "docs_per_second", "documents embedded per second (same machine)",
+                    docs=args.docs)
     return 0
 
 

@@ -15,9 +15,7 @@ can be started first):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,9 +26,9 @@ from typing import Any
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save_comparison  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
 
@@ -159,23 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["ratio_to_raw"] = round(row["tasks_per_second"] / raw, 3)
         row["swell_over_this"] = round(swell / row["tasks_per_second"], 2)
-    report = {"name": "worker_throughput", "command": "python -m bench.worker_throughput",
-              "machine": platform.platform(), "cores": os.cpu_count(), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "worker_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.barh([r["system"] for r in rows][::-1], [r["tasks_per_second"] for r in rows][::-1], color="tab:blue")
-    ax.set_xlabel("no-op tasks per second (one worker process, same machine)")
-    fig.tight_layout()
-    fig.savefig(RESULTS / "worker_throughput.png", dpi=90)
+    save_comparison("worker_throughput", rows, "tasks_per_second",
+                    "no-op tasks per second (one worker process, same machine)")
     print(f"swell = {rows[1]['ratio_to_raw']:.0%} of the raw loop; "
           + "; ".join(f"{r['swell_over_this']}x {r['system']}" for r in rows[2:]))
-    print("wrote bench/results/worker_throughput.json and .png (python -m bench.worker_throughput)")
     return 0
 
 
