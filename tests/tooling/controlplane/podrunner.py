@@ -92,7 +92,7 @@ class PodRunner:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Local processes reach the API server through the kubeconfig, as in-cluster ones would through a token.
         self.extra_env = {"KUBECONFIG": str(kubeconfig), **(extra_env or {})}
-        self._api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        self._api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
         self._processes: dict[str, LocalProcess] = {}  # by pod uid
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -144,10 +144,10 @@ class PodRunner:
                     time.sleep(1)
 
     def _watch_once(self) -> None:
-        listed = self._api.list_pod_for_all_namespaces()
+        listed: Any = self._api.list_pod_for_all_namespaces()
         for pod in listed.items:
             self._on_pod("ADDED", pod)
-        stream = watch.Watch()
+        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
         for event in stream.stream(
             self._api.list_pod_for_all_namespaces,
             resource_version=listed.metadata.resource_version,
@@ -211,11 +211,15 @@ class PodRunner:
         for source in container.env_from or []:
             prefix = source.prefix or ""
             if source.secret_ref is not None:
-                data = self._api.read_namespaced_secret(source.secret_ref.name, namespace).data or {}
-                env.update({prefix + k: base64.b64decode(v).decode() for k, v in data.items()})
+                secret_data: dict[str, Any] = dict(self._api.read_namespaced_secret(
+                    source.secret_ref.name, namespace
+                ).data or {})
+                env.update({prefix + k: base64.b64decode(v).decode() for k, v in secret_data.items()})
             if source.config_map_ref is not None:
-                data = self._api.read_namespaced_config_map(source.config_map_ref.name, namespace).data or {}
-                env.update({prefix + k: v for k, v in data.items()})
+                config_data: dict[str, str] = self._api.read_namespaced_config_map(
+                    source.config_map_ref.name, namespace
+                ).data or {}
+                env.update({prefix + k: v for k, v in config_data.items()})
         fields = {
             "metadata.name": pod.metadata.name,
             "metadata.namespace": namespace,
