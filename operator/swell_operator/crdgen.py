@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,13 @@ def _default_empty(node: dict[str, Any], required: bool) -> dict[str, Any]:
 
 
 def crd_manifest() -> dict[str, Any]:
+    """The apiextensions.k8s.io/v1 CRD for WorkerPools.
+
+    No ``scale`` subresource, on purpose: Swell owns the replica count and the spec holds only bounds
+    (``replicas.min``/``max``). A ``/scale`` endpoint would invite ``kubectl scale`` or an HPA to write a
+    number the next decision overwrites within a second; pausing (``scaling.paused``) is the supported way
+    to take the wheel. The ``all`` category lists pools in ``kubectl get all``.
+    """
     spec = structural(WorkerPoolSpec.model_json_schema(by_alias=True))
     status = structural(WorkerPoolStatus.model_json_schema(by_alias=True))
     status.pop("required", None)
@@ -149,6 +157,15 @@ def crd_manifest() -> dict[str, Any]:
     }
 
 
+def _shown_default(node: dict[str, Any]) -> str:
+    if "default" not in node:
+        return ""
+    value = node["default"]
+    if isinstance(value, dict):
+        return "its fields' defaults"
+    return f"`{json.dumps(value)}`"
+
+
 def _fields(schema: dict[str, Any], path: str) -> Iterator[tuple[str, str, str, str]]:
     for name, node in schema.get("properties", {}).items():
         here = f"{path}.{name}"
@@ -160,12 +177,22 @@ def _fields(schema: dict[str, Any], path: str) -> Iterator[tuple[str, str, str, 
         elif kind.startswith("array") and "enum" in node.get("items", {}):
             kind += " (" + ", ".join(f"`{v}`" for v in node["items"]["enum"]) + ")"
         required = name in schema.get("required", ())
-        default = "required" if required else (f"`{node['default']}`" if "default" in node else "")
+        default = "required" if required else _shown_default(node)
         description = " ".join(str(node.get("description", "")).split())
         yield here, kind, default, description
         yield from _fields(node, here)
         if "items" in node:
             yield from _fields(node["items"], f"{here}[]")
+
+
+def _rules(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every CEL rule in the tree, with the path of the object it is attached to."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        yield path, rule
+    for name, node in schema.get("properties", {}).items():
+        yield from _rules(node, f"{path}.{name}")
+    if "items" in schema:
+        yield from _rules(schema["items"], f"{path}[]")
 
 
 def reference_markdown(crd: dict[str, Any]) -> str:
@@ -177,7 +204,7 @@ def reference_markdown(crd: dict[str, Any]) -> str:
         "`operator/swell_operator/model.py` by `python -m swell_operator.crdgen`; do not edit by hand.",
         "",
     ]
-    rules = schema["properties"]["spec"].get("x-kubernetes-validations", [])
+    rules = list(_rules(schema["properties"]["spec"], "spec"))
     for section in ("spec", "status"):
         lines += [f"## {section}", "", "| field | type | default | description |", "|---|---|---|---|"]
         for path, kind, default, description in _fields(schema["properties"][section], section):
@@ -185,7 +212,7 @@ def reference_markdown(crd: dict[str, Any]) -> str:
         lines.append("")
         if section == "spec" and rules:
             lines += ["Rules the API server enforces on `spec`:", ""]
-            lines += [f"- {rule['message']}" for rule in rules] + [""]
+            lines += [f"- `{path}`: {rule['message']}" for path, rule in rules] + [""]
     return "\n".join(lines)
 
 

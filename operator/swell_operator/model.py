@@ -191,6 +191,14 @@ class ResourceRequirements(Spec):
 
 
 class EnvVar(Spec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!(has(self.value) && has(self.secretKeyRef))", "env: set value or secretKeyRef, not both")
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=253, description="Variable name.")
     value: str | None = Field(default=None, description="Plain value.")
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="Value from a Secret key.")
@@ -204,7 +212,7 @@ class BundledWorker(Spec):
         default="ghcr.io/swell-dev/swell-worker:0.1.0", min_length=1, description="Worker image."
     )
     handlers: list[HandlerName] = Field(
-        default_factory=lambda: list[HandlerName](["embed", "index", "search"]),
+        default=["embed", "index", "search"],  # a plain default so the CRD carries it (pydantic copies it)
         min_length=1,
         description="Handlers the worker serves.",
     )
@@ -259,32 +267,32 @@ class WorkerPoolSpec(Spec):
 
 
 class Condition(Spec):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
+    type: str = Field(description="`Ready`, `Active`, `Degraded` or `Paused`.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(default="", description="One CamelCase word for machines.")
+    message: str = Field(default="", description="What happened, for people (never a credential).")
+    last_transition_time: str | None = Field(default=None, description="When `status` last changed (RFC 3339).")
 
 
 class LastDecision(Spec):
-    replicas: int
-    reason: str
-    time: str
+    replicas: int = Field(description="Replicas the decision asked for.")
+    reason: str = Field(description="Why, in words: the backlog, rates and rule that set the number.")
+    time: str = Field(description="When the decision was made (RFC 3339).")
 
 
 class WorkerPoolStatus(Spec):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(default=None, description="The `metadata.generation` last acted on.")
     backlog: int | None = Field(default=None, description="Tasks waiting.")
     in_flight: int | None = Field(default=None, description="Tasks delivered and not yet settled.")
     arrival_rate: float | None = Field(default=None, description="Tasks arriving per second.")
     service_rate: float | None = Field(default=None, description="Tasks one replica completes per second.")
-    desired_replicas: int | None = None
-    current_replicas: int | None = None
-    ready_replicas: int | None = None
-    last_decision: LastDecision | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    desired_replicas: int | None = Field(default=None, description="Replicas the last decision asked for.")
+    current_replicas: int | None = Field(default=None, description="Replicas the Deployment has now.")
+    ready_replicas: int | None = Field(default=None, description="Replicas ready to take tasks.")
+    last_decision: LastDecision | None = Field(default=None, description="The latest scaling decision.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Active, Degraded and Paused.")
     scaler_memory: dict[str, Any] | None = Field(
         default=None,
         description="The decision's memory between reads (stabilisation window, idle clock).",

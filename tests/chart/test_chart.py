@@ -3,6 +3,8 @@ RBAC proven with `kubectl auth can-i` on the real API server, and a CRD that out
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
+from swell_operator import metrics as operator_metrics
+from swell_operator.deployment import render_deployment
+from swell_operator.model import WorkerPoolSpec
+from swell_worker import metrics as _worker_metrics  # noqa: F401  (registers the worker's series)
 
 from tests.chart.schemas import write_schemas
 from tests.fixtures.cluster import Cluster
@@ -17,6 +24,11 @@ from tests.fixtures.cluster import Cluster
 CHART = Path(__file__).resolve().parents[2] / "charts" / "swell"
 KINDS = {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
          "ConfigMap"}
+VALID_SPEC = {
+    "queue": {"backend": "redis-streams", "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+              "streams": {"streams": ["tasks"]}},
+    "worker": {"handlers": ["noop"]},
+}
 VARIANTS = {
     "defaults": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
@@ -91,6 +103,54 @@ def test_rbac_is_namespaced_when_namespaces_are_listed(cluster: Cluster) -> None
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
 
 
+def test_ports_must_not_clash(cluster: Cluster) -> None:
+    refused = helm(cluster, "template", "swell", str(CHART), "--set", "healthPort=9090", check=False)
+    assert refused.returncode != 0 and "metrics.port, healthPort and activator.port must differ" in refused.stderr
+
+
+def test_two_replicas_prefer_different_nodes(cluster: Cluster) -> None:
+    def affinity(*values: str) -> Any:
+        (deployment,) = [d for d in render(cluster, *values) if d["kind"] == "Deployment"]
+        return deployment["spec"]["template"]["spec"].get("affinity")
+
+    spread = affinity()["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert affinity("--set", "replicaCount=1") is None
+
+
+def test_monitors_select_the_operator_service_and_the_worker_pods(cluster: Cluster) -> None:
+    docs = render(cluster, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+                  "--set", "activator.enabled=true", "--set", "watchNamespaces={team-a}")
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    selected = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in selected] == ["swell-operator"]  # not the activator
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in selected[0]["spec"]["ports"]}
+    (pods,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert pods["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+    # The labels and port name the operator gives the bundled worker's pods.
+    worker = render_deployment("pool", WorkerPoolSpec.model_validate(VALID_SPEC), replicas=1)["spec"]["template"]
+    assert pods["spec"]["selector"]["matchLabels"].items() <= worker["metadata"]["labels"].items()
+    port_names = {p["name"] for c in worker["spec"]["containers"] for p in c.get("ports", [])}
+    assert pods["spec"]["podMetricsEndpoints"][0]["port"] in port_names
+    assert not [d for d in render(cluster) if d["kind"] in {"ServiceMonitor", "PodMonitor"}]  # off by default
+
+
+def test_dashboard_reads_the_series_the_code_exports(cluster: Cluster) -> None:
+    (configmap,) = [d for d in render(cluster) if d["kind"] == "ConfigMap"]
+    dashboard = json.loads(configmap["data"]["swell.json"])
+    queries = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []))
+    exported = {m.name for m in operator_metrics.REGISTRY.collect()} | {
+        m.name for m in REGISTRY.collect() if m.name.startswith("swell_")
+    }
+    used = set(re.findall(r"\b(swell_[a-z_]+?)(?:_bucket|_total)?\b", queries))
+    assert used and used <= exported, used - exported
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("backlog", "replicas", "latency", "failures", "dead"):
+        assert topic in titles
+
+
 @pytest.fixture
 def installed(cluster: Cluster, namespace: str) -> Iterator[str]:
     release = f"swell-{namespace}"
@@ -117,9 +177,31 @@ def test_install_grants_what_the_operator_needs_and_nothing_more(
     ):
         assert can_i(cluster, sa, *verb_resource, "-n", namespace), verb_resource
     assert not can_i(cluster, sa, "list", "secrets", "-n", namespace)
+    assert not can_i(cluster, sa, "list", "secrets", "--all-namespaces")
     assert not can_i(cluster, sa, "get", "secrets", "-n", "kube-system")
     assert not can_i(cluster, sa, "create", "deployments.apps", "-n", "kube-system")
+    assert not can_i(cluster, sa, "watch", "workerpools.swell.dev", "--all-namespaces")
+    assert not can_i(cluster, sa, "update", "leases.coordination.k8s.io", "-n", "kube-system")
     assert not can_i(cluster, sa, "delete", "nodes")
+
+
+def test_a_clusterwide_install_reaches_every_namespace_but_no_further(cluster: Cluster, namespace: str) -> None:
+    release = f"cw-{namespace}"
+    helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--wait=false")
+    try:
+        sa = f"system:serviceaccount:{namespace}:{release}-operator"
+        for verb_resource in (("watch", "workerpools.swell.dev"), ("patch", "workerpools.swell.dev/status"),
+                              ("create", "deployments.apps"), ("patch", "pods"), ("get", "secrets")):
+            assert can_i(cluster, sa, *verb_resource, "--all-namespaces"), verb_resource
+        assert can_i(cluster, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+        assert can_i(cluster, sa, "update", "leases.coordination.k8s.io", "-n", namespace)
+        for verb_resource in (("list", "secrets"), ("watch", "secrets"), ("list", "namespaces"), ("delete", "nodes"),
+                              ("update", "workerpools.swell.dev"), ("update", "leases.coordination.k8s.io"),
+                              ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+                              ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("create", "pods")):
+            assert not can_i(cluster, sa, *verb_resource, "--all-namespaces"), verb_resource
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace, check=False)
 
 
 def test_uninstall_keeps_the_crd(cluster: Cluster, namespace: str) -> None:

@@ -41,3 +41,34 @@ def test_schema_is_structural() -> None:
     walk(schema, "")
     rules = [r["rule"] for r in schema["properties"]["spec"]["x-kubernetes-validations"]]
     assert "has(self.worker) != has(self.scaleTargetRef)" in rules
+
+
+def test_every_field_is_documented() -> None:
+    """The reference is generated from descriptions, so a field without one would be a blank row."""
+    schema = crdgen.crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    blank = []
+
+    def walk(node: dict[str, object], path: str) -> None:
+        properties = node.get("properties", {})
+        assert isinstance(properties, dict)
+        for name, sub in properties.items():
+            if not sub.get("description"):
+                blank.append(f"{path}.{name}")
+            walk(sub, f"{path}.{name}")
+        items = node.get("items")
+        if isinstance(items, dict):
+            walk(items, f"{path}[]")
+
+    for section in ("spec", "status"):
+        walk(schema["properties"][section], section)
+    assert blank == []
+    reference = (crdgen.ROOT / "docs" / "reference.md").read_text()
+    assert "| `spec.scaling.targetWaitSeconds` | number | `30.0` |" in reference
+    assert "- `spec.replicas`: replicas.min must be <= replicas.max" in reference
+
+
+def test_no_scale_subresource_because_swell_owns_replicas() -> None:
+    version = crdgen.crd_manifest()["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    bounds = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]
+    assert set(bounds["properties"]) == {"min", "max"}  # bounds only: no count for /scale to point at

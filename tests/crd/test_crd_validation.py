@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from swell_operator.crdgen import crd_manifest
+from swell_operator.model import WorkerPoolSpec
 
 from tests.fixtures.cluster import Cluster
 
@@ -71,9 +72,14 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
         ({"concurrency": 0}, "spec.concurrency: Invalid value: 0"),
         ({"worker": {"handlers": ["translate"]}}, 'Unsupported value: "translate"'),
         ({"surprise": True}, 'unknown field "spec.surprise"'),
+        ({"worker": {"env": [{"name": "TOKEN", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}]}},
+         "env: set value or secretKeyRef, not both"),
+        ({"queue": {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "u"}},
+                    "list": {"keys": []}}},
+         "spec.queue.list.keys: Invalid value: 0: spec.queue.list.keys in body should have at least 1 items"),
     ],
     ids=["min>max", "unknown-backend", "both-worker-and-target", "neither", "streams-missing", "pubsub-missing",
-         "zero-concurrency", "unknown-handler", "unknown-field"],
+         "zero-concurrency", "unknown-handler", "unknown-field", "env-both", "no-list-keys"],
 )
 def test_invalid_pools_are_refused_with_the_reason(
     cluster: Cluster, namespace: str, crd: None, spec: dict[str, Any], message: str
@@ -83,17 +89,25 @@ def test_invalid_pools_are_refused_with_the_reason(
     assert message in error, error
 
 
+def contains(stored: Any, applied: Any) -> bool:
+    """Everything applied is stored as written (the server may add defaults, never drop or change a field)."""
+    if isinstance(applied, dict):
+        return isinstance(stored, dict) and all(k in stored and contains(stored[k], v) for k, v in applied.items())
+    return bool(stored == applied)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
 def test_every_example_is_accepted(cluster: Cluster, namespace: str, crd: None, example: Path) -> None:
-    # rq.yaml and celery.yaml reference the Secret defined in redis-streams.yaml: apply that first.
-    base = [d for d in yaml.safe_load_all((example.parent / "redis-streams.yaml").read_text()) if d["kind"] == "Secret"]
-    docs = base + [d for d in yaml.safe_load_all(example.read_text()) if d]
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
     for doc in docs:
         assert apply(cluster, namespace, doc) == (0, ""), doc["metadata"]["name"]
-    pools = [d for d in docs if d["kind"] == "WorkerPool"]
-    assert pools
-    for pool in pools:
-        cluster.kubectl("get", "wp", pool["metadata"]["name"], "-n", namespace)
+    for pool in (d for d in docs if d["kind"] == "WorkerPool"):
+        got = cluster.kubectl("get", "wp", pool["metadata"]["name"], "-n", namespace, "-o", "yaml").stdout
+        stored = yaml.safe_load(got)["spec"]
+        assert contains(stored, pool["spec"]), stored
+        # The operator parses what the server stored, defaults included, with the same model.
+        parsed = WorkerPoolSpec.model_validate(stored)
+        assert parsed.scaling.target_wait_seconds == stored["scaling"]["targetWaitSeconds"]
 
 
 def test_swell_status_lists_pools_like_kubectl_get_wp(cluster: Cluster, namespace: str, crd: None) -> None:

@@ -16,6 +16,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The labels the operator puts on the bundled worker's pods (swell_operator.deployment.pool_labels). */}}
+{{- define "swell.workerSelectorLabels" -}}
+app.kubernetes.io/name: swell-worker
+app.kubernetes.io/managed-by: swell-operator
+{{- end -}}
+
 {{- define "swell.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "swell.fullname" .) .Values.serviceAccount.name -}}
@@ -28,7 +34,7 @@ app.kubernetes.io/component: operator
 {{- define "swell.rules" -}}
 - apiGroups: ["swell.dev"]
   resources: ["workerpools"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["swell.dev"]
   resources: ["workerpools/status"]
   verbs: ["get", "patch", "update"]
@@ -41,7 +47,7 @@ app.kubernetes.io/component: operator
 # pods: list to find a pool's workers, patch to set controller.kubernetes.io/pod-deletion-cost.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # secrets: read the Secrets a WorkerPool references (Redis URL, password). Names are the user's, so
 # resourceNames cannot be fixed here; with watchNamespaces the grant is limited to those namespaces.
 - apiGroups: [""]
@@ -52,12 +58,11 @@ app.kubernetes.io/component: operator
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{/* Only when watching every namespace: kopf discovers resources and namespaces cluster-wide. */}}
+{{/* Only when watching every namespace: kopf watches CRDs to notice the WorkerPool CRD being upgraded.
+A cluster-wide kopf does not list namespaces, so no namespace rights. A namespaced install grants neither:
+kopf then scans CRDs once at start (it logs that it cannot watch them) and takes the namespaces as given. */}}
 {{- define "swell.clusterwideRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
 {{- end -}}
