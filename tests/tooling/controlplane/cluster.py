@@ -5,12 +5,19 @@ with kwok nodes, run as local processes by kwokctl's binary runtime.
 downloaded: every binary comes from ``build.sh``'s cache. Pods land on kwok nodes, which run nothing;
 the pod runner (``podrunner.py``) runs the pods that opt in as local processes.
 
+The pod network lives on loopback: Linux routes all of 127.0.0.0/8 to ``lo``, so when kwok hands out pod
+IPs from 127.1.<node>.0/24 a local process can bind its own pod IP with no setup, and the operator reaches
+a worker at ``http://<podIP>:<port>`` as in a real cluster. A cluster made with other settings is
+recreated, never reused, since its pods would carry addresses nothing listens on.
+
     python -m tests.tooling.controlplane.cluster up|down|status [--name swell]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +36,14 @@ kind: KwokctlConfiguration
 options:
   bindAddress: 127.0.0.1
 """
+# kwok v0.8.0 takes a pod's IP from its node's spec.podCIDRs (pkg/kwok/controllers/pod_controller.go,
+# funcPodIPsWith); a KwokConfiguration's options.cidr is only the fallback for a node without one, which
+# `kwokctl scale node` never makes (and v0.8.0 applies no defaults to a KwokConfiguration it is given, so
+# one with only a cidr leaves the pod controller with zero workers). That command renders
+# kustomize/kwokctl/resource/node.yaml, whose parameters default to podCIDRs 10.0.0.0/24 + fd00::/64 and
+# nodeIPs 192.0.2.1 + 2001:db8::1, each shifted by the node's index. These make node i own pod IPs
+# 127.1.i.0/24 and have address 127.0.0.(1+i): IPv4 only, all on loopback.
+NODE_PARAMS = ('.podCIDRs=["127.1.0.0/24"]', '.nodeIPs=["127.0.0.1"]')
 
 
 class ControlPlaneUnavailable(RuntimeError):
@@ -84,6 +99,21 @@ def kubeconfig_path(name: str) -> Path:
     return CACHE / "clusters" / name / "kubeconfig"
 
 
+def _digest_path(name: str) -> Path:
+    return CACHE / "clusters" / name / "config.sha256"
+
+
+def config_digest() -> str:
+    """What a cluster was made with; a running cluster made with anything else is stale."""
+    made_with = json.dumps({"config": KWOKCTL_CONFIG, "node_params": NODE_PARAMS}, sort_keys=True)
+    return hashlib.sha256(made_with.encode()).hexdigest()
+
+
+def _current(name: str) -> bool:
+    digest = _digest_path(name)
+    return digest.exists() and digest.read_text().strip() == config_digest()
+
+
 def _kwokctl(tools: dict[str, Path], name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KWOK_WORKDIR": str(workdir())}
     config = CACHE / "clusters" / name / "kwokctl.yaml"
@@ -117,8 +147,14 @@ def ensure_cluster(name: str = "swell") -> ClusterInfo:
     """A healthy cluster with ``NODES`` ready kwok nodes; reused when one is already up."""
     tools = binaries()
     kubeconfig = kubeconfig_path(name)
+    cluster_dir = workdir() / "clusters" / name
+    if cluster_dir.exists() and not _current(name):
+        # Made by an older cluster.py (e.g. before pods had loopback IPs): nodes and pods would keep the old shape.
+        deleted = _kwokctl(tools, name, "delete", "cluster", "--kubeconfig", str(kubeconfig))
+        if deleted.returncode != 0:
+            raise ControlPlaneUnavailable(f"cannot delete the stale cluster {name}: {deleted.stderr}")
+        kubeconfig.unlink(missing_ok=True)
     if not healthy(tools, kubeconfig):
-        cluster_dir = workdir() / "clusters" / name
         if cluster_dir.exists():
             started = _kwokctl(tools, name, "start", "cluster", "--kubeconfig", str(kubeconfig))
             if started.returncode != 0 or not _wait_healthy(tools, kubeconfig, 60):
@@ -126,7 +162,8 @@ def ensure_cluster(name: str = "swell") -> ClusterInfo:
         if not healthy(tools, kubeconfig):
             _create(tools, name, kubeconfig)
     if _ready_nodes(tools, kubeconfig) < NODES:
-        scaled = _kwokctl(tools, name, "scale", "node", "--replicas", str(NODES))
+        params = [arg for param in NODE_PARAMS for arg in ("--param", param)]
+        scaled = _kwokctl(tools, name, "scale", "node", "--replicas", str(NODES), *params)
         if scaled.returncode != 0:
             raise ControlPlaneUnavailable(f"kwokctl scale node failed: {scaled.stderr}")
         _wait(lambda: _ready_nodes(tools, kubeconfig) >= NODES, 120, f"{NODES} ready kwok nodes")
@@ -151,6 +188,7 @@ def _create(tools: dict[str, Path], name: str, kubeconfig: Path) -> None:
         raise ControlPlaneUnavailable(f"kwokctl create cluster failed:\n{created.stdout}\n{created.stderr}")
     if not _wait_healthy(tools, kubeconfig, 120):
         raise ControlPlaneUnavailable(f"the API server of cluster {name} never became ready")
+    _digest_path(name).write_text(config_digest() + "\n")
 
 
 def _wait_healthy(tools: dict[str, Path], kubeconfig: Path, timeout: float) -> bool:
@@ -175,6 +213,7 @@ def delete_cluster(name: str = "swell") -> None:
     tools = binaries()
     _kwokctl(tools, name, "delete", "cluster", "--kubeconfig", str(kubeconfig_path(name)))
     kubeconfig_path(name).unlink(missing_ok=True)
+    _digest_path(name).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,22 @@
 """Runs opted-in pods of the local cluster as local processes, so real workers live and die with their pods.
 
 kwok nodes run nothing: a pod is only an object. For pods annotated ``swell.dev/run-locally: "true"``
-this runner starts the first container's command and args (``python`` means this interpreter) with the
-container's environment resolved as the kubelet would (values, Secret and ConfigMap keys, downward API
-fields, envFrom). When the pod is deleted, the process gets SIGTERM, then SIGKILL after the pod's
-``terminationGracePeriodSeconds`` — what a kubelet does, minus the container.
+this runner starts the first container's command and args (``python`` means this interpreter, ``$(VAR)``
+is expanded) with the container's environment resolved as the kubelet would (values, Secret and ConfigMap
+keys, downward API fields, envFrom). When the pod is deleted, the process gets SIGTERM, then SIGKILL after
+the pod's ``terminationGracePeriodSeconds`` — what a kubelet does, minus the container.
+
+A process starts only once kwok has given its pod an IP, which the local cluster takes from loopback
+(``cluster.py``), so ``status.podIP`` is the pod's real address. A process that binds it behaves as if it
+had its own network namespace: two pods can both listen on 8080, each at ``http://<podIP>:8080``, the
+address the operator and EndpointSlices use. kwok hands a deleted pod's IP to the next pod at once, while
+the old process may still be draining; the new one then waits for the old one to exit, or its bind fails.
 
 Annotations it reads and writes:
-- ``swell.dev/local-port-env: "SWELL_HTTP_PORT"`` (comma list): each variable gets a free loopback port,
-  written back as ``swell.dev/local-port-<VAR>`` so tests and the operator can reach the process.
+- ``swell.dev/local-bind-env: "SWELL_HTTP_HOST"`` (comma list): each variable gets the pod's IP.
+- ``swell.dev/local-port-env: "SWELL_HTTP_PORT"`` (comma list): each variable gets a free port on
+  127.0.0.1, written back as ``swell.dev/local-port-<VAR>``: for a process that binds 127.0.0.1 rather
+  than its pod IP, where every pod shares one port space.
 - ``swell.dev/local-log``: written with the path of the process's log (stdout and stderr).
 
     python -m tests.tooling.controlplane.podrunner --kubeconfig PATH
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -36,9 +46,14 @@ from kubernetes import client, config, watch
 log = logging.getLogger("podrunner")
 
 RUN_LOCALLY = "swell.dev/run-locally"
+BIND_ENV = "swell.dev/local-bind-env"
 PORT_ENV = "swell.dev/local-port-env"
 PORT_PREFIX = "swell.dev/local-port-"
 LOG_ANNOTATION = "swell.dev/local-log"
+
+
+def _names(annotation: str) -> list[str]:
+    return [name.strip() for name in annotation.split(",") if name.strip()]
 
 
 def _free_port() -> int:
@@ -56,6 +71,8 @@ class LocalProcess:
     log_path: Path
     ports: dict[str, int]
     grace_seconds: float
+    pod_ip: str
+    host_network: bool = False
     terminated_at: float | None = None
     signals: list[str] = field(default_factory=list)
 
@@ -94,6 +111,7 @@ class PodRunner:
         self.extra_env = {"KUBECONFIG": str(kubeconfig), **(extra_env or {})}
         self._api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
         self._processes: dict[str, LocalProcess] = {}  # by pod uid
+        self._waiting: set[str] = set()  # pod uids whose IP a previous, still running process holds
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -169,11 +187,56 @@ class PodRunner:
             if running is not None:
                 running.terminate()
             return
-        if running is None and pod.spec.node_name:
+        if running is None and pod.spec.node_name and pod.status is not None and pod.status.pod_ip:
+            with self._lock:
+                if uid in self._waiting:
+                    return
+                holder = self._holder_of(pod)
+                if holder is not None:
+                    self._waiting.add(uid)
+            if holder is not None:
+                log.info("pod %s/%s waits for %s to free %s", pod.metadata.namespace, pod.metadata.name,
+                         holder.pod, pod.status.pod_ip)
+                threading.Thread(target=self._start_when_free, args=(pod,), daemon=True).start()
+                return
             try:
                 self._start(pod)
             except Exception as exc:
                 log.error("cannot run pod %s/%s locally: %s", pod.metadata.namespace, pod.metadata.name, exc)
+
+    def _holder_of(self, pod: Any) -> LocalProcess | None:
+        """A live process of another pod with this pod's IP (call with the lock held)."""
+        if pod.spec.host_network:
+            return None
+        for process in self._processes.values():
+            if (process.pod_ip == pod.status.pod_ip and not process.host_network and process.uid != pod.metadata.uid
+                    and process.popen.poll() is None):
+                return process
+        return None
+
+    def _start_when_free(self, pod: Any) -> None:
+        namespace, name, uid = pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    holder = self._holder_of(pod)
+                if holder is None:
+                    break
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    holder.popen.wait(timeout=1)
+            if self._stop.is_set():
+                return
+            fresh: Any = self._api.read_namespaced_pod(name, namespace)
+            if fresh.metadata.uid == uid and fresh.metadata.deletion_timestamp is None:
+                self._start(fresh)
+        except client.ApiException as exc:
+            if exc.status != 404:  # deleted while it waited: nothing to run
+                log.error("cannot run pod %s/%s locally: %s", namespace, name, exc)
+        except Exception as exc:
+            log.error("cannot run pod %s/%s locally: %s", namespace, name, exc)
+        finally:
+            with self._lock:
+                self._waiting.discard(uid)
 
     def _start(self, pod: Any) -> None:
         namespace, name = pod.metadata.namespace, pod.metadata.name
@@ -183,21 +246,31 @@ class PodRunner:
             raise ValueError("the first container has no command: the runner cannot know the image's entrypoint")
         if command[0] in ("python", "python3"):
             command[0] = sys.executable
-        env = {**os.environ, **self.extra_env, **self._environment(pod, container)}
         annotations = pod.metadata.annotations or {}
-        ports = {var.strip(): _free_port() for var in annotations.get(PORT_ENV, "").split(",") if var.strip()}
-        env.update({var: str(port) for var, port in ports.items()})
+        pod_ip: str = pod.status.pod_ip
+        container_env = self._environment(pod, container)
+        bind = _names(annotations.get(BIND_ENV, ""))
+        if bind and not ipaddress.ip_address(pod_ip).is_loopback:
+            log.error("pod %s/%s has IP %s, not on loopback: its process cannot bind it (a cluster made by an "
+                      "older cluster.py? `python -m tests.tooling.controlplane.cluster up` recreates it)",
+                      namespace, name, pod_ip)
+        container_env.update(dict.fromkeys(bind, pod_ip))
+        ports = {var: _free_port() for var in _names(annotations.get(PORT_ENV, ""))}
+        container_env.update({var: str(port) for var, port in ports.items()})
+        command = [_expand(arg, container_env) for arg in command]
+        env = {**os.environ, **self.extra_env, **container_env}
         log_path = self.log_dir / f"{namespace}_{name}.log"
         with log_path.open("ab") as out:
             popen = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         grace = pod.spec.termination_grace_period_seconds
         process = LocalProcess(
             namespace=namespace, pod=name, uid=pod.metadata.uid, popen=popen, log_path=log_path, ports=ports,
-            grace_seconds=30.0 if grace is None else float(grace),
+            grace_seconds=30.0 if grace is None else float(grace), pod_ip=pod_ip,
+            host_network=bool(pod.spec.host_network),
         )
         with self._lock:
             self._processes[pod.metadata.uid] = process
-        log.info("started %s/%s as pid %d", namespace, name, popen.pid)
+        log.info("started %s/%s at %s as pid %d", namespace, name, pod_ip, popen.pid)
         patch = {LOG_ANNOTATION: str(log_path), **{PORT_PREFIX + var: str(port) for var, port in ports.items()}}
         try:
             self._api.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": patch}})
@@ -226,8 +299,10 @@ class PodRunner:
             "metadata.uid": pod.metadata.uid,
             "spec.nodeName": pod.spec.node_name or "",
             "spec.serviceAccountName": pod.spec.service_account_name or "",
-            "status.podIP": "127.0.0.1",
-            "status.hostIP": "127.0.0.1",
+            "status.podIP": pod.status.pod_ip,
+            "status.podIPs": ",".join(ip.ip for ip in pod.status.pod_ips or []) or pod.status.pod_ip,
+            "status.hostIP": pod.status.host_ip or "127.0.0.1",
+            "status.hostIPs": ",".join(ip.ip for ip in pod.status.host_ips or []) or pod.status.host_ip or "127.0.0.1",
         }
         for var in container.env or []:
             if var.value_from is None:
