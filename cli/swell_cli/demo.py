@@ -30,7 +30,7 @@ POOL = "docs"
 STREAM = "docs"
 DOCS_PER_TASK = 4
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUT = ROOT / "demo-output"
+DEFAULT_OUTPUT = ROOT / "demo-output"
 
 SUBJECTS = ["the queue", "a worker pod", "the embedding model", "the vector index", "Redis", "the operator",
             "a burst of traffic", "the scheduler", "a retry", "the dead-letter stream", "an idle replica",
@@ -187,7 +187,8 @@ def run_demo(args: argparse.Namespace) -> int:
     if _docker_works():
         log("Docker answers; `kind create cluster --config kind-config.yaml` is the route for a real node "
             "(see README). This demo runs the local control plane, which needs no Docker.")
-    OUTPUT.mkdir(exist_ok=True)
+    output: Path = args.output or DEFAULT_OUTPUT
+    output.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     log("control plane: building or reusing kube-apiserver, kcm, scheduler, etcd and kwok (cached by version)")
     cluster = ensure_cluster("swell-demo")
@@ -196,7 +197,7 @@ def run_demo(args: argparse.Namespace) -> int:
     log(f"cluster up ({time.monotonic() - began:.0f}s); KUBECONFIG={kubeconfig}")
     redis, milvus = RedisServer(), MilvusServer()
     redis.start()
-    runner = PodRunner(kubeconfig, OUTPUT / "pods").start()
+    runner = PodRunner(kubeconfig, output / "pods").start()
     try:
         kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
         log("helm install swell (CRD, RBAC, operator); the operator's pod runs as a local process")
@@ -228,15 +229,15 @@ def run_demo(args: argparse.Namespace) -> int:
             from tests.tooling.controlplane.cluster import delete_cluster
 
             delete_cluster("swell-demo")
-    plot(summary.pop("samples"), OUTPUT / "demo.png")
-    (OUTPUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(summary.pop("samples"), output / "demo.png")
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"done: {summary['done']}/{summary['tasks']} tasks ({summary['documents']} documents), lost "
         f"{summary['lost']}, peak {summary['peak_replicas']} replicas, {summary['replica_seconds']:.0f} "
         f"replica-seconds, p95 submit-to-result {summary['p95_seconds_to_result']:.1f}s, back at zero after "
         f"{summary['back_to_zero_after_seconds']:.0f}s")
     for hit in summary["search"]["hits"]:
         log(f"search hit {hit['score']:.3f} {hit['id']}: {hit['text']}")
-    log(f"plot: {OUTPUT / 'demo.png'}; summary: {OUTPUT / 'summary.json'}; total {time.monotonic() - began:.0f}s")
+    log(f"plot: {output / 'demo.png'}; summary: {output / 'summary.json'}; total {time.monotonic() - began:.0f}s")
     return 0 if summary["lost"] == 0 else 1
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _payload(text: str) -> dict[str, object]:
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="local cluster, operator, Redis, a pool and a burst of tasks")
     demo.add_argument("--tasks", type=int, default=4000, help="documents in the burst")
     demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    demo.add_argument("--output", type=Path, default=None,
+                      help="where the plot, summary and pod logs go (default: demo-output/ in the repository)")
     return parser
 
 

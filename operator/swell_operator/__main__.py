@@ -24,6 +24,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--identity", default=None, help="Leader-election identity. Default: $POD_NAME or host-pid.")
     parser.add_argument("--no-leader-election", action="store_true",
                         help="Act without a Lease (only safe with a single replica).")
+    parser.add_argument("--activator-port", type=int, default=0,
+                        help="Serve the Pub/Sub push activator on this port (0: off).")
+    parser.add_argument("--activator-url", default=None,
+                        help="URL at which Pub/Sub reaches the activator (e.g. your Ingress to the activator "
+                        "Service); push pools at zero have their subscription pointed there.")
     parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging.")
     return parser.parse_args(argv)
 
@@ -40,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     handlers.OPTIONS.identity = args.identity
     handlers.OPTIONS.leader_election = not args.no_leader_election
+    handlers.OPTIONS.activator_port = args.activator_port
+    handlers.OPTIONS.activator_url = args.activator_url
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     kopf.run(

@@ -21,6 +21,11 @@ from typing import Any
 # Replicas are whole: 1.05 replicas' worth of work stays on 1 rather than doubling the pool. The 5 % the
 # pool then lacks shows up as backlog, which this same rule drains at the next reading if it persists.
 ROUNDING_TOLERANCE = 0.1
+# Where the backlog cannot be seen (Pub/Sub without Cloud Monitoring), workers are sized to run this busy:
+# a pool whose every slot is taken may have any amount of work waiting, so it grows by 1/0.7 per round of
+# ready replicas until the headroom shows (Knative's KPA targets the same 70 %). The in-flight figure is
+# the mean over the interval, so one busy instant does not scale a pool out.
+UNSEEN_BACKLOG_UTILISATION = 0.7
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,15 @@ class Policy:
 class Observation:
     now: float
     backlog: int
-    in_flight: int
+    in_flight: float
     per_consumer_in_flight: Mapping[str, int]
     arrival_rate: float | None
     service_rate_per_replica: float | None
     current_replicas: int
     ready_replicas: int
+    # False where the queue cannot tell what waits (Pub/Sub): ``backlog`` is then only the work seen waiting
+    # (pushes refused, an activation), a lower bound, and the in-flight rule keeps headroom.
+    backlog_visible: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,11 +108,11 @@ def replica_capacity(observation: Observation, policy: Policy) -> float:
 def demand(observation: Observation, policy: Policy) -> tuple[int, str]:
     """Replicas the queue needs now, before clamping and smoothing, and why."""
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
-    for_in_flight = math.ceil(in_flight / policy.concurrency)
+    for_in_flight, in_flight_why = _for_in_flight(in_flight, observation.backlog_visible, policy)
     if backlog == 0:
         if in_flight == 0:
             return 0, "nothing queued or in flight"
-        return for_in_flight, f"{in_flight} in flight needs {for_in_flight} at concurrency {policy.concurrency}"
+        return for_in_flight, in_flight_why
     if observation.current_replicas == 0 and in_flight == 0 and backlog < policy.activation_backlog:
         return 0, f"backlog {backlog} is below the activation threshold {policy.activation_backlog}"
     capacity = replica_capacity(observation, policy)
@@ -118,8 +126,23 @@ def demand(observation: Observation, policy: Policy) -> tuple[int, str]:
         f"need {for_queue} to drain within {policy.target_wait_seconds:g}s"
     )
     if for_in_flight > for_queue:
-        why += f"; {in_flight} in flight need {for_in_flight}"
+        why += f"; {in_flight_why}"
     return needed, why
+
+
+def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy) -> tuple[int, str]:
+    """Replicas the work in flight needs: full workers where the backlog shows, else with headroom."""
+    if in_flight <= 0:
+        return 0, ""
+    if backlog_visible:
+        needed = math.ceil(in_flight / policy.concurrency)
+        return needed, f"{in_flight:g} in flight needs {needed} at concurrency {policy.concurrency}"
+    slots = policy.concurrency * UNSEEN_BACKLOG_UTILISATION
+    needed = max(math.ceil(in_flight / slots - ROUNDING_TOLERANCE), 1)
+    return needed, (
+        f"{in_flight:.1f} in flight on average needs {needed} to keep workers "
+        f"{UNSEEN_BACKLOG_UTILISATION:.0%} busy (the backlog is not visible)"
+    )
 
 
 def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision:

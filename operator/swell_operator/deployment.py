@@ -1,4 +1,4 @@
-"""The worker Deployment a WorkerPool owns: rendered from the spec, applied, and scaled.
+"""The worker Deployment a WorkerPool owns (and the Service in front of a push pool): rendered, applied, scaled.
 
 Rendering is pure so it can be tested without a cluster. Applying never touches ``spec.replicas`` of
 an existing Deployment: replicas belong to the scaler alone, so a spec edit can never undo a scaling
@@ -71,6 +71,8 @@ def worker_env(spec: WorkerPoolSpec, worker: BundledWorker) -> list[dict[str, An
         ]
         if pubsub.topic:
             env.append(_plain("SWELL_PUBSUB_TOPIC", pubsub.topic))
+        if pubsub.dead_letter_topic:
+            env.append(_plain("SWELL_PUBSUB_DEAD_LETTER_TOPIC", pubsub.dead_letter_topic))
         if pubsub.push_token_secret_ref is not None:
             env.append(_secret_env("SWELL_PUSH_TOKEN", pubsub.push_token_secret_ref))
         if pubsub.push_audience:
@@ -182,6 +184,36 @@ def render_deployment(pool: str, spec: WorkerPoolSpec, replicas: int) -> dict[st
             "template": template,
         },
     }
+
+
+def render_push_service(pool: str, spec: WorkerPoolSpec) -> dict[str, Any] | None:
+    """A push pool's workers behind one Service, for the Ingress that Pub/Sub's push endpoint names."""
+    pubsub = spec.queue.pubsub
+    if spec.worker is None or pubsub is None or pubsub.mode != "push":
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": deployment_name(pool), "labels": pool_labels(pool)},
+        "spec": {
+            "selector": {POOL_LABEL: pool},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+async def apply_service(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> str:
+    """Create the Service, or patch its selector, ports and labels (the cluster IP stays); "created" or "updated"."""
+    core = client.CoreV1Api(api)
+    name = manifest["metadata"]["name"]
+    try:
+        await core.create_namespaced_service(namespace, cast(Any, manifest))
+        return "created"
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    await core.patch_namespaced_service(name, namespace, cast(Any, manifest))
+    return "updated"
 
 
 async def apply_deployment(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> str:

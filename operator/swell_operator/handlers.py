@@ -1,4 +1,4 @@
-"""kopf wiring: the WorkerPool's Deployment on create/resume/update, and one scaling daemon per pool.
+"""kopf wiring: the WorkerPool's Deployment (and push Service) on create/resume/update, one scaling daemon per pool.
 
 Handlers only translate between kopf and the modules that do the work (``deployment``, ``scaler``).
 Both operator replicas may reconcile Deployments, because that is idempotent (create if missing,
@@ -16,9 +16,11 @@ from typing import Any
 
 import kopf
 import pydantic
+from aiohttp import web
 from kubernetes_asyncio import client, config
 
-from swell_operator.deployment import apply_deployment, render_deployment
+from swell_operator import activator
+from swell_operator.deployment import apply_deployment, apply_service, render_deployment, render_push_service
 from swell_operator.depth import QueueReader
 from swell_operator.leader import LeaderElector
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
@@ -37,6 +39,9 @@ class OperatorOptions:
     lease_namespace: str = "default"
     identity: str | None = None
     leader_election: bool = True
+    # The Pub/Sub push activator: served on this port (0: off), reached by Pub/Sub at this URL.
+    activator_port: int = 0
+    activator_url: str | None = None
 
 
 OPTIONS = OperatorOptions()
@@ -48,6 +53,7 @@ class Runtime:
     elector: LeaderElector | None
     stop: asyncio.Event
     task: asyncio.Task[None] | None
+    activator: web.AppRunner | None = None
 
 
 _runtime: Runtime | None = None
@@ -82,7 +88,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         elector = LeaderElector(api, OPTIONS.lease_namespace, identity=OPTIONS.identity)
         await elector.try_acquire()
         task = asyncio.create_task(elector.run(stop), name="swell-leader-election")
-    _runtime = Runtime(api=api, elector=elector, stop=stop, task=task)
+    served = None
+    if OPTIONS.activator_port:
+        served = await activator.serve(api, "0.0.0.0", OPTIONS.activator_port)
+    _runtime = Runtime(api=api, elector=elector, stop=stop, task=task, activator=served)
 
 
 @kopf.on.cleanup()
@@ -94,6 +103,8 @@ async def cleanup(**_: Any) -> None:
     current.stop.set()
     if current.task is not None:
         await current.task
+    if current.activator is not None:
+        await current.activator.cleanup()
     await current.api.close()
 
 
@@ -125,6 +136,10 @@ async def reconcile_deployment(
     kopf.adopt(manifest, owner=body)
     outcome = await apply_deployment(runtime().api, namespace, manifest)
     log.info("%s/%s: Deployment %s", namespace, name, outcome)
+    service = render_push_service(name, pool)
+    if service is not None:
+        kopf.adopt(service, owner=body)
+        log.info("%s/%s: Service %s", namespace, name, await apply_service(runtime().api, namespace, service))
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="scaler", cancellation_timeout=10.0)
@@ -136,7 +151,8 @@ async def scale(
     while _runtime is None and not stopped:
         await stopped.wait(0.1)
     current = runtime()
-    scaler = PoolScaler(current.api, namespace, name, QueueReader(current.api, namespace), current.elector)
+    scaler = PoolScaler(current.api, namespace, name, QueueReader(current.api, namespace), current.elector,
+                        activator_url=OPTIONS.activator_url)
     try:
         while not stopped:
             try:

@@ -100,6 +100,16 @@ class PubSubQueue(Spec):
     push_audience: str | None = Field(
         default=None, max_length=512, description="OIDC audience a push token must carry (push mode)."
     )
+    push_endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^?#]+$",
+        description="Push mode: the URL Pub/Sub should push to while workers run, i.e. your Ingress to the "
+        "pool's Service `<pool>` with path `/pubsub/push` (no query: the token is added from "
+        "pushTokenSecretRef). With the operator's activator on, the operator points the subscription "
+        "here while a worker is ready and at the activator while none is; unset, the subscription is left "
+        "as you configured it and a pool at zero cannot be woken by a push.",
+    )
     emulator_host: str | None = Field(
         default=None, max_length=255, description="`host:port` of a Pub/Sub emulator, for local clusters."
     )

@@ -28,6 +28,7 @@ from swell_operator.deployment import Replicas, deployment_name, read_replicas, 
 from swell_operator.depth import DepthUnavailable, QueueReader
 from swell_operator.leader import LeaderElector
 from swell_operator.model import WorkerPoolSpec
+from swell_operator.pubsub_pool import PubSubPool
 from swell_operator.rates import RateEstimator
 from swell_operator.status import Health, conditions, utc_now, visible, write_status
 
@@ -87,12 +88,19 @@ class ScalerState:
 
 class PoolScaler:
     def __init__(
-        self, api: client.ApiClient, namespace: str, name: str, reader: QueueReader, elector: LeaderElector | None
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        reader: QueueReader,
+        elector: LeaderElector | None,
+        activator_url: str | None = None,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.name = name
         self.reader = reader
+        self.pubsub = PubSubPool(api, namespace, name, activator_url)
         self.elector = elector
         self.state = ScalerState()
 
@@ -128,7 +136,7 @@ class PoolScaler:
         started = time.perf_counter()
         labels = (self.namespace, self.name)
         try:
-            depth = await self.reader.read(spec.queue)
+            depth = await self._read_depth(spec, body, leading)
         except DepthUnavailable as exc:
             return await self._on_read_failure(body, spec, str(exc), leading)
         metrics.QUEUE_BACKLOG.labels(*labels).set(depth.backlog)
@@ -162,12 +170,13 @@ class PoolScaler:
         observation = Observation(
             now=now,
             backlog=depth.backlog,
-            in_flight=depth.in_flight,
+            in_flight=depth.in_flight if depth.mean_in_flight is None else depth.mean_in_flight,
             per_consumer_in_flight=dict(depth.per_consumer),
             arrival_rate=self.state.rates.arrival_rate,
             service_rate_per_replica=self.state.rates.service_rate_per_replica,
             current_replicas=replicas.spec,
             ready_replicas=replicas.ready,
+            backlog_visible=depth.backlog_visible,
         )
         decision = decide(observation, policy_of(spec), self.state.memory)
         self.state.decided_at = time.monotonic()
@@ -181,6 +190,12 @@ class PoolScaler:
         metrics.DECISION_SECONDS.labels(*labels).observe(time.perf_counter() - started)
         await self._report(body, spec, depth, self.state.replicas, leading)
         return self._next_wait(spec, depth)
+
+    async def _read_depth(self, spec: WorkerPoolSpec, body: Mapping[str, Any], leading: bool) -> Depth:
+        if spec.queue.backend == "pubsub":
+            at_zero = self.state.replicas is not None and self.state.replicas.spec == 0
+            return await self.pubsub.read(spec, body, at_zero, leading)
+        return await self.reader.read(spec.queue)
 
     def _next_wait(self, spec: WorkerPoolSpec, depth: Depth) -> float:
         poll = spec.scaling.poll_interval_seconds
@@ -310,6 +325,8 @@ class PoolScaler:
         if depth is not None:
             status["backlog"] = depth.backlog
             status["inFlight"] = depth.in_flight
+        if self.pubsub.dead_letter is not None:
+            status["deadLetter"] = self.pubsub.dead_letter
         shown = visible(status)
         since = time.monotonic() - self.state.written_at
         changed = shown != self.state.written
@@ -331,6 +348,7 @@ class PoolScaler:
 
     async def close(self) -> None:
         await self.reader.close()
+        await self.pubsub.close()
         metrics.forget_pool(self.namespace, self.name)
 
 

@@ -77,7 +77,8 @@ def conditions(health: Health, previous: Iterable[Mapping[str, Any]], now: str) 
 
 def visible(status: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a status worth a write of its own (rates and memory ride along with the next one)."""
-    keep = ("backlog", "inFlight", "desiredReplicas", "currentReplicas", "readyReplicas", "lastDecision")
+    keep = ("backlog", "inFlight", "desiredReplicas", "currentReplicas", "readyReplicas", "lastDecision",
+            "deadLetter")
     shown = {key: status.get(key) for key in keep}
     shown["conditions"] = [
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in status.get("conditions") or ()

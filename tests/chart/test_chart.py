@@ -108,6 +108,22 @@ def test_ports_must_not_clash(cluster: Cluster) -> None:
     assert refused.returncode != 0 and "metrics.port, healthPort and activator.port must differ" in refused.stderr
 
 
+def test_the_activator_flags_reach_the_operator_and_parse(cluster: Cluster) -> None:
+    from swell_operator.__main__ import parse_args
+
+    def args(*values: str) -> list[str]:
+        (deployment,) = [d for d in render(cluster, *values) if d["kind"] == "Deployment"]
+        return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    url = "https://activator.example.com"
+    on = args("--set", "activator.enabled=true", "--set", f"activator.url={url}")
+    parsed = parse_args(on)
+    assert (parsed.activator_port, parsed.activator_url) == (8082, url)
+    assert not [a for a in args() if a.startswith("--activator")]
+    refused = helm(cluster, "template", "swell", str(CHART), "--set", "activator.url=https://x/?token=a", check=False)
+    assert refused.returncode != 0  # a token never goes into the activator URL
+
+
 def test_two_replicas_prefer_different_nodes(cluster: Cluster) -> None:
     def affinity(*values: str) -> Any:
         (deployment,) = [d for d in render(cluster, *values) if d["kind"] == "Deployment"]
@@ -174,9 +190,11 @@ def test_install_grants_what_the_operator_needs_and_nothing_more(
         ("watch", "workerpools.swell.dev"), ("patch", "workerpools.swell.dev/status"),
         ("create", "deployments.apps"), ("patch", "deployments.apps/scale"), ("patch", "pods"),
         ("get", "secrets"), ("create", "events"), ("update", "leases.coordination.k8s.io"),
+        ("create", "services"), ("patch", "services"),
     ):
         assert can_i(cluster, sa, *verb_resource, "-n", namespace), verb_resource
     assert not can_i(cluster, sa, "list", "secrets", "-n", namespace)
+    assert not can_i(cluster, sa, "delete", "services", "-n", namespace)
     assert not can_i(cluster, sa, "list", "secrets", "--all-namespaces")
     assert not can_i(cluster, sa, "get", "secrets", "-n", "kube-system")
     assert not can_i(cluster, sa, "create", "deployments.apps", "-n", "kube-system")

@@ -181,3 +181,40 @@ def test_steady_load_does_not_flap() -> None:
 def test_unknown_service_rate_uses_the_hint() -> None:
     slow = replace(POLICY, task_seconds_hint=10.0)
     assert decide(seen(backlog=60), slow, Memory()).replicas == math.ceil(2 / 0.4)
+
+
+# -- queues whose backlog cannot be seen (Pub/Sub) -----------------------------------------------------------
+
+
+def unseen(in_flight: float, current: int, backlog: int = 0, ready: int | None = None) -> Observation:
+    return replace(seen(backlog=backlog, current=current), in_flight=in_flight, backlog_visible=False,
+                   ready_replicas=current if ready is None else ready)
+
+
+def test_saturated_workers_with_an_unseen_backlog_grow_by_headroom() -> None:
+    """Every slot busy says nothing of what waits: grow until workers run 70 % busy (1 -> 2 -> 3 -> 5 -> 8)."""
+    sizes = [1]
+    for _ in range(4):
+        current = sizes[-1]
+        sizes.append(decide(unseen(in_flight=current * POLICY.concurrency, current=current), POLICY,
+                            Memory()).replicas)
+    assert sizes == [1, 2, 3, 5, 8]
+    reason = decide(unseen(in_flight=4, current=1), POLICY, Memory()).reason
+    assert "70% busy" in reason and "not visible" in reason
+
+
+def test_the_same_saturation_with_a_visible_backlog_of_zero_holds() -> None:
+    """Where the queue shows it empty, full workers are exactly enough."""
+    assert decide(seen(in_flight=8, current=2), POLICY, Memory()).replicas == 2
+
+
+def test_an_unseen_backlog_pool_at_its_target_utilisation_holds_and_does_not_run_away_while_pods_start() -> None:
+    assert decide(unseen(in_flight=2.8 * 3, current=3), POLICY, Memory()).replicas == 3
+    # Two replicas asked for, one ready and saturated: the same 4 in flight still asks for 2, not 3.
+    assert decide(unseen(in_flight=4, current=2, ready=1), POLICY, Memory()).replicas == 2
+
+
+def test_a_trickle_in_flight_keeps_one_replica_and_seen_waiting_work_adds_to_it() -> None:
+    assert decide(unseen(in_flight=0.05, current=1), POLICY, Memory()).replicas == 1
+    # Refused pushes are work seen waiting: at zero, one refused push wakes the pool.
+    assert decide(unseen(in_flight=0, current=0, backlog=1), POLICY, Memory()).replicas == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from swell_operator.deletion_cost import deletion_costs
-from swell_operator.deployment import POOL_LABEL, deep_merge, render_deployment
+from swell_operator.deployment import POOL_LABEL, deep_merge, render_deployment, render_push_service
 from swell_operator.model import WorkerPoolSpec
 from swell_operator.status import Health, conditions
 
@@ -95,6 +95,24 @@ def test_scale_target_pools_own_no_deployment() -> None:
     spec = pool_spec(worker=None, scaleTargetRef={"name": "celery"})
     with pytest.raises(ValueError, match="scaleTargetRef"):
         render_deployment("pool", spec, 0)
+
+
+def pubsub_queue(mode: str) -> dict[str, Any]:
+    return {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": mode,
+                                            "deadLetterTopic": "dead", "pushAudience": "https://a"}}
+
+
+def test_a_push_pool_gets_a_service_over_its_workers_and_a_pull_pool_none() -> None:
+    spec = pool_spec(queue=pubsub_queue("push"))
+    service = render_push_service("pool", spec)
+    assert service is not None
+    pods = render_deployment("pool", spec, 0)["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in pods["spec"]["containers"][0]["ports"]}
+    assert render_push_service("pool", pool_spec(queue=pubsub_queue("pull"))) is None
+    assert render_push_service("pool", pool_spec()) is None
+    assert env_of(render_deployment("pool", spec, 0))["SWELL_PUBSUB_DEAD_LETTER_TOPIC"]["value"] == "dead"
 
 
 def test_idle_pods_cost_nothing_and_busy_pods_cost_their_tasks() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from swell_operator.worker_metrics import parse_counters
 from swell_worker.client import SwellClient
 from swell_worker.config import WorkerConfig
 from swell_worker.push_auth import PushAuthenticator, PushAuthError
@@ -117,6 +118,10 @@ async def test_push_endpoint_checks_its_caller_and_answers_429_when_full(
     assert post(url, quick, {"Authorization": "Bearer s3cret"}) == 429
     slow.join(10)
     assert slow_status == [204]
+    # What the operator reads from this worker: one refusal, two settled tasks, ~2 slot-seconds busy.
+    counters = parse_counters(worker.get("/metrics")[1], at=0.0)
+    assert counters.refused == 1 and counters.settled == 2 and counters.in_flight == 0
+    assert 1.9 <= counters.busy_slot_seconds <= 3.0, counters
     failing = envelope({"id": "boom", "handler": "fail", "payload": {"message": "try again"}})
     assert post(url + "?token=s3cret", failing) == 503  # a retry: Pub/Sub redelivers after its backoff
 

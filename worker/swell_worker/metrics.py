@@ -3,13 +3,23 @@
 They live at module level in the default registry so that any part of the worker (the runtime, the
 embedding batcher) can record into them without being handed an object; a process runs one worker.
 Dead-letter reasons are a small fixed set, so the label stays cheap for Prometheus.
+
+The operator scrapes these too, for queues whose backlog it cannot see (Pub/Sub): the busy slot-seconds
+counter gives the exact mean of tasks in flight between two scrapes (its increase divided by the
+elapsed time), where the in-flight gauge is only a sample, and every refused push is work that found
+no free slot.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from typing import Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 DeadLetterReason = Literal["malformed", "oversized", "unknown_handler", "permanent_error", "max_attempts"]
 
@@ -25,12 +35,57 @@ TASKS_DEAD_LETTERED = Counter(
 TASKS_IN_FLIGHT = Gauge("swell_tasks_in_flight", "Tasks this worker holds now.")
 WORKER_CONCURRENCY = Gauge("swell_worker_concurrency", "Tasks this worker may hold at once.")
 WORKER_UTILISATION = Gauge("swell_worker_utilisation", "In-flight tasks divided by concurrency.")
+PUSHES_REFUSED = Counter(
+    "swell_pushes_refused", "Pushed messages answered 429 because every slot was busy or the worker was draining."
+)
 TASK_DURATION = Histogram(
     "swell_task_duration_seconds",
     "Time from receiving a task to settling it, by handler.",
     ["handler"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+
+
+class BusySlotSeconds(Collector):
+    """The integral of tasks in flight over time, up to the moment of the scrape."""
+
+    name = "swell_worker_busy_slot_seconds"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0.0
+        self._in_flight = 0
+        self._since = time.monotonic()
+
+    def _advance(self, now: float) -> None:
+        self._total += self._in_flight * (now - self._since)
+        self._since = now
+
+    def set_in_flight(self, count: int) -> None:
+        with self._lock:
+            self._advance(time.monotonic())
+            self._in_flight = count
+
+    def value(self) -> float:
+        with self._lock:
+            self._advance(time.monotonic())
+            return self._total
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            self.name, "Slot-seconds spent holding tasks; its rate is the mean number of tasks in flight.",
+            value=self.value(),
+        )
+
+
+BUSY_SLOT_SECONDS = BusySlotSeconds()
+REGISTRY.register(BUSY_SLOT_SECONDS)
+
+
+def record_in_flight(in_flight: int, concurrency: int) -> None:
+    TASKS_IN_FLIGHT.set(in_flight)
+    WORKER_UTILISATION.set(in_flight / concurrency)
+    BUSY_SLOT_SECONDS.set_in_flight(in_flight)
 
 
 def exposition() -> tuple[bytes, str]:

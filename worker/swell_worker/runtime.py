@@ -112,10 +112,6 @@ class WorkerRuntime:
         return self._gate.capacity
 
     @property
-    def utilisation(self) -> float:
-        return self.in_flight / self.concurrency
-
-    @property
     def draining(self) -> bool:
         return self._stopping.is_set()
 
@@ -160,6 +156,7 @@ class WorkerRuntime:
         and otherwise answers after the delivery was settled through the backend.
         """
         if self._stopping.is_set() or not self._gate.try_take():
+            metrics.PUSHES_REFUSED.inc()
             return False
         await asyncio.shield(self._spawn(delivery))
         return True
@@ -236,8 +233,7 @@ class WorkerRuntime:
         self._update_gauges()
 
     def _update_gauges(self) -> None:
-        metrics.TASKS_IN_FLIGHT.set(self.in_flight)
-        metrics.WORKER_UTILISATION.set(self.utilisation)
+        metrics.record_in_flight(self.in_flight, self.concurrency)
 
     async def _process(self, delivery: Delivery) -> None:
         metrics.TASKS_RECEIVED.inc()

@@ -48,6 +48,10 @@ app.kubernetes.io/managed-by: swell-operator
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
+# services: the Service in front of a Pub/Sub push pool's workers (created, then kept in shape).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "patch"]
 # secrets: read the Secrets a WorkerPool references (Redis URL, password). Names are the user's, so
 # resourceNames cannot be fixed here; with watchNamespaces the grant is limited to those namespaces.
 - apiGroups: [""]

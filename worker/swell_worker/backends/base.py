@@ -38,6 +38,10 @@ class Depth:
     completed_total: int | None = None
     # Age in seconds of the oldest waiting message, where known.
     oldest_age_seconds: float | None = None
+    # Mean tasks in flight since the previous reading, where the workers report it (Pub/Sub).
+    mean_in_flight: float | None = None
+    # False where the queue cannot tell what waits: ``backlog`` is then only the work seen waiting.
+    backlog_visible: bool = True
 
 
 class BackendError(RuntimeError):

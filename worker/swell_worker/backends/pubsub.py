@@ -6,7 +6,8 @@ worker would hold messages it cannot start while another pod sits idle. Ack afte
 the message's ack deadline to the backoff delay (Pub/Sub redelivers it then); a message that can never
 succeed is published to the dead-letter topic with ``reason``, ``attempts``, ``failed_at`` attributes and
 acked. The attempt number is Pub/Sub's ``delivery_attempt`` where the subscription has a dead-letter
-policy (the emulator has none) and otherwise this worker's own count of sightings of the message id.
+policy (the operator sets one up from the spec) and otherwise this worker's own count of sightings of
+the message id.
 
 Push (``SWELL_PUBSUB_MODE=push``): Pub/Sub POSTs each message to ``/pubsub/push``. The endpoint checks
 the caller (a shared token, or the OIDC token Pub/Sub signs for the push subscription), then asks the

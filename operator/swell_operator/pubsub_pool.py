@@ -1,0 +1,198 @@
+"""What the operator sees and steers of a Pub/Sub pool: depth from quick signals, push routing, dead letters.
+
+Pub/Sub has no cheap "how many wait" (Cloud Monitoring has it, minutes late), so the depth here is built
+from what can be seen within a poll (docs/pubsub.md):
+- the workers' own figures (``worker_metrics``): mean tasks in flight, tasks settled, pushes refused;
+- an activation: a push the activator answered while no worker was ready (an annotation on the pool);
+- at zero in pull mode, a peek at the subscription (one message pulled and released at once), at most
+  once per ``PEEK_INTERVAL_SECONDS`` because each peek costs the message one delivery attempt.
+The backlog reported is the work seen waiting, a lower bound, and the Depth says so, so that the decision
+keeps headroom instead of reading "0 waiting" as the truth.
+
+Push routing (leader only, activator on and ``pushEndpoint`` set): the subscription points at the workers
+while at least one is ready and answers, and at the activator otherwise. Pub/Sub keeps every message it
+could not deliver and retries it, so the switch loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from swell_worker.backends.base import Depth
+from swell_worker.push_auth import PushAuthenticator
+
+from swell_operator.activator import ACTIVATOR, activated_at, activation_path
+from swell_operator.deployment import POOL_LABEL, WORKER_PORT
+from swell_operator.depth import REBUILD_SECONDS, DepthUnavailable
+from swell_operator.model import PubSubQueue, WorkerPoolSpec
+from swell_operator.pubsub_admin import PubSubAdmin, PubSubAdminError
+from swell_operator.secrets import SecretError, read_secret_key
+from swell_operator.worker_metrics import PoolFigures, WorkerScraper
+
+log = logging.getLogger(__name__)
+
+PEEK_INTERVAL_SECONDS = 1.0
+# An activation older than this when first seen (e.g. after an operator restart) wakes nothing.
+ACTIVATION_TTL_SECONDS = 120.0
+DEAD_LETTER_CHECK_SECONDS = 300.0
+
+
+@dataclass
+class PushRoute:
+    """Where the subscription should push, with the shared token added as ``?token=`` when there is one."""
+
+    workers: str
+    activator: str
+
+    def choose(self, workers_ready: bool) -> str:
+        return self.workers if workers_ready else self.activator
+
+
+def with_token(url: str, token: str | None) -> str:
+    return f"{url}?{urllib.parse.urlencode({'token': token})}" if token else url
+
+
+def without_query(url: str | None) -> str:
+    """A push endpoint fit for a log line or status: the token lives in the query."""
+    return (url or "").split("?", 1)[0]
+
+
+class PubSubPool:
+    def __init__(self, api: client.ApiClient, namespace: str, name: str, activator_url: str | None) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.name = name
+        self.activator_url = activator_url.rstrip("/") if activator_url else None
+        self.dead_letter: dict[str, Any] | None = None
+        self._admin: PubSubAdmin | None = None
+        self._queue: PubSubQueue | None = None
+        self._built_at = 0.0
+        self._token: str | None = None
+        self._scraper = WorkerScraper(api, namespace, {POOL_LABEL: name}, WORKER_PORT)
+        self._figures = PoolFigures()
+        self._seen_activation: float | None = None
+        self._waking = False  # seen waiting work (an activation or a peek) that no ready worker has taken yet
+        self._peeked_at = 0.0
+        self._routed_to: str | None = None
+        self._dead_letter_at = 0.0
+
+    async def read(self, spec: WorkerPoolSpec, body: Mapping[str, Any], at_zero: bool, leading: bool) -> Depth:
+        queue = spec.queue.pubsub
+        assert queue is not None  # the CRD's CEL rule requires it
+        if spec.worker is None:
+            raise DepthUnavailable("Pub/Sub depth comes from the bundled worker's metrics: a scaleTargetRef pool "
+                                   "cannot be scaled from a Pub/Sub subscription")
+        admin = await self._admin_for(queue)
+        self._note_activation((body.get("metadata") or {}).get("annotations"))
+        if not at_zero:
+            try:
+                self._figures = await self._scraper.read()
+            except ApiException as exc:
+                raise DepthUnavailable(f"cannot list the pool's pods: HTTP {exc.status}") from None
+        else:
+            self._figures = PoolFigures()
+        if self._figures.ready_answered:
+            self._waking = False
+        elif leading and at_zero and queue.mode == "pull" and not self._waking:
+            await self._peek(admin)  # the leader alone: every peek costs the message a delivery attempt
+        if leading:
+            await self._route_pushes(admin, queue, self._figures.ready_answered > 0)
+            await self._check_dead_letter(admin)
+        figures = self._figures
+        return Depth(
+            backlog=figures.refused + int(self._waking),
+            in_flight=figures.in_flight,
+            per_consumer=dict(figures.per_pod),
+            completed_total=figures.settled_total,
+            mean_in_flight=figures.mean_in_flight,
+            backlog_visible=False,
+        )
+
+    def _note_activation(self, annotations: object) -> None:
+        at = activated_at(annotations)
+        if at is None or at == self._seen_activation:
+            return
+        first_sight = self._seen_activation is None
+        self._seen_activation = at
+        if not (first_sight and time.time() - at > ACTIVATION_TTL_SECONDS):
+            self._waking = True
+
+    async def _peek(self, admin: PubSubAdmin) -> None:
+        now = time.monotonic()
+        if now - self._peeked_at < PEEK_INTERVAL_SECONDS:
+            return
+        self._peeked_at = now
+        self._waking = await self._call(admin.peek())
+
+    async def _admin_for(self, queue: PubSubQueue) -> PubSubAdmin:
+        stale = time.monotonic() - self._built_at > REBUILD_SECONDS
+        if self._admin is not None and queue == self._queue and not stale:
+            return self._admin
+        await self._close_admin()
+        try:
+            self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)
+            self._token = None
+            if queue.push_token_secret_ref is not None:
+                self._token = await read_secret_key(self.api, self.namespace, queue.push_token_secret_ref)
+        except (PubSubAdminError, SecretError) as exc:
+            await self._close_admin()
+            raise DepthUnavailable(str(exc)) from None
+        self._queue, self._built_at = queue, time.monotonic()
+        self._routed_to, self._dead_letter_at = None, 0.0
+        if queue.mode == "push":
+            try:
+                ACTIVATOR.register(self.namespace, self.name, PushAuthenticator(self._token, queue.push_audience))
+            except ValueError:
+                raise DepthUnavailable("push mode needs pushTokenSecretRef or pushAudience") from None
+        else:
+            ACTIVATOR.forget(self.namespace, self.name)
+        return self._admin
+
+    async def _route_pushes(self, admin: PubSubAdmin, queue: PubSubQueue, workers_ready: bool) -> None:
+        if queue.mode != "push" or not queue.push_endpoint or not self.activator_url:
+            return
+        route = PushRoute(
+            workers=with_token(queue.push_endpoint, self._token),
+            activator=with_token(self.activator_url + activation_path(self.namespace, self.name), self._token),
+        )
+        if self._routed_to is None:
+            self._routed_to = await self._call(admin.push_endpoint())
+        wanted = route.choose(workers_ready)
+        if wanted != self._routed_to:
+            await self._call(admin.set_push_endpoint(wanted))
+            log.info("%s/%s: pushes now go to %s", self.namespace, self.name, without_query(wanted))
+            self._routed_to = wanted
+
+    async def _check_dead_letter(self, admin: PubSubAdmin) -> None:
+        if time.monotonic() - self._dead_letter_at < DEAD_LETTER_CHECK_SECONDS:
+            return
+        self._dead_letter_at = time.monotonic()
+        try:
+            self.dead_letter = await admin.dead_letter_status()
+        except PubSubAdminError as exc:
+            self.dead_letter = {"message": str(exc)}
+
+    async def _call(self, pending: Any) -> Any:
+        try:
+            return await pending
+        except PubSubAdminError as exc:
+            await self._close_admin()
+            raise DepthUnavailable(str(exc)) from None
+
+    async def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        self._queue = None
+        if admin is not None:
+            await admin.close()
+
+    async def close(self) -> None:
+        await self._close_admin()
+        await self._scraper.close()
+        ACTIVATOR.forget(self.namespace, self.name)
