@@ -11,6 +11,7 @@ BENCHES = {
     "worker_throughput": "bench.worker_throughput",
     "embedding": "bench.embedding",
     "reaction": "bench.reaction_local",
+    "pubsub_wake": "bench.pubsub_wake",
 }
 
 

@@ -7,7 +7,8 @@ from what can be seen within a poll (docs/pubsub.md):
 - at zero in pull mode, a peek at the subscription (one message pulled and released at once), at most
   once per ``PEEK_INTERVAL_SECONDS`` because each peek costs the message one delivery attempt.
 The backlog reported is the work seen waiting, a lower bound, and the Depth says so, so that the decision
-keeps headroom instead of reading "0 waiting" as the truth.
+keeps headroom instead of reading "0 waiting" as the truth. A wake-up (activation or peek) stays one task
+waiting until work reaches a worker, so the pool is still up when Pub/Sub retries the refused push.
 
 Push routing (leader only, activator on and ``pushEndpoint`` set): the subscription points at the workers
 while at least one is ready and answers, and at the activator otherwise. Pub/Sub keeps every message it
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 PEEK_INTERVAL_SECONDS = 1.0
 # An activation older than this when first seen (e.g. after an operator restart) wakes nothing.
 ACTIVATION_TTL_SECONDS = 120.0
+# A wake-up counts as one task waiting until work reaches a worker: the refused push comes back only
+# after Pub/Sub's push backoff, and a pool back at zero by then would refuse it again (each refusal is a
+# delivery attempt). Pub/Sub's longest push backoff is 600 s, so the hold ends there at the latest.
+WAKE_HOLD_SECONDS = 600.0
 DEAD_LETTER_CHECK_SECONDS = 300.0
 
 
@@ -78,7 +83,9 @@ class PubSubPool:
         self._scraper = WorkerScraper(api, namespace, {POOL_LABEL: name}, WORKER_PORT)
         self._figures = PoolFigures()
         self._seen_activation: float | None = None
-        self._waking = False  # seen waiting work (an activation or a peek) that no ready worker has taken yet
+        self._waking = False  # seen waiting work (an activation or a peek) that no worker has taken yet
+        self._woke_at = 0.0
+        self._settled_at_wake = 0
         self._peeked_at = 0.0
         self._routed_to: str | None = None
         self._dead_letter_at = 0.0
@@ -97,10 +104,10 @@ class PubSubPool:
             except ApiException as exc:
                 raise DepthUnavailable(f"cannot list the pool's pods: HTTP {exc.status}") from None
         else:
-            self._figures = PoolFigures()
-        if self._figures.ready_answered:
+            self._figures = PoolFigures(settled_total=self._figures.settled_total)
+        if self._waking and (self._work_reached_a_worker() or time.monotonic() - self._woke_at > WAKE_HOLD_SECONDS):
             self._waking = False
-        elif leading and at_zero and queue.mode == "pull" and not self._waking:
+        if leading and at_zero and queue.mode == "pull" and not self._waking:
             await self._peek(admin)  # the leader alone: every peek costs the message a delivery attempt
         if leading:
             await self._route_pushes(admin, queue, self._figures.ready_answered > 0)
@@ -122,14 +129,24 @@ class PubSubPool:
         first_sight = self._seen_activation is None
         self._seen_activation = at
         if not (first_sight and time.time() - at > ACTIVATION_TTL_SECONDS):
-            self._waking = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if not self._waking:
+            self._waking, self._woke_at = True, time.monotonic()
+            self._settled_at_wake = self._figures.settled_total
+
+    def _work_reached_a_worker(self) -> bool:
+        figures = self._figures
+        return figures.in_flight > 0 or figures.refused > 0 or figures.settled_total > self._settled_at_wake
 
     async def _peek(self, admin: PubSubAdmin) -> None:
         now = time.monotonic()
         if now - self._peeked_at < PEEK_INTERVAL_SECONDS:
             return
         self._peeked_at = now
-        self._waking = await self._call(admin.peek())
+        if await self._call(admin.peek()):
+            self._wake()
 
     async def _admin_for(self, queue: PubSubQueue) -> PubSubAdmin:
         stale = time.monotonic() - self._built_at > REBUILD_SECONDS

@@ -5,12 +5,14 @@ knows exactly what it holds. The operator reads each running worker pod at ``htt
 and keeps the previous counters per pod, so it reports the interval between two reads: the mean tasks in
 flight (busy slot-seconds over the elapsed time, not one sample), tasks settled, and pushes refused for
 want of a free slot. A pod that comes or goes adds or loses only its own interval, so the running total
-of settled tasks never goes backwards. A pod that does not answer (still starting) is left out.
+of settled tasks never goes backwards; a pod created after the scraper counts from zero, so a task it
+finished before its first read still counts. A pod that does not answer (still starting) is left out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,6 +84,8 @@ class WorkerScraper:
         self._previous: dict[str, PodCounters] = {}
         self._settled_total = 0.0
         self._session: aiohttp.ClientSession | None = None
+        # Creation timestamps are whole seconds: a pod made in our first second counts as ours.
+        self._since = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
     async def read(self) -> PoolFigures:
         pods = await self._core.list_namespaced_pod(self._namespace, label_selector=self._selector)
@@ -102,8 +106,12 @@ class WorkerScraper:
             per_pod[name] = round(counters.in_flight)
             in_flight += per_pod[name]
             before = self._previous.get(name)
-            if before is None or counters.at <= before.at or counters.settled < before.settled:
-                mean += counters.in_flight  # first sight (or a restarted process): the sample stands in
+            restarted = before is not None and counters.settled < before.settled
+            if before is None or restarted or counters.at <= before.at:
+                mean += counters.in_flight  # no interval to average over yet: the sample stands in
+                if restarted or (before is None and pod.metadata.creation_timestamp >= self._since):
+                    self._settled_total += counters.settled  # a process that started under our watch
+                    refused += counters.refused
                 continue
             elapsed = counters.at - before.at
             mean += max(counters.busy_slot_seconds - before.busy_slot_seconds, 0.0) / elapsed
@@ -116,7 +124,8 @@ class WorkerScraper:
     async def _scrape(self, ip: str) -> PodCounters | None:
         assert self._session is not None
         try:
-            async with self._session.get(f"http://{ip}:{self._port}/metrics") as answer:
+            host = f"[{ip}]" if ":" in ip else ip
+            async with self._session.get(f"http://{host}:{self._port}/metrics") as answer:
                 if answer.status != 200:
                     return None
                 text = await answer.text()
