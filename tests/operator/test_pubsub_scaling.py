@@ -41,7 +41,8 @@ def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
                                push_config={"push_endpoint": f"{workers}?token={TOKEN}"})
         apply(cluster, namespace, pubsub_pool(
             pubsub_emulator, names, ["echo"], mode="push", concurrency=2, replicas=(0, 2), push_endpoint=workers,
-            scaling={"idleSecondsBeforeZero": 8, "scaleDownStabilizationSeconds": 2},
+            # A short idle time: the pool must still be up when Pub/Sub retries the push it refused.
+            scaling={"idleSecondsBeforeZero": 1, "scaleDownStabilizationSeconds": 0},
         ))
         at_activator = f"{activator}/pubsub/push/{namespace}/pool?token={TOKEN}"
         wait_for(lambda: push_endpoint(pubsub_emulator, names["sub"]) == at_activator, 30,
