@@ -1,4 +1,4 @@
-"""The operator's control-plane client for one Pub/Sub pool: peek, push endpoint, dead-letter policy.
+"""The operator's control-plane client for one Pub/Sub pool: peek, push endpoint, dead-letter policy, backlog.
 
 Each pool gets its own clients, built on an explicit gRPC transport, because one operator serves pools in
 different projects, with different credentials and (locally) different emulators: the process-wide
@@ -6,6 +6,10 @@ different projects, with different credentials and (locally) different emulators
 is never consulted here. Google's clients block, so every call runs in a thread. Every error becomes a
 ``PubSubAdminError`` whose message names the resource and never a credential, because the scaler copies
 it into the WorkerPool's status and into Events.
+
+The backlog comes from Cloud Monitoring (``subscription/num_undelivered_messages`` and
+``oldest_unacked_message_age``), the only place Pub/Sub reports it: sampled every 60 s and visible minutes
+later, so it is the slow signal beside the workers' own figures, and there is none for an emulator.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from google.api_core import exceptions as gexc
 from google.auth import credentials as gcredentials
 from google.auth import exceptions as auth_exceptions
+from google.cloud.monitoring_v3 import ListTimeSeriesRequest, MetricServiceClient, TimeInterval
 from google.pubsub_v1 import PublisherClient, SubscriberClient
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
@@ -35,7 +42,20 @@ T = TypeVar("T")
 
 PEEK_TIMEOUT_SECONDS = 3.0  # an empty Pull waits for messages until about its deadline
 CALL_TIMEOUT_SECONDS = 15.0
-SCOPES = ("https://www.googleapis.com/auth/pubsub",)
+SCOPES = ("https://www.googleapis.com/auth/pubsub", "https://www.googleapis.com/auth/monitoring.read")
+UNDELIVERED = "pubsub.googleapis.com/subscription/num_undelivered_messages"
+OLDEST_UNACKED_AGE = "pubsub.googleapis.com/subscription/oldest_unacked_message_age"
+# How far back to look for the newest point: Monitoring shows a point up to a few minutes after its sample.
+BACKLOG_LOOKBACK_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class MonitoredBacklog:
+    """A subscription's backlog as Cloud Monitoring last sampled it."""
+
+    messages: int
+    oldest_age_seconds: float | None
+    sampled_at: float  # unix seconds of the sample
 
 
 class PubSubAdminError(RuntimeError):
@@ -92,10 +112,12 @@ async def _credentials(api: client.ApiClient, namespace: str, queue: PubSubQueue
 class PubSubAdmin:
     """One pool's subscription as the operator sees it. Build with ``open``; ``close`` when the pool goes."""
 
-    def __init__(self, queue: PubSubQueue, subscriber: SubscriberClient, publisher: PublisherClient) -> None:
+    def __init__(self, queue: PubSubQueue, subscriber: SubscriberClient, publisher: PublisherClient,
+                 monitoring: MetricServiceClient | None = None) -> None:
         self.queue = queue
         self._subscriber = subscriber
         self._publisher = publisher
+        self._monitoring = monitoring
 
     @property
     def subscription(self) -> str:
@@ -104,6 +126,7 @@ class PubSubAdmin:
     @classmethod
     async def open(cls, api: client.ApiClient, namespace: str, queue: PubSubQueue) -> PubSubAdmin:
         """Reads the Secret only when one is referenced and no emulator is set: an emulator takes anything."""
+        monitoring = None
         if queue.emulator_host:
             host = queue.emulator_host
             anonymous = gcredentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
@@ -115,13 +138,14 @@ class PubSubAdmin:
             found = await _credentials(api, namespace, queue)
             subscriber_transport = SubscriberGrpcTransport(credentials=found, always_use_jwt_access=True)
             publisher_transport = PublisherGrpcTransport(credentials=found, always_use_jwt_access=True)
+            monitoring = MetricServiceClient(credentials=found)
         # A transport instance also stops the clients from reading PUBSUB_EMULATOR_HOST.
         return cls(queue, SubscriberClient(transport=subscriber_transport),
-                   PublisherClient(transport=publisher_transport))
+                   PublisherClient(transport=publisher_transport), monitoring)
 
-    async def _call(self, what: str, resource: str, function: Callable[..., T], /, **kwargs: Any) -> T:
+    async def _call(self, what: str, resource: str, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         try:
-            return await asyncio.to_thread(function, **kwargs)
+            return await asyncio.to_thread(function, *args, **kwargs)
         except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise _safe_error(exc, what, resource) from None
 
@@ -233,6 +257,38 @@ class PubSubAdmin:
                 "message": f"messages go to {topic} after {wanted_attempts} delivery attempts, once Pub/Sub's "
                            "service agent may publish to the topic and subscribe to the subscription"}
 
+    async def monitored_backlog(self) -> MonitoredBacklog | None:
+        """The newest Cloud Monitoring sample of the backlog; None without Monitoring or without a recent point."""
+        if self._monitoring is None:
+            return None
+        monitoring = self._monitoring
+        now = time.time()
+        interval = TimeInterval(start_time={"seconds": int(now - BACKLOG_LOOKBACK_SECONDS)},
+                                end_time={"seconds": int(now) + 1})
+
+        def newest(metric: str) -> tuple[float, int] | None:
+            request = ListTimeSeriesRequest(
+                name=f"projects/{self.queue.project}",
+                filter=f'metric.type = "{metric}" AND resource.type = "pubsub_subscription" '
+                       f'AND resource.labels.subscription_id = "{self.queue.subscription}"',
+                interval=interval,
+                view=ListTimeSeriesRequest.TimeSeriesView.FULL,
+            )
+            points = [(point.interval.end_time.timestamp(), int(point.value.int64_value))
+                      for series in monitoring.list_time_series(request=request, timeout=CALL_TIMEOUT_SECONDS)
+                      for point in series.points]
+            return max(points) if points else None
+
+        resource = f"the backlog of subscription {self.subscription} from Cloud Monitoring"
+        undelivered = await self._call("read", resource, newest, UNDELIVERED)
+        if undelivered is None:
+            return None
+        age = await self._call("read", resource, newest, OLDEST_UNACKED_AGE)
+        return MonitoredBacklog(messages=undelivered[1], oldest_age_seconds=None if age is None else float(age[1]),
+                                sampled_at=undelivered[0])
+
     async def close(self) -> None:
         for transport in (self._subscriber.transport, self._publisher.transport):
             await asyncio.to_thread(transport.close)
+        if self._monitoring is not None:
+            await asyncio.to_thread(self._monitoring.transport.close)

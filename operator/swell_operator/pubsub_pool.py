@@ -5,7 +5,9 @@ from what can be seen within a poll (docs/pubsub.md):
 - the workers' own figures (``worker_metrics``): mean tasks in flight, tasks settled, pushes refused;
 - an activation: a push the activator answered while no worker was ready (an annotation on the pool);
 - at zero in pull mode, a peek at the subscription (one message pulled and released at once), at most
-  once per ``PEEK_INTERVAL_SECONDS`` because each peek costs the message one delivery attempt.
+  once per ``PEEK_INTERVAL_SECONDS`` because each peek costs the message one delivery attempt;
+- in production, Cloud Monitoring's backlog, minutes late: counted only while the workers are saturated,
+  where it says how far to grow in one step (when they have headroom, the backlog it reports is old).
 The backlog reported is the work seen waiting, a lower bound, and the Depth says so, so that the decision
 keeps headroom instead of reading "0 waiting" as the truth. A wake-up (activation or peek) stays one task
 waiting until work reaches a worker, so the pool is still up when Pub/Sub retries the refused push.
@@ -33,7 +35,7 @@ from swell_operator.activator import ACTIVATOR, activated_at, activation_path
 from swell_operator.deployment import POOL_LABEL, WORKER_PORT
 from swell_operator.depth import REBUILD_SECONDS, DepthUnavailable
 from swell_operator.model import PubSubQueue, WorkerPoolSpec
-from swell_operator.pubsub_admin import PubSubAdmin, PubSubAdminError
+from swell_operator.pubsub_admin import MonitoredBacklog, PubSubAdmin, PubSubAdminError
 from swell_operator.secrets import SecretError, read_secret_key
 from swell_operator.worker_metrics import PoolFigures, WorkerScraper
 
@@ -47,6 +49,10 @@ ACTIVATION_TTL_SECONDS = 120.0
 # delivery attempt). Pub/Sub's longest push backoff is 600 s, so the hold ends there at the latest.
 WAKE_HOLD_SECONDS = 600.0
 DEAD_LETTER_CHECK_SECONDS = 300.0
+# Monitoring samples every 60 s; reading more often only spends API quota.
+MONITORING_INTERVAL_SECONDS = 30.0
+# Workers this busy on average leave no room to see what waits: the monitored backlog is the better guess.
+SATURATED_UTILISATION = 0.9
 
 
 @dataclass
@@ -69,6 +75,17 @@ def without_query(url: str | None) -> str:
     return (url or "").split("?", 1)[0]
 
 
+def seen_backlog(figures: PoolFigures, waking: bool, monitored: MonitoredBacklog | None, concurrency: int) -> int:
+    """Work known to wait: refused pushes and a pending wake-up, or Monitoring's (late) count while every
+    worker is saturated. With headroom, idle slots would have taken what waits, so that count is old."""
+    seen = figures.refused + int(waking)
+    slots = concurrency * figures.answered
+    saturated = slots > 0 and figures.mean_in_flight >= SATURATED_UTILISATION * slots
+    if monitored is not None and saturated:
+        return max(seen, monitored.messages)
+    return seen
+
+
 class PubSubPool:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, activator_url: str | None) -> None:
         self.api = api
@@ -89,6 +106,9 @@ class PubSubPool:
         self._peeked_at = 0.0
         self._routed_to: str | None = None
         self._dead_letter_at = 0.0
+        self._monitored: MonitoredBacklog | None = None
+        self._monitored_at = 0.0
+        self._monitoring_error: str | None = None
 
     async def read(self, spec: WorkerPoolSpec, body: Mapping[str, Any], at_zero: bool, leading: bool) -> Depth:
         queue = spec.queue.pubsub
@@ -112,15 +132,32 @@ class PubSubPool:
         if leading:
             await self._route_pushes(admin, queue, self._figures.ready_answered > 0)
             await self._check_dead_letter(admin)
+            await self._read_monitored(admin)
         figures = self._figures
         return Depth(
-            backlog=figures.refused + int(self._waking),
+            backlog=seen_backlog(figures, self._waking, self._monitored, spec.concurrency),
             in_flight=figures.in_flight,
             per_consumer=dict(figures.per_pod),
             completed_total=figures.settled_total,
             mean_in_flight=figures.mean_in_flight,
+            oldest_age_seconds=None if self._monitored is None else self._monitored.oldest_age_seconds,
             backlog_visible=False,
         )
+
+    async def _read_monitored(self, admin: PubSubAdmin) -> None:
+        """The slow signal is optional: without the Monitoring Viewer role the pool still scales, so a failure
+        is logged (once per distinct message) and the last value, if any, stands."""
+        if time.monotonic() - self._monitored_at < MONITORING_INTERVAL_SECONDS:
+            return
+        self._monitored_at = time.monotonic()
+        try:
+            self._monitored = await admin.monitored_backlog()
+        except PubSubAdminError as exc:
+            if str(exc) != self._monitoring_error:
+                log.warning("%s/%s: no backlog from Cloud Monitoring: %s", self.namespace, self.name, exc)
+            self._monitoring_error = str(exc)
+        else:
+            self._monitoring_error = None
 
     def _note_activation(self, annotations: object) -> None:
         at = activated_at(annotations)

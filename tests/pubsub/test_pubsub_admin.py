@@ -373,3 +373,95 @@ async def test_without_a_secret_application_default_credentials_are_used(
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     credentials = credentials_of(await open_admin(admins, queue))
     assert credentials.service_account_email == "swell@proj.iam.gserviceaccount.com"
+
+
+# -- the backlog from Cloud Monitoring: no emulator exists, so a gRPC stand-in answers ListTimeSeries ----------
+
+
+class FakeMonitoring:
+    """Google's MetricService on a loopback port, answering from canned points and recording each request."""
+
+    def __init__(self, points: dict[str, list[tuple[float, int]]], error: grpc.StatusCode | None = None) -> None:
+        from concurrent import futures
+
+        from google.cloud.monitoring_v3 import ListTimeSeriesRequest, ListTimeSeriesResponse
+
+        self.requests: list[Any] = []
+
+        def list_time_series(request: Any, context: grpc.ServicerContext) -> Any:
+            self.requests.append(request)
+            if error is not None:
+                context.abort(error, "the caller lacks monitoring.timeSeries.list")
+            metric = next(m for m in points if f'"{m}"' in request.filter)
+            series = {"points": [{"interval": {"end_time": {"seconds": int(at)}}, "value": {"int64_value": value}}
+                                 for at, value in points[metric]]}
+            return ListTimeSeriesResponse(time_series=[series] if points[metric] else [])
+
+        handler = grpc.method_handlers_generic_handler("google.monitoring.v3.MetricService", {
+            "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
+                list_time_series, request_deserializer=ListTimeSeriesRequest.deserialize,
+                response_serializer=ListTimeSeriesResponse.serialize),
+        })
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def client(self) -> Any:
+        from google.cloud.monitoring_v3 import MetricServiceClient
+        from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+
+        host = f"127.0.0.1:{self.port}"
+        return MetricServiceClient(transport=MetricServiceGrpcTransport(
+            host=host, credentials=AnonymousCredentials(), channel=grpc.insecure_channel(host)))
+
+
+async def admin_with_monitoring(emulator: PubSubEmulator, fake: FakeMonitoring) -> PubSubAdmin:
+    queue = PubSubQueue(project="proj", subscription="jobs", emulator_host=emulator.host)
+    opened = await PubSubAdmin.open(NO_API, "ns", queue)
+    return PubSubAdmin(queue, opened._subscriber, opened._publisher, fake.client())
+
+
+async def test_the_monitored_backlog_is_the_newest_point_of_the_subscription(pubsub_emulator: PubSubEmulator) -> None:
+    now = time.time()
+    fake = FakeMonitoring({
+        pubsub_admin.UNDELIVERED: [(now - 180, 40), (now - 120, 900)],
+        pubsub_admin.OLDEST_UNACKED_AGE: [(now - 120, 75)],
+    })
+    admin = await admin_with_monitoring(pubsub_emulator, fake)
+    try:
+        backlog = await admin.monitored_backlog()
+    finally:
+        await admin.close()
+        fake.server.stop(None)
+    assert backlog is not None
+    assert (backlog.messages, backlog.oldest_age_seconds, round(backlog.sampled_at)) == (900, 75.0, int(now - 120))
+    request = fake.requests[0]
+    assert request.name == "projects/proj"
+    assert 'resource.labels.subscription_id = "jobs"' in request.filter
+    assert request.interval.end_time.timestamp() >= now - 1
+    assert request.interval.start_time.timestamp() <= now - pubsub_admin.BACKLOG_LOOKBACK_SECONDS + 1
+
+
+async def test_no_recent_point_is_no_backlog_and_a_refusal_is_a_safe_error(pubsub_emulator: PubSubEmulator) -> None:
+    empty = FakeMonitoring({pubsub_admin.UNDELIVERED: [], pubsub_admin.OLDEST_UNACKED_AGE: []})
+    refusing = FakeMonitoring({}, error=grpc.StatusCode.PERMISSION_DENIED)
+    admins = [await admin_with_monitoring(pubsub_emulator, fake) for fake in (empty, refusing)]
+    try:
+        assert await admins[0].monitored_backlog() is None
+        with pytest.raises(PubSubAdminError, match="permission denied"):
+            await admins[1].monitored_backlog()
+    finally:
+        for admin in admins:
+            await admin.close()
+        for fake in (empty, refusing):
+            fake.server.stop(None)
+
+
+async def test_an_emulator_pool_has_no_monitoring(pubsub_emulator: PubSubEmulator) -> None:
+    admin = await PubSubAdmin.open(NO_API, "ns", PubSubQueue(project="p", subscription="s",
+                                                             emulator_host=pubsub_emulator.host))
+    try:
+        assert await admin.monitored_backlog() is None
+    finally:
+        await admin.close()

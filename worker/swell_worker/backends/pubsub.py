@@ -58,7 +58,7 @@ class PubSubClients:
 
     def __init__(self, project: str, subscription: str | None, topic: str | None,
                  dead_letter_topic: str | None) -> None:
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # (untyped beside typed monitoring_v3)
 
         self.project = project
         self.publisher = pubsub_v1.PublisherClient()
