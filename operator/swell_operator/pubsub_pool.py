@@ -20,6 +20,7 @@ could not deliver and retries it, so the switch loses nothing.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -75,6 +76,21 @@ def without_query(url: str | None) -> str:
     return (url or "").split("?", 1)[0]
 
 
+@dataclass
+class Every:
+    """True from ``due()`` at most once per ``seconds``: for calls that cost quota or delivery attempts."""
+
+    seconds: float
+    last: float = -math.inf
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
 def seen_backlog(figures: PoolFigures, waking: bool, monitored: MonitoredBacklog | None, concurrency: int) -> int:
     """Work known to wait: refused pushes and a pending wake-up, or Monitoring's (late) count while every
     worker is saturated. With headroom, idle slots would have taken what waits, so that count is old."""
@@ -103,11 +119,11 @@ class PubSubPool:
         self._waking = False  # seen waiting work (an activation or a peek) that no worker has taken yet
         self._woke_at = 0.0
         self._settled_at_wake = 0
-        self._peeked_at = 0.0
+        self._peeks = Every(PEEK_INTERVAL_SECONDS)
         self._routed_to: str | None = None
-        self._dead_letter_at = 0.0
+        self._dead_letter_checks = Every(DEAD_LETTER_CHECK_SECONDS)
         self._monitored: MonitoredBacklog | None = None
-        self._monitored_at = 0.0
+        self._monitoring_reads = Every(MONITORING_INTERVAL_SECONDS)
         self._monitoring_error: str | None = None
 
     async def read(self, spec: WorkerPoolSpec, body: Mapping[str, Any], at_zero: bool, leading: bool) -> Depth:
@@ -147,9 +163,8 @@ class PubSubPool:
     async def _read_monitored(self, admin: PubSubAdmin) -> None:
         """The slow signal is optional: without the Monitoring Viewer role the pool still scales, so a failure
         is logged (once per distinct message) and the last value, if any, stands."""
-        if time.monotonic() - self._monitored_at < MONITORING_INTERVAL_SECONDS:
+        if not self._monitoring_reads.due():
             return
-        self._monitored_at = time.monotonic()
         try:
             self._monitored = await admin.monitored_backlog()
         except PubSubAdminError as exc:
@@ -178,10 +193,8 @@ class PubSubPool:
         return figures.in_flight > 0 or figures.refused > 0 or figures.settled_total > self._settled_at_wake
 
     async def _peek(self, admin: PubSubAdmin) -> None:
-        now = time.monotonic()
-        if now - self._peeked_at < PEEK_INTERVAL_SECONDS:
+        if not self._peeks.due():
             return
-        self._peeked_at = now
         if await self._call(admin.peek()):
             self._wake()
 
@@ -199,7 +212,8 @@ class PubSubPool:
             await self._close_admin()
             raise DepthUnavailable(str(exc)) from None
         self._queue, self._built_at = queue, time.monotonic()
-        self._routed_to, self._dead_letter_at = None, 0.0
+        self._routed_to = None
+        self._dead_letter_checks = Every(DEAD_LETTER_CHECK_SECONDS)
         if queue.mode == "push":
             try:
                 ACTIVATOR.register(self.namespace, self.name, PushAuthenticator(self._token, queue.push_audience))
@@ -225,9 +239,8 @@ class PubSubPool:
             self._routed_to = wanted
 
     async def _check_dead_letter(self, admin: PubSubAdmin) -> None:
-        if time.monotonic() - self._dead_letter_at < DEAD_LETTER_CHECK_SECONDS:
+        if not self._dead_letter_checks.due():
             return
-        self._dead_letter_at = time.monotonic()
         try:
             self.dead_letter = await admin.dead_letter_status()
         except PubSubAdminError as exc:

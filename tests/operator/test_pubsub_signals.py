@@ -28,3 +28,11 @@ def test_the_push_token_goes_into_the_url_and_never_into_a_log_line() -> None:
     assert url == "https://workers.example.com/pubsub/push?token=s3cr%26t"
     assert without_query(url) == "https://workers.example.com/pubsub/push"
     assert with_token("https://a/push", None) == "https://a/push"
+
+
+def test_a_throttled_call_is_due_once_per_interval() -> None:
+    from swell_operator.pubsub_pool import Every
+
+    every = Every(60.0)
+    assert [every.due(), every.due()] == [True, False]
+    assert Every(0.0).due() and Every(0.0).due()
