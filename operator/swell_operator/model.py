@@ -76,6 +76,18 @@ class RedisStreamsQueue(Spec):
 
 
 class PubSubQueue(Spec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.mode != 'push' || has(self.pushTokenSecretRef) || has(self.pushAudience)",
+                    "push mode needs pushTokenSecretRef or pushAudience: a push endpoint must not be open",
+                ),
+                cel("!has(self.pushEndpoint) || self.mode == 'push'", "pushEndpoint is for push mode only"),
+            ]
+        }
+    )
+
     project: str = Field(min_length=1, max_length=100, description="Google Cloud project id.")
     subscription: str = Field(min_length=1, max_length=255, description="Subscription id.")
     topic: str | None = Field(default=None, max_length=255, description="Topic id, for `swell submit`.")

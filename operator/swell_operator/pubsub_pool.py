@@ -56,17 +56,6 @@ MONITORING_INTERVAL_SECONDS = 30.0
 SATURATED_UTILISATION = 0.9
 
 
-@dataclass
-class PushRoute:
-    """Where the subscription should push, with the shared token added as ``?token=`` when there is one."""
-
-    workers: str
-    activator: str
-
-    def choose(self, workers_ready: bool) -> str:
-        return self.workers if workers_ready else self.activator
-
-
 def with_token(url: str, token: str | None) -> str:
     return f"{url}?{urllib.parse.urlencode({'token': token})}" if token else url
 
@@ -204,35 +193,30 @@ class PubSubPool:
             return self._admin
         await self._close_admin()
         try:
-            self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)
             self._token = None
             if queue.push_token_secret_ref is not None:
                 self._token = await read_secret_key(self.api, self.namespace, queue.push_token_secret_ref)
+            if queue.mode == "push":
+                ACTIVATOR.register(self.namespace, self.name, PushAuthenticator(self._token, queue.push_audience))
+            else:
+                ACTIVATOR.forget(self.namespace, self.name)
+            self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)
+        except ValueError:  # PushAuthenticator refuses an open endpoint
+            raise DepthUnavailable("push mode needs pushTokenSecretRef or pushAudience") from None
         except (PubSubAdminError, SecretError) as exc:
-            await self._close_admin()
             raise DepthUnavailable(str(exc)) from None
         self._queue, self._built_at = queue, time.monotonic()
         self._routed_to = None
         self._dead_letter_checks = Every(DEAD_LETTER_CHECK_SECONDS)
-        if queue.mode == "push":
-            try:
-                ACTIVATOR.register(self.namespace, self.name, PushAuthenticator(self._token, queue.push_audience))
-            except ValueError:
-                raise DepthUnavailable("push mode needs pushTokenSecretRef or pushAudience") from None
-        else:
-            ACTIVATOR.forget(self.namespace, self.name)
         return self._admin
 
     async def _route_pushes(self, admin: PubSubAdmin, queue: PubSubQueue, workers_ready: bool) -> None:
         if queue.mode != "push" or not queue.push_endpoint or not self.activator_url:
             return
-        route = PushRoute(
-            workers=with_token(queue.push_endpoint, self._token),
-            activator=with_token(self.activator_url + activation_path(self.namespace, self.name), self._token),
-        )
         if self._routed_to is None:
             self._routed_to = await self._call(admin.push_endpoint())
-        wanted = route.choose(workers_ready)
+        at_activator = self.activator_url + activation_path(self.namespace, self.name)
+        wanted = with_token(queue.push_endpoint if workers_ready else at_activator, self._token)
         if wanted != self._routed_to:
             await self._call(admin.set_push_endpoint(wanted))
             log.info("%s/%s: pushes now go to %s", self.namespace, self.name, without_query(wanted))

@@ -77,9 +77,18 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
         ({"queue": {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "u"}},
                     "list": {"keys": []}}},
          "spec.queue.list.keys: Invalid value: 0: spec.queue.list.keys in body should have at least 1 items"),
+        ({"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": "push"}}},
+         "push mode needs pushTokenSecretRef or pushAudience"),
+        ({"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s",
+                                                    "pushEndpoint": "https://x/pubsub/push"}}},
+         "pushEndpoint is for push mode only"),
+        ({"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": "push",
+                                                    "pushAudience": "a", "pushEndpoint": "https://x/?token=t"}}},
+         "spec.queue.pubsub.pushEndpoint in body should match"),
     ],
     ids=["min>max", "unknown-backend", "both-worker-and-target", "neither", "streams-missing", "pubsub-missing",
-         "zero-concurrency", "unknown-handler", "unknown-field", "env-both", "no-list-keys"],
+         "zero-concurrency", "unknown-handler", "unknown-field", "env-both", "no-list-keys", "open-push",
+         "pull-push-endpoint", "token-in-push-endpoint"],
 )
 def test_invalid_pools_are_refused_with_the_reason(
     cluster: Cluster, namespace: str, crd: None, spec: dict[str, Any], message: str
