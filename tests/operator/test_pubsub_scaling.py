@@ -27,13 +27,22 @@ def names(pubsub_emulator: PubSubEmulator) -> dict[str, str]:
     return fresh_names(pubsub_emulator)
 
 
+@pytest.mark.parametrize("answering", ["leader", "standby"])
 def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
     cluster: Any, namespace: str, redis_url: str, pubsub_emulator: PubSubEmulator, names: dict[str, str],
-    pod_runner: Any, start_operator: Any,
+    pod_runner: Any, start_operator: Any, answering: str,
 ) -> None:
+    """With two operators, Pub/Sub may reach the activator of the one that does not lead: it still wakes."""
     port = free_port()
     activator = f"http://127.0.0.1:{port}"
-    start_operator(extra_args=("--activator-port", str(port), "--activator-url", activator))
+    if answering == "leader":
+        start_operator(extra_args=("--activator-port", str(port), "--activator-url", activator))
+    else:  # the leader routes pushes to the standby's activator, as a Service might
+        leader = start_operator(identity="op-lead", extra_args=("--activator-port", str(free_port()),
+                                                                "--activator-url", activator))
+        wait_for(leader.is_leader, 30, "the first operator leading")
+        standby = start_operator(identity="op-standby",
+                                 extra_args=("--activator-port", str(port), "--activator-url", activator))
     secrets(cluster, namespace, redis_url)
     with ServiceProxy(cluster.kubeconfig, namespace, "pool") as ingress:
         workers = f"{ingress.url}/pubsub/push"
@@ -64,8 +73,11 @@ def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
         annotations = get(cluster, namespace, "workerpools.swell.dev", "pool")["metadata"]["annotations"]
         assert "swell.dev/activated-at" in annotations
         assert status["deadLetter"]["topicExists"] is True, status.get("deadLetter")
-        print(f"\npush at zero: replicas >= 1 after {scaled:.2f}s, pushes routed to the worker after "
-              f"{routed:.2f}s, task done after {done:.2f}s")
+        print(f"\npush at zero ({answering}'s activator): replicas >= 1 after {scaled:.2f}s, pushes routed to "
+              f"the worker after {routed:.2f}s, task done after {done:.2f}s")
+        if answering == "standby":
+            assert not standby.is_leader()
+            assert "waking the pool" in standby.log() and "waking the pool" not in leader.log()
 
         wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "back to zero after the idle time")
         wait_for(lambda: push_endpoint(pubsub_emulator, names["sub"]) == at_activator, 30,
