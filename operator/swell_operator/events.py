@@ -35,3 +35,7 @@ def fallback(body: Any, replicas: int, failures: int) -> None:
         reason="Fallback",
         message=f"{failures} failed queue reads in a row: running the fallback of {replicas} replicas",
     )
+
+
+def cannot_wake(body: Any, message: str) -> None:
+    kopf.event(body, type="Warning", reason="CannotWake", message=message)

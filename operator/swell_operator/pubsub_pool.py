@@ -32,6 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from swell_worker.backends.base import Depth
 from swell_worker.push_auth import PushAuthenticator
 
+from swell_operator import events
 from swell_operator.activator import ACTIVATOR, activated_at, activation_path
 from swell_operator.deployment import POOL_LABEL, WORKER_PORT
 from swell_operator.depth import REBUILD_SECONDS, DepthUnavailable
@@ -114,6 +115,7 @@ class PubSubPool:
         self._monitored: MonitoredBacklog | None = None
         self._monitoring_reads = Every(MONITORING_INTERVAL_SECONDS)
         self._monitoring_error: str | None = None
+        self._warned_cannot_wake = False
 
     async def read(self, spec: WorkerPoolSpec, body: Mapping[str, Any], at_zero: bool, leading: bool) -> Depth:
         queue = spec.queue.pubsub
@@ -135,6 +137,7 @@ class PubSubPool:
         if leading and at_zero and queue.mode == "pull" and not self._waking:
             await self._peek(admin)  # the leader alone: every peek costs the message a delivery attempt
         if leading:
+            self._warn_if_push_cannot_wake(spec, body)
             await self._route_pushes(admin, queue, self._figures.ready_answered > 0)
             await self._check_dead_letter(admin)
             await self._read_monitored(admin)
@@ -148,6 +151,19 @@ class PubSubPool:
             oldest_age_seconds=None if self._monitored is None else self._monitored.oldest_age_seconds,
             backlog_visible=False,
         )
+
+    def _warn_if_push_cannot_wake(self, spec: WorkerPoolSpec, body: Mapping[str, Any]) -> None:
+        """Said once per operator run: without the activator route, a push pool that sleeps stays asleep."""
+        queue = spec.queue.pubsub
+        if self._warned_cannot_wake or queue is None or queue.mode != "push" or spec.replicas.min > 0:
+            return
+        if queue.push_endpoint and self.activator_url:
+            return
+        self._warned_cannot_wake = True
+        message = ("a push pool at zero cannot be woken by a push: set spec.queue.pubsub.pushEndpoint and run the "
+                   "operator with the activator (chart activator.enabled and activator.url), or set replicas.min >= 1")
+        log.warning("%s/%s: %s", self.namespace, self.name, message)
+        events.cannot_wake(body, message)
 
     async def _read_monitored(self, admin: PubSubAdmin) -> None:
         """The slow signal is optional: without the Monitoring Viewer role the pool still scales, so a failure

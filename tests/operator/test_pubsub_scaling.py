@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.ports import free_port
 from tests.fixtures.pubsub_emulator import PubSubEmulator
-from tests.operator.kube import apply, get, replicas_of, status_of, wait_for
+from tests.operator.kube import apply, events_for, get, replicas_of, status_of, wait_for
 from tests.operator.pubsub_kit import TOKEN, client_for, effects, fresh_names, pubsub_pool, push_endpoint, secrets
 from tests.tooling.controlplane.serviceproxy import ServiceProxy
 
@@ -133,3 +133,20 @@ def test_a_pull_pool_scales_out_to_a_steady_rate_and_back_to_zero(
     # One worker alone would end 160 tasks behind (80 s of work); keeping up leaves a few seconds.
     assert drained < 20, f"the pool fell behind: the last task finished {drained:.1f}s after the last publish"
     wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "back to zero after the idle time")
+
+
+def test_a_push_pool_that_nothing_could_wake_says_so(
+    cluster: Any, namespace: str, redis_url: str, pubsub_emulator: PubSubEmulator, names: dict[str, str],
+    operator_process: Any,
+) -> None:
+    """No activator on this operator: at zero, pushes go nowhere that can wake the pool, and the user is told."""
+    secrets(cluster, namespace, redis_url)
+    pubsub_emulator.create(names["topic"], names["sub"], push_config={"push_endpoint": "http://127.0.0.1:9/push"})
+    apply(cluster, namespace, pubsub_pool(pubsub_emulator, names, ["echo"], mode="push", concurrency=2,
+                                          replicas=(0, 2), scaling={}, push_endpoint="http://127.0.0.1:9/push"))
+    warned = wait_for(lambda: [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "CannotWake"],
+                      30, "a CannotWake Event")
+    assert "activator" in warned[0]["message"] and warned[0]["type"] == "Warning"
+    time.sleep(3)  # six more polls
+    again = [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "CannotWake"]
+    assert len(again) == 1 and (again[0].get("count") or 1) == 1, f"said more than once: {again}"
