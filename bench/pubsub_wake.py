@@ -26,14 +26,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import save_comparison  # noqa: E402
 from tests.fixtures.cluster import Cluster  # noqa: E402
-from tests.fixtures.operator import OperatorProcess  # noqa: E402
+from tests.fixtures.operator import OperatorProcess, apply_workerpool_crd  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.pubsub_emulator import PubSubEmulator  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
@@ -66,13 +64,10 @@ def until(probe: Callable[[], bool], timeout: float, what: str, interval: float 
 @contextlib.contextmanager
 def stack(mode: str) -> Iterator[dict[str, Any]]:
     """A namespace with an operator (and its activator), the emulator, Redis and the pod runner."""
-    from swell_operator.crdgen import crd_manifest
-
     cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
     namespace = f"bench-{mode}-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(crd_manifest()))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/workerpools.swell.dev", "--timeout=60s")
+    apply_workerpool_crd(cluster)
     redis, emulator, runner = RedisServer(), PubSubEmulator(), PodRunner(cluster.kubeconfig).start()
     redis.start()
     port = free_port()

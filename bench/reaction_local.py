@@ -25,14 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from swell_operator.scaler import WAKE_POLL_SECONDS  # noqa: E402
 
-from tests.fixtures.operator import OperatorProcess  # noqa: E402
+from tests.fixtures.operator import OperatorProcess, apply_workerpool_crd  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
 from tests.operator.kube import (  # noqa: E402
     apply,
@@ -85,17 +83,13 @@ def local_cluster(kubeconfig: Path | None) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def environment(kubeconfig: Path | None) -> Iterator[tuple[Any, str, RedisServer, Any]]:
-    from swell_operator.crdgen import crd_manifest
-
     redis = RedisServer()
     redis.start()
     try:
         with local_cluster(kubeconfig) as cluster:
             namespace = f"bench-{uuid.uuid4().hex[:6]}"
             cluster.kubectl("create", "namespace", namespace)
-            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                            input=yaml.safe_dump(crd_manifest()))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/workerpools.swell.dev", "--timeout=60s")
+            apply_workerpool_crd(cluster)
             redis_secret(cluster, namespace, redis.url)
             operator = OperatorProcess(cluster, namespace).wait_up()
             try:

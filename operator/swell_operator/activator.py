@@ -83,18 +83,18 @@ class Activator:
             return
         self.woken[(namespace, pool)] = now
         try:
-            await self.mark_activated(namespace, pool)
+            await self.mark_activated(namespace, pool, now)
         except ApiException as exc:
             log.warning("cannot mark %s/%s activated: HTTP %s", namespace, pool, exc.status)
             self.woken.pop((namespace, pool), None)
         else:
             log.info("%s/%s: push at zero, waking the pool", namespace, pool)
 
-    async def mark_activated(self, namespace: str, pool: str) -> None:
+    async def mark_activated(self, namespace: str, pool: str, at: float) -> None:
         """The annotation the scaling leader reads; the one write the activator makes."""
         if self.api is None:
             raise RuntimeError("the activator is not serving: no API client")
-        patch = {"metadata": {"annotations": {ACTIVATED_AT: f"{time.time():.3f}"}}}
+        patch = {"metadata": {"annotations": {ACTIVATED_AT: f"{at:.3f}"}}}
         custom: Any = client.CustomObjectsApi(self.api)  # merge patch: the client would pick JSON Patch
         await custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, pool, patch, _content_type=MERGE_PATCH

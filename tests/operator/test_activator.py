@@ -20,7 +20,7 @@ async def test_pushes_are_checked_then_refused_with_429_and_the_wake_is_throttle
     activator = Activator()
     woken: list[tuple[str, str]] = []
 
-    async def wake(namespace: str, pool: str) -> None:
+    async def wake(namespace: str, pool: str, at: float) -> None:
         woken.append((namespace, pool))
 
     activator.mark_activated = wake  # type: ignore[method-assign]
