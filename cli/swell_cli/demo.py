@@ -1,12 +1,13 @@
-"""``swell demo``: the whole product on one machine in a few minutes.
+"""``swell demo``: the whole product on one machine in a few minutes, as a user runs it.
 
-A local Kubernetes control plane (built from Go modules; kwok nodes), Redis, a Milvus Lite server, the
-Helm chart with the operator, and a WorkerPool of bundled workers running the real embed/index handlers.
-Pods on kwok nodes run nothing, so the pod runner runs the operator's and the workers' pods as local
-processes: they start and stop with their pods, exactly as the operator scales them. A burst of short
-documents goes into the queue; the terminal shows depth, in-flight, desired and ready replicas and
-throughput each second until the pool is back at zero; then a summary, a search through ``call()``,
-and a plot.
+By default a kind cluster: the worker and operator images built from the Dockerfile, the Helm chart,
+Redis (AOF) and a shared vector store as in-cluster Deployments, and a WorkerPool of bundled workers
+running the real index/search handlers in real containers. Where Docker cannot run, it says why and
+falls back to the local control plane (built from Go modules; kwok nodes), where the pod runner runs the
+operator's and the workers' pods as local processes. Either way a burst of short documents goes into
+the queue; the terminal shows depth, in-flight, desired and ready replicas and throughput each second
+until the pool is back at zero; then a summary that names the path that ran, a search through
+``call()``, and a plot.
 
 Run from the repository root (``make demo``): the cluster tooling lives in ``tests/tooling``.
 """
@@ -32,22 +33,59 @@ DOCS_PER_TASK = 4
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUTPUT = ROOT / "demo-output"
 
-SUBJECTS = ["the queue", "a worker pod", "the embedding model", "the vector index", "Redis", "the operator",
-            "a burst of traffic", "the scheduler", "a retry", "the dead-letter stream", "an idle replica",
-            "the control plane"]
-VERBS = ["drains", "wakes", "indexes", "scales out", "waits for", "acknowledges", "retries", "embeds",
-         "searches", "watches", "balances", "hands back"]
-OBJECTS = ["thousands of documents", "the backlog", "a search query", "every task exactly once",
-           "the last replica", "its in-flight work", "a sentence about cats", "the morning's invoices",
-           "product reviews", "support tickets", "news headlines", "recipes for bread"]
+SUBJECTS = [
+    "the queue",
+    "a worker pod",
+    "the embedding model",
+    "the vector index",
+    "Redis",
+    "the operator",
+    "a burst of traffic",
+    "the scheduler",
+    "a retry",
+    "the dead-letter stream",
+    "an idle replica",
+    "the control plane",
+]
+VERBS = [
+    "drains",
+    "wakes",
+    "indexes",
+    "scales out",
+    "waits for",
+    "acknowledges",
+    "retries",
+    "embeds",
+    "searches",
+    "watches",
+    "balances",
+    "hands back",
+]
+OBJECTS = [
+    "thousands of documents",
+    "the backlog",
+    "a search query",
+    "every task exactly once",
+    "the last replica",
+    "its in-flight work",
+    "a sentence about cats",
+    "the morning's invoices",
+    "product reviews",
+    "support tickets",
+    "news headlines",
+    "recipes for bread",
+]
 
 
 def documents(count: int, seed: int = 7) -> list[dict[str, Any]]:
     """Short, varied, reproducible documents; a few distinctive ones for the final search."""
     rng = random.Random(seed)
     docs = [
-        {"id": f"doc-{i}", "text": f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} "
-                                   f"{rng.choice(OBJECTS)} (note {i}).", "metadata": {"n": i}}
+        {
+            "id": f"doc-{i}",
+            "text": f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} (note {i}).",
+            "metadata": {"n": i},
+        }
         for i in range(count)
     ]
     docs[count // 2]["text"] = "Sourdough bread needs a lively starter, flour, water and a long, slow rise."
@@ -62,33 +100,43 @@ KUBECTL = ["kubectl"]  # replaced by the cluster's own kubectl once it is up
 
 
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
-    result = subprocess.run([*KUBECTL, "--kubeconfig", str(kubeconfig), *args], input=input, text=True,
-                            capture_output=True, timeout=120)
+    result = subprocess.run(
+        [*KUBECTL, "--kubeconfig", str(kubeconfig), *args], input=input, text=True, capture_output=True, timeout=120
+    )
     if check and result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
 
 
-def pool_manifest(milvus_uri: str) -> dict[str, Any]:
+def pool_manifest(vector_uri: str | None, *, local: bool) -> dict[str, Any]:
+    """The demo's WorkerPool: real containers on kind; on the local control plane, pods run as processes."""
+    worker: dict[str, Any] = {
+        "handlers": ["index", "search"],
+        "terminationGracePeriodSeconds": 30,
+        "env": [{"name": "SWELL_MODEL_THREADS", "value": "1"}, {"name": "SWELL_VECTOR_COLLECTION", "value": "demo"}],
+    }
+    if vector_uri is not None:  # on kind the chart's default in-cluster store serves the pool
+        worker["vectorUri"] = vector_uri
+    if local:
+        worker["podTemplate"] = {
+            "metadata": {
+                "annotations": {"swell.dev/run-locally": "true", "swell.dev/local-port-env": "SWELL_HTTP_PORT"}
+            }
+        }
     return {
         "apiVersion": "swell.dev/v1alpha1",
         "kind": "WorkerPool",
         "metadata": {"name": POOL, "namespace": NAMESPACE},
         "spec": {
-            "queue": {"backend": "redis-streams", "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
-                      "streams": {"streams": [STREAM]}},
+            "queue": {
+                "backend": "redis-streams",
+                "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+                "streams": {"streams": [STREAM]},
+            },
             "concurrency": 4,
             "replicas": {"min": 0, "max": 6},
             "scaling": {"targetWaitSeconds": 10, "idleSecondsBeforeZero": 15, "scaleDownStabilizationSeconds": 15},
-            "worker": {
-                "handlers": ["index", "search"],
-                "vectorUri": milvus_uri,
-                "terminationGracePeriodSeconds": 30,
-                "env": [{"name": "SWELL_MODEL_THREADS", "value": "1"},
-                        {"name": "SWELL_VECTOR_COLLECTION", "value": "demo"}],
-                "podTemplate": {"metadata": {"annotations": {
-                    "swell.dev/run-locally": "true", "swell.dev/local-port-env": "SWELL_HTTP_PORT"}}},
-            },
+            "worker": worker,
         },
     }
 
@@ -110,8 +158,9 @@ async def burst_and_watch(redis_url: str, kubeconfig: Path, count: int, timeout:
             task_id = await client.submit("index", {"documents": docs[i : i + DOCS_PER_TASK]})
             submitted[task_id] = time.time()
         log(f"submitted {len(submitted)} index tasks ({len(docs)} documents) in {time.monotonic() - started:.1f}s")
-        print(f"{'t':>5} {'backlog':>8} {'in-flight':>9} {'desired':>8} {'ready':>6} {'done':>6} "
-              f"{'tasks/s':>8}  reason")
+        print(
+            f"{'t':>5} {'backlog':>8} {'in-flight':>9} {'desired':>8} {'ready':>6} {'done':>6} {'tasks/s':>8}  reason"
+        )
         finished: dict[str, float] = {}
         last_done, last_t, saw_work_done_at = 0, 0.0, None
         while time.monotonic() - started < timeout:
@@ -125,11 +174,22 @@ async def burst_and_watch(redis_url: str, kubeconfig: Path, count: int, timeout:
             ready, desired = int(status.get("readyReplicas") or 0), int(status.get("desiredReplicas") or 0)
             rate = (len(finished) - last_done) / (t - last_t)
             last_done, last_t = len(finished), t
-            samples.append({"t": t, "backlog": float(status.get("backlog") or 0), "in_flight":
-                            float(status.get("inFlight") or 0), "desired": desired, "ready": ready, "rate": rate})
+            samples.append(
+                {
+                    "t": t,
+                    "backlog": float(status.get("backlog") or 0),
+                    "in_flight": float(status.get("inFlight") or 0),
+                    "desired": desired,
+                    "ready": ready,
+                    "rate": rate,
+                }
+            )
             reason = str((status.get("lastDecision") or {}).get("reason", ""))[:70]
-            print(f"{t:>5.0f} {samples[-1]['backlog']:>8.0f} {samples[-1]['in_flight']:>9.0f} {desired:>8} "
-                  f"{ready:>6} {len(finished):>6} {rate:>8.1f}  {reason}", flush=True)
+            print(
+                f"{t:>5.0f} {samples[-1]['backlog']:>8.0f} {samples[-1]['in_flight']:>9.0f} {desired:>8} "
+                f"{ready:>6} {len(finished):>6} {rate:>8.1f}  {reason}",
+                flush=True,
+            )
             if len(finished) == len(submitted) and saw_work_done_at is None:
                 saw_work_done_at = t
             if saw_work_done_at is not None and desired == 0 and ready == 0:
@@ -163,8 +223,13 @@ def plot(samples: list[dict[str, float]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     t = [s["t"] for s in samples]
-    ax.fill_between(t, [s["backlog"] + s["in_flight"] for s in samples], color="tab:blue", alpha=0.25,
-                    label="queued + in flight (tasks)")
+    ax.fill_between(
+        t,
+        [s["backlog"] + s["in_flight"] for s in samples],
+        color="tab:blue",
+        alpha=0.25,
+        label="queued + in flight (tasks)",
+    )
     ax.set_ylabel("tasks")
     ax2 = ax.twinx()
     ax2.step(t, [s["desired"] for s in samples], where="post", color="tab:orange", label="desired replicas")
@@ -178,17 +243,122 @@ def plot(samples: list[dict[str, float]], path: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """kind with the images built from the Dockerfile; the local control plane only where Docker cannot run."""
     sys.path.insert(0, str(ROOT))
+    from tests.tooling.kind.cluster import KindUnavailable
+
+    output: Path = args.output or DEFAULT_OUTPUT
+    output.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    fallback_reason = "--local was given"
+    summary: dict[str, Any] | None = None
+    if not args.local:
+        try:
+            summary = _run_on_kind(args)
+        except KindUnavailable as exc:
+            fallback_reason = str(exc).splitlines()[0]
+            log(f"kind cannot run here ({fallback_reason}); falling back to the local control plane")
+    if summary is None:
+        summary = _run_on_local_control_plane(args, output)
+        summary["path"] = f"local control plane with the pod runner ({fallback_reason})"
+    plot(summary.pop("samples"), output / "demo.png")
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"ran on: {summary['path']}")
+    log(
+        f"done: {summary['done']}/{summary['tasks']} tasks ({summary['documents']} documents), lost "
+        f"{summary['lost']}, peak {summary['peak_replicas']} replicas, {summary['replica_seconds']:.0f} "
+        f"replica-seconds, p95 submit-to-result {summary['p95_seconds_to_result']:.1f}s, back at zero after "
+        f"{summary['back_to_zero_after_seconds']:.0f}s"
+    )
+    for hit in summary["search"]["hits"]:
+        log(f"search hit {hit['score']:.3f} {hit['id']}: {hit['text']}")
+    log(f"plot: {output / 'demo.png'}; summary: {output / 'summary.json'}; total {time.monotonic() - began:.0f}s")
+    return 0 if summary["lost"] == 0 else 1
+
+
+def _run_on_kind(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.tooling.stack import bring_up
+
+    log("kind: Docker, the images from the Dockerfile, the cluster, the chart, Redis (AOF) and the vector store")
+    stack = bring_up(NAMESPACE, log=log)
+    KUBECTL[:] = [str(stack.cluster.kubectl)]
+    kubeconfig = stack.kubeconfig
+    log(f"KUBECONFIG={kubeconfig}")
+    kubectl(
+        kubeconfig,
+        "delete",
+        "workerpools.swell.dev",
+        POOL,
+        "-n",
+        NAMESPACE,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    )
+    kubectl(
+        kubeconfig,
+        "create",
+        "secret",
+        "generic",
+        "redis",
+        "-n",
+        NAMESPACE,
+        f"--from-literal=url={stack.redis_url_in_cluster}",
+        check=False,
+    )
+    with stack.port_forward("redis", 6379) as port:
+        _clear_queue(f"redis://127.0.0.1:{port}/0")
+        kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(pool_manifest(None, local=False)))
+        _wait_for_deployment(kubeconfig)
+        log(f"WorkerPool {POOL} is at 0 replicas; sending the burst")
+        summary = asyncio.run(burst_and_watch(f"redis://127.0.0.1:{port}/0", kubeconfig, args.tasks, timeout=900))
+    if not args.keep:
+        kubectl(
+            kubeconfig,
+            "delete",
+            "workerpools.swell.dev",
+            POOL,
+            "-n",
+            NAMESPACE,
+            "--wait=true",
+            "--timeout=120s",
+            check=False,
+        )
+    log(
+        f"the kind cluster {stack.cluster.name} stays up for the next run; `kind delete cluster --name "
+        f"{stack.cluster.name}` removes it"
+    )
+    summary["path"] = f"kind cluster {stack.cluster.name} (real containers from {stack.images.worker})"
+    return summary
+
+
+def _clear_queue(redis_url: str) -> None:
+    """A rerun starts from an empty stream, so the burst is the only work the pool sees."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(STREAM)
+    finally:
+        client.close()
+
+
+def _wait_for_deployment(kubeconfig: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not kubectl(
+        kubeconfig, "get", "deployment", POOL, "-n", NAMESPACE, "--ignore-not-found", "-o", "name", check=False
+    ).strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the operator did not create the worker Deployment within 60s")
+        time.sleep(0.5)
+
+
+def _run_on_local_control_plane(args: argparse.Namespace, output: Path) -> dict[str, Any]:
     from tests.fixtures.milvus import MilvusServer
     from tests.fixtures.redis_server import RedisServer
     from tests.tooling.controlplane.cluster import ensure_cluster
     from tests.tooling.controlplane.podrunner import PodRunner
 
-    if _docker_works():
-        log("Docker answers; `kind create cluster --config kind-config.yaml` is the route for a real node "
-            "(see README). This demo runs the local control plane, which needs no Docker.")
-    output: Path = args.output or DEFAULT_OUTPUT
-    output.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     log("control plane: building or reusing kube-apiserver, kcm, scheduler, etcd and kwok (cached by version)")
     cluster = ensure_cluster("swell-demo")
@@ -203,24 +373,44 @@ def run_demo(args: argparse.Namespace) -> int:
         log("helm install swell (CRD, RBAC, operator); the operator's pod runs as a local process")
         helm = cluster.binaries["helm"]
         installed = subprocess.run(
-            [str(helm), "upgrade", "--install", "swell", str(ROOT / "charts" / "swell"), "--namespace", NAMESPACE,
-             "--set", f"watchNamespaces={{{NAMESPACE}}}", "--set", "replicaCount=1",
-             "--set-string", "podAnnotations.swell\\.dev/run-locally=true", "--kubeconfig", str(kubeconfig)],
-            capture_output=True, text=True, timeout=180,
+            [
+                str(helm),
+                "upgrade",
+                "--install",
+                "swell",
+                str(ROOT / "charts" / "swell"),
+                "--namespace",
+                NAMESPACE,
+                "--set",
+                f"watchNamespaces={{{NAMESPACE}}}",
+                "--set",
+                "replicaCount=1",
+                "--set-string",
+                "podAnnotations.swell\\.dev/run-locally=true",
+                "--kubeconfig",
+                str(kubeconfig),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         if installed.returncode != 0:
             raise RuntimeError(f"helm install failed: {installed.stderr.strip()}")
-        kubectl(kubeconfig, "create", "secret", "generic", "redis", "-n", NAMESPACE,
-                f"--from-literal=url={redis.url}", check=False)
-        kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(pool_manifest(milvus.uri)))
-        deadline = time.monotonic() + 60
-        while not kubectl(kubeconfig, "get", "deployment", POOL, "-n", NAMESPACE, "--ignore-not-found", "-o",
-                          "name", check=False).strip():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the operator did not create the worker Deployment within 60s")
-            time.sleep(0.5)
+        kubectl(
+            kubeconfig,
+            "create",
+            "secret",
+            "generic",
+            "redis",
+            "-n",
+            NAMESPACE,
+            f"--from-literal=url={redis.url}",
+            check=False,
+        )
+        kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(pool_manifest(milvus.uri, local=True)))
+        _wait_for_deployment(kubeconfig)
         log(f"WorkerPool {POOL} is at 0 replicas; sending the burst")
-        summary = asyncio.run(burst_and_watch(redis.url, kubeconfig, args.tasks, timeout=900))
+        return asyncio.run(burst_and_watch(redis.url, kubeconfig, args.tasks, timeout=900))
     finally:
         runner.stop()
         redis.stop()
@@ -229,20 +419,3 @@ def run_demo(args: argparse.Namespace) -> int:
             from tests.tooling.controlplane.cluster import delete_cluster
 
             delete_cluster("swell-demo")
-    plot(summary.pop("samples"), output / "demo.png")
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"done: {summary['done']}/{summary['tasks']} tasks ({summary['documents']} documents), lost "
-        f"{summary['lost']}, peak {summary['peak_replicas']} replicas, {summary['replica_seconds']:.0f} "
-        f"replica-seconds, p95 submit-to-result {summary['p95_seconds_to_result']:.1f}s, back at zero after "
-        f"{summary['back_to_zero_after_seconds']:.0f}s")
-    for hit in summary["search"]["hits"]:
-        log(f"search hit {hit['score']:.3f} {hit['id']}: {hit['text']}")
-    log(f"plot: {output / 'demo.png'}; summary: {output / 'summary.json'}; total {time.monotonic() - began:.0f}s")
-    return 0 if summary["lost"] == 0 else 1
-
-
-def _docker_works() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
