@@ -1,4 +1,6 @@
-"""`make demo`'s program, end to end: the `swell demo` command on its own local cluster, with a small burst."""
+"""`make demo`'s program on the fast tier: `swell demo --local` on its own local control plane, a small burst.
+
+The default path, kind with real containers, runs in the kind tier (tests/e2e/test_demo_kind.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def test_the_demo_scales_out_indexes_every_document_returns_to_zero_and_finds_on
     swell = shutil.which("swell")
     assert swell, "the `swell` command is not installed (pip install -e .)"
     finished = subprocess.run(
-        [swell, "demo", "--tasks", str(DOCUMENTS), "--output", str(tmp_path)],
+        [swell, "demo", "--local", "--tasks", str(DOCUMENTS), "--output", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
@@ -29,3 +31,4 @@ def test_the_demo_scales_out_indexes_every_document_returns_to_zero_and_finds_on
     assert summary["search"]["hits"][0]["id"] == f"doc-{DOCUMENTS // 2}", summary["search"]
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "back at zero after" in finished.stdout and "lost 0" in finished.stdout
+    assert summary["path"].startswith("local control plane"), summary["path"]

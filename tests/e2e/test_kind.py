@@ -1,0 +1,314 @@
+"""Swell on kind with real containers: the images built from the Dockerfile, the chart, in-cluster Redis.
+
+Each test owns its pools and queues in the tier's namespace and deletes its pools at the end, so the
+cluster is shared by the whole tier (creating one costs ~30 s and loading the images more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.operator.kube import pool_manifest, wait_for
+from tests.tooling.stack import KindStack
+
+pytestmark = pytest.mark.kind
+
+LABEL = "swell.dev/workerpool"
+
+
+def worker_pods(stack: KindStack, pool: str) -> dict[str, dict[str, Any]]:
+    items = stack.json("pods", "-l", f"{LABEL}={pool}")["items"]
+    return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
+
+
+def running(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return bool(statuses) and all(s.get("state", {}).get("running") for s in statuses)
+
+
+def replicas(stack: KindStack, pool: str) -> int:
+    found = stack.kubectl("get", "deployment", pool, "-n", stack.namespace, "-o", "json", check=False)
+    return int(json.loads(found.stdout)["spec"].get("replicas") or 0) if found.returncode == 0 else -1
+
+
+@contextlib.contextmanager
+def pool_applied(stack: KindStack, manifest: dict[str, Any]) -> Iterator[str]:
+    """Apply a WorkerPool (with the tier's Redis Secret) and delete it afterwards, whatever happened."""
+    stack.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "redis",
+        "-n",
+        stack.namespace,
+        f"--from-literal=url={stack.redis_url_in_cluster}",
+        check=False,
+    )
+    name = str(manifest["metadata"]["name"])
+    stack.apply(manifest)
+    try:
+        wait_for(lambda: replicas(stack, name) >= 0, 60, f"the operator creating Deployment {name}")
+        yield name
+    finally:
+        stack.kubectl(
+            "delete", "workerpools.swell.dev", name, "-n", stack.namespace, "--wait=true", "--timeout=60s", check=False
+        )
+
+
+def submit(redis_url: str, backend: str, queue: str, handler: str, payloads: list[dict[str, Any]]) -> list[str]:
+    from swell_worker.client import SwellClient
+
+    async def go() -> list[str]:
+        async with SwellClient.for_redis(redis_url, queue, backend=backend) as client:  # type: ignore[arg-type]
+            return [await client.submit(handler, payload) for payload in payloads]
+
+    return asyncio.run(go())
+
+
+def states(redis_url: str, backend: str, queue: str, task_ids: list[str]) -> dict[str, str]:
+    from swell_worker.client import SwellClient
+
+    async def go() -> dict[str, str]:
+        async with SwellClient.for_redis(redis_url, queue, backend=backend) as client:  # type: ignore[arg-type]
+            found = await asyncio.gather(*(client.status(task_id) for task_id in task_ids))
+            return {task_id: status.state for task_id, status in zip(task_ids, found, strict=True)}
+
+    return asyncio.run(go())
+
+
+def effects(redis_url: str, name: str) -> dict[str, int]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return {k: int(v) for k, v in client.hgetall(f"swell:effects:{name}").items()}
+    finally:
+        client.close()
+
+
+SLEEP_POOL_SCALING = {
+    "targetWaitSeconds": 10,
+    "taskSecondsHint": 0.3,
+    "idleSecondsBeforeZero": 10,
+    "scaleDownStabilizationSeconds": 5,
+    "pollIntervalSeconds": 0.5,
+}
+
+
+@pytest.mark.parametrize("backend", ["redis-streams", "redis-list"])
+def test_a_burst_scales_real_worker_containers_out_from_zero_runs_every_task_once_and_returns_to_zero(
+    kind_stack: KindStack, redis_url: str, backend: str
+) -> None:
+    pool = f"burst-{backend.split('-')[1]}"
+    queue, effect = f"{pool}-q", f"{pool}-{uuid.uuid4().hex[:6]}"
+    manifest = pool_manifest(
+        pool,
+        backend,
+        queue,
+        concurrency=4,
+        replicas=(0, 6),
+        scaling=SLEEP_POOL_SCALING,
+        worker={"handlers": ["sleep"], "terminationGracePeriodSeconds": 30},
+    )
+    with pool_applied(kind_stack, manifest):
+        assert replicas(kind_stack, pool) == 0, "a new pool with an empty queue must start at zero"
+        ids = submit(redis_url, backend, queue, "sleep", [{"seconds": 0.3, "incr": effect}] * 600)
+        peak = 0
+
+        def all_done() -> bool:
+            nonlocal peak
+            peak = max(peak, sum(1 for p in worker_pods(kind_stack, pool).values() if running(p)))
+            return len(effects(redis_url, effect)) == len(ids)
+
+        wait_for(all_done, 300, "600 tasks done by real worker containers", interval=1.0)
+        assert peak >= 3, f"the burst never scaled out to 3 running worker containers (peak {peak})"
+        assert set(states(redis_url, backend, queue, ids).values()) == {"succeeded"}
+        counts = effects(redis_url, effect)
+        assert set(counts) == set(ids) and set(counts.values()) == {1}, "a task ran twice or never"
+        wait_for(
+            lambda: replicas(kind_stack, pool) == 0 and not worker_pods(kind_stack, pool),
+            120,
+            "the pool back at zero with no worker pods",
+            interval=1.0,
+        )
+
+
+def test_documents_indexed_by_one_pool_are_found_by_another_through_the_default_shared_store(
+    kind_stack: KindStack, redis_url: str
+) -> None:
+    """Two pools, so the search surely runs in another pod; neither names a store: the chart's default serves."""
+    scaling = {"idleSecondsBeforeZero": 30, "pollIntervalSeconds": 0.5}
+    collection = f"e2e_{uuid.uuid4().hex[:8]}"
+    env = [{"name": "SWELL_VECTOR_COLLECTION", "value": collection}, {"name": "SWELL_MODEL_THREADS", "value": "1"}]
+    indexer = pool_manifest(
+        "indexer",
+        "redis-streams",
+        "index-q",
+        concurrency=2,
+        replicas=(0, 1),
+        scaling=scaling,
+        worker={"handlers": ["index"], "env": env},
+    )
+    searcher = pool_manifest(
+        "searcher",
+        "redis-streams",
+        "search-q",
+        concurrency=2,
+        replicas=(0, 1),
+        scaling=scaling,
+        worker={"handlers": ["search"], "env": env},
+    )
+    docs = [{"id": f"doc-{i}", "text": f"Note {i} about the weather, trains and timetables."} for i in range(20)]
+    docs[7]["text"] = "Sourdough bread needs a lively starter, flour, water and a long, slow rise."
+    with pool_applied(kind_stack, indexer), pool_applied(kind_stack, searcher):
+        ids = submit(
+            redis_url, "redis-streams", "index-q", "index", [{"documents": docs[i : i + 5]} for i in range(0, 20, 5)]
+        )
+        wait_for(
+            lambda: set(states(redis_url, "redis-streams", "index-q", ids).values()) == {"succeeded"},
+            300,
+            "four index tasks done",
+            interval=1.0,
+        )
+
+        from swell_worker.client import SwellClient
+
+        async def search() -> dict[str, Any]:
+            async with SwellClient.for_redis(redis_url, "search-q", backend="redis-streams") as client:
+                return await client.call("search", {"query": "what does sourdough need to rise?", "k": 3}, timeout=300)
+
+        hits = asyncio.run(search())["hits"]
+        assert hits and hits[0]["id"] == "doc-7", hits
+        indexing_pods, searching_pods = worker_pods(kind_stack, "indexer"), worker_pods(kind_stack, "searcher")
+        assert searching_pods and not set(searching_pods) & set(indexing_pods)
+
+
+def test_a_worker_pod_killed_mid_burst_loses_no_task(kind_stack: KindStack, redis_url: str) -> None:
+    pool, queue, effect = "chaos", "chaos-q", f"chaos-{uuid.uuid4().hex[:6]}"
+    worker = {
+        "handlers": ["sleep"],
+        "terminationGracePeriodSeconds": 30,
+        "env": [{"name": "SWELL_CONSUMER_TIMEOUT_SECONDS", "value": "10"}],
+    }
+    manifest = pool_manifest(
+        pool, "redis-streams", queue, concurrency=4, replicas=(0, 4), scaling=SLEEP_POOL_SCALING, worker=worker
+    )
+    with pool_applied(kind_stack, manifest):
+        ids = submit(redis_url, "redis-streams", queue, "sleep", [{"seconds": 0.5, "incr": effect}] * 400)
+        victims = wait_for(
+            lambda: (
+                [n for n, p in worker_pods(kind_stack, pool).items() if running(p)]
+                if len(effects(redis_url, effect)) >= 40
+                else None
+            ),
+            180,
+            "work under way",
+        )
+        kind_stack.kubectl("delete", "pod", victims[0], "-n", kind_stack.namespace, "--grace-period=0", "--force")
+        wait_for(
+            lambda: len(effects(redis_url, effect)) == len(ids), 300, "every task done after the kill", interval=1.0
+        )
+        assert set(states(redis_url, "redis-streams", queue, ids).values()) == {"succeeded"}
+
+
+def test_scale_in_sends_sigterm_only_to_the_idle_worker_containers(kind_stack: KindStack, redis_url: str) -> None:
+    """Three pods take one task each; two finish quickly. Only their containers may be stopped."""
+    pool, queue, effect = "scalein", "scalein-q", f"scalein-{uuid.uuid4().hex[:6]}"
+    scaling = {
+        "targetWaitSeconds": 1,
+        "taskSecondsHint": 10,
+        "scaleDownStabilizationSeconds": 2,
+        "idleSecondsBeforeZero": 120,
+        "pollIntervalSeconds": 0.5,
+    }
+    manifest = pool_manifest(
+        pool,
+        "redis-streams",
+        queue,
+        concurrency=1,
+        replicas=(0, 3),
+        scaling=scaling,
+        worker={"handlers": ["sleep"], "terminationGracePeriodSeconds": 60},
+    )
+    logs: dict[str, list[str]] = {}
+    followers: list[subprocess.Popen[str]] = []
+
+    def follow(pod: str) -> None:
+        process = subprocess.Popen(
+            [
+                str(kind_stack.cluster.kubectl),
+                "--kubeconfig",
+                str(kind_stack.kubeconfig),
+                "logs",
+                "-f",
+                "-n",
+                kind_stack.namespace,
+                pod,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        followers.append(process)
+        lines = logs.setdefault(pod, [])
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+
+    try:
+        with pool_applied(kind_stack, manifest):
+            ids = submit(
+                redis_url,
+                "redis-streams",
+                queue,
+                "sleep",
+                [{"seconds": 45, "incr": effect}] + [{"seconds": 8, "incr": effect}] * 2,
+            )
+            pods = wait_for(
+                lambda: (
+                    (p := [n for n, v in worker_pods(kind_stack, pool).items() if running(v)]) and len(p) == 3 and p
+                ),
+                180,
+                "three running worker containers",
+            )
+            for pod in pods:
+                threading.Thread(target=follow, args=(pod,), daemon=True).start()
+            wait_for(lambda: len(effects(redis_url, effect)) == 2, 120, "the two short tasks done", interval=0.5)
+            wait_for(lambda: replicas(kind_stack, pool) == 1, 60, "scale-in to one replica")
+            survivors = wait_for(
+                lambda: (p := worker_pods(kind_stack, pool)) and len(p) == 1 and p, 90, "two pods removed"
+            )
+            (survivor,) = survivors
+            time.sleep(2)  # let the followers read the stopped containers' last lines
+            stopped = {pod for pod in pods if any("stop requested" in line for line in logs.get(pod, []))}
+            assert stopped == set(pods) - {survivor}, f"SIGTERM reached {stopped}, survivor {survivor}"
+            wait_for(lambda: len(effects(redis_url, effect)) == 3, 90, "the long task finished in place")
+            assert effects(redis_url, effect)[ids[0]] == 1, "the long task was interrupted and run again"
+            assert not any("stop requested" in line for line in logs.get(survivor, []))
+    finally:
+        for process in followers:
+            process.terminate()
+
+
+def test_an_invalid_workerpool_is_refused_by_the_api_server_with_the_reason(kind_stack: KindStack) -> None:
+    manifest = pool_manifest("invalid", "redis-streams", "invalid-q", concurrency=0, replicas=(5, 2))
+    refused = kind_stack.kubectl(
+        "apply", "-n", kind_stack.namespace, "-f", "-", input=json.dumps(manifest), check=False
+    )
+    assert refused.returncode != 0
+    assert "concurrency" in refused.stderr and "replicas" in refused.stderr, refused.stderr
+    assert (
+        kind_stack.kubectl(
+            "get", "workerpools.swell.dev", "invalid", "-n", kind_stack.namespace, check=False
+        ).returncode
+        != 0
+    )
