@@ -6,8 +6,9 @@
 #   base image (scripts/kind/base.Dockerfile on swell/debian:bookworm) and the node image itself.
 # Binaries are cached under ~/.cache/swell/bin/<name>-<version>/; images are skipped when their tag exists.
 # The node image tag carries a hash of everything in it, so a change to any input makes a new one.
-# Prints NAME=VALUE lines: KIND, KUBECTL, BASE_IMAGE, NODE_IMAGE. Step timings go to stderr.
-# Needs a running Docker engine (scripts/docker-up.sh) and Go.
+# Prints NAME=VALUE lines: KIND, KUBECTL, OFFICIAL_NODE_IMAGE (kind's default kindest/node), BASE_IMAGE,
+# NODE_IMAGE. `build.sh tools` builds and prints only the first three (for machines that can pull kindest/node).
+# Step timings go to stderr. Needs Go, gcc and, except for `tools`, a running Docker engine (scripts/docker-up.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -45,15 +46,23 @@ go_install() {
   fi
 }
 
-tools() {
-  go_install kind "$KIND_VERSION" "sigs.k8s.io/kind@$KIND_VERSION"
-  go_install crictl "$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
-}
-
 # The control plane binaries may be under way in tests/tooling/controlplane/build.sh (same cache folder);
 # its lock makes us wait for it instead of compiling the same packages twice.
+kube_commands() { "$controlplane/build.sh" kube "$@" >/dev/null; }
+
+tools() {
+  go_install kind "$KIND_VERSION" "sigs.k8s.io/kind@$KIND_VERSION"
+  kube_commands kubectl
+}
+
 kubernetes() {
-  "$controlplane/build.sh" kube kube-apiserver kube-controller-manager kube-scheduler kubeadm kubelet kubectl kube-proxy >/dev/null
+  go_install crictl "$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+  kube_commands kube-apiserver kube-controller-manager kube-scheduler etcd kubeadm kubelet kube-proxy
+}
+
+official_node_image() {
+  sed -n 's/^const Image = "\(.*\)"$/\1/p' \
+    "$(cd /tmp && go env GOMODCACHE)/sigs.k8s.io/kind@$KIND_VERSION/pkg/apis/config/defaults/image.go"
 }
 
 addons() {
@@ -203,18 +212,27 @@ node_image() {
   docker rm -f "$container" >/dev/null
 }
 
+print_tools() {
+  echo "KIND=$bin/kind-$KIND_VERSION/kind"
+  echo "KUBECTL=$kube_bin/kubectl"
+  echo "OFFICIAL_NODE_IMAGE=$(official_node_image)"
+}
+
 main() {
-  step "kind+crictl binaries" tools
-  step "kubernetes binaries" kubernetes
+  step "kind+kubectl binaries" tools
+  if [ "${1:-}" = tools ]; then
+    print_tools
+    return 0
+  fi
+  step "node binaries" kubernetes
   step "addon binaries" addons
   step "base image" base_image
   step "component images" images
   step "node image" node_image
-  echo "KIND=$bin/kind-$KIND_VERSION/kind"
-  echo "KUBECTL=$kube_bin/kubectl"
+  print_tools
   echo "BASE_IMAGE=$base"
   echo "NODE_IMAGE=$node"
 }
 
 # Sourcing this file (for one step at a time) defines the steps without running them.
-if [ "${BASH_SOURCE[0]}" = "$0" ]; then main; fi
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
