@@ -91,6 +91,8 @@ base_image_tag() {
   { cat "$here/base.Dockerfile"; echo "$KIND_VERSION $CRICTL_VERSION"; docker image inspect -f '{{.Id}}' "$debian_image"; } | short_hash
 }
 
+debian() { have_image "$debian_image" || "$root/scripts/images/debian-base.sh" >/dev/null; }
+
 base_image() {
   base="swell/kind-base:$KIND_VERSION-$(base_image_tag)"
   have_image "$base" && return 0
@@ -226,6 +228,7 @@ main() {
   fi
   step "node binaries" kubernetes
   step "addon binaries" addons
+  step "debian image" debian
   step "base image" base_image
   step "component images" images
   step "node image" node_image

@@ -58,7 +58,7 @@ class KindCluster:
 class _Tools:
     kind: Path
     kubectl: Path
-    node_image: str | None
+    official_node_image: str
 
 
 def _run(command: Sequence[str | Path], *, timeout: float, what: str) -> str:
@@ -99,16 +99,24 @@ def _can_use(image: str) -> bool:
 
 
 def _tools() -> _Tools:
-    """kind and kubectl, and the node image to use: kind's own where it can be pulled, else ours."""
+    """A Docker engine that runs privileged containers, kind and kubectl (cached builds)."""
     _run([DOCKER_UP], timeout=900, what="Docker")
     tools = _key_values(_run([BUILD, "tools"], timeout=1800, what="kind/kubectl build"))
-    node_image = os.environ.get(NODE_IMAGE_ENV) or None
-    if node_image is None:
-        official = tools.get("OFFICIAL_NODE_IMAGE", "")
-        if not official or not _can_use(official):
-            built = _key_values(_run([BUILD], timeout=3600, what="kind node image build"))
-            node_image = built["NODE_IMAGE"]
-    return _Tools(kind=Path(tools["KIND"]), kubectl=Path(tools["KUBECTL"]), node_image=node_image)
+    return _Tools(
+        kind=Path(tools["KIND"]),
+        kubectl=Path(tools["KUBECTL"]),
+        official_node_image=tools.get("OFFICIAL_NODE_IMAGE", ""),
+    )
+
+
+def _node_image(tools: _Tools) -> str:
+    """$SWELL_KIND_NODE_IMAGE, else kind's own node image where it can be pulled, else one built here."""
+    chosen = os.environ.get(NODE_IMAGE_ENV, "")
+    if chosen:
+        return chosen
+    if tools.official_node_image and _can_use(tools.official_node_image):
+        return tools.official_node_image
+    return _key_values(_run([BUILD], timeout=3600, what="kind node image build"))["NODE_IMAGE"]
 
 
 def _node_count(config: Path) -> int:
@@ -189,9 +197,7 @@ def ensure_kind_cluster(name: str = "swell", config: Path = DEFAULT_CONFIG, *, t
         delete_kind_cluster(name)
     cluster.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
     create: list[str | Path] = [tools.kind, "create", "cluster", "--name", name, "--config", config]
-    create += ["--kubeconfig", cluster.kubeconfig, "--wait", "0s"]
-    if tools.node_image is not None:
-        create += ["--image", tools.node_image]
+    create += ["--kubeconfig", cluster.kubeconfig, "--wait", "0s", "--image", _node_image(tools)]
     _run(create, timeout=timeout, what=f"kind create cluster {name}")
     _wait_ready(cluster, nodes, timeout)
     return cluster
