@@ -34,6 +34,14 @@ step() {
 }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 short_hash() { sha256sum | cut -c1-12; }
+# quiet COMMAND...: runs COMMAND; shows its output only when it fails (docker build's legacy-builder notice).
+quiet() {
+  local output
+  if ! output="$("$@" 2>&1)"; then
+    echo "$output" >&2
+    return 1
+  fi
+}
 
 # go_install NAME VERSION PACKAGE@VERSION: a published main package into $bin/NAME-VERSION/.
 go_install() {
@@ -109,7 +117,7 @@ base_image() {
   install -m 0755 "$bin/crictl-$CRICTL_VERSION/crictl" "$context/crictl"
   cp "$here/base.Dockerfile" "$context/Dockerfile"
   log "building $base"
-  docker build -q --build-arg "BASE_IMAGE=$debian_image" -t "$base" "$context" >/dev/null
+  quiet docker build -q --build-arg "BASE_IMAGE=$debian_image" -t "$base" "$context"
 }
 
 # image TAG DOCKERFILE [FILE...]: builds TAG from DOCKERFILE (text) with FILEs in its context.
@@ -121,7 +129,7 @@ image() {
   [ "$#" = 0 ] || cp "$@" "$context/"
   printf '%s\n' "$dockerfile" >"$context/Dockerfile"
   log "building $tag"
-  docker build -q -t "$tag" "$context" >/dev/null
+  quiet docker build -q -t "$tag" "$context"
 }
 
 # Tags of our own images carry a hash of what they are made of.
@@ -209,7 +217,9 @@ node_image() {
     echo "containerd did not start in the build container" >&2; exit 1'
   docker save "${node_images[@]}" | docker exec -i "$container" \
     ctr --namespace=k8s.io images import --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - >/dev/null
-  docker exec "$container" sh -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done'
+  # pid 1 here is sleep, which reaps nothing: wait until containerd is gone or a zombie.
+  docker exec "$container" sh -c 'pkill -x containerd
+    while ps -o stat= -C containerd | grep -qv "^Z"; do sleep 0.2; done'
   docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' "$container" "$node" >/dev/null
   docker rm -f "$container" >/dev/null
 }
