@@ -13,6 +13,7 @@ CLI: `python -m tests.tooling.kind.cluster up|down|load IMAGE...` (prints the KU
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ DOCKER_UP = REPO_ROOT / "scripts" / "docker-up.sh"
 BUILD = REPO_ROOT / "scripts" / "kind" / "build.sh"
 DEFAULT_CONFIG = REPO_ROOT / "kind-config.yaml"
 CACHE = Path(os.environ.get("SWELL_CACHE", Path.home() / ".cache" / "swell"))
+log = logging.getLogger(__name__)
 # Set to an image reference to skip the choice between kind's default image and our own build.
 NODE_IMAGE_ENV = "SWELL_KIND_NODE_IMAGE"
 
@@ -63,6 +65,7 @@ class _Tools:
 
 def _run(command: Sequence[str | Path], *, timeout: float, what: str) -> str:
     """Runs a command to completion; a failure becomes KindUnavailable with its last stderr line."""
+    started = time.monotonic()
     try:
         done = subprocess.run(
             [str(part) for part in command],
@@ -75,6 +78,7 @@ def _run(command: Sequence[str | Path], *, timeout: float, what: str) -> str:
         raise KindUnavailable(f"{what}: no result within {timeout:.0f} s") from error
     except OSError as error:
         raise KindUnavailable(f"{what}: {error}") from error
+    log.info("%s: %.1f s", what, time.monotonic() - started)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         raise KindUnavailable(f"{what}: {lines[-1] if lines else f'exit {done.returncode}'}")
@@ -193,13 +197,22 @@ def ensure_kind_cluster(name: str = "swell", config: Path = DEFAULT_CONFIG, *, t
     nodes = _node_count(config)
     if name in _clusters(tools.kind):
         if _healthy(cluster, nodes):
+            log.info("kind cluster %s: reusing, %d nodes Ready", name, nodes)
             return cluster
+        log.info("kind cluster %s: not healthy, recreating", name)
         delete_kind_cluster(name)
     cluster.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
     create: list[str | Path] = [tools.kind, "create", "cluster", "--name", name, "--config", config]
     create += ["--kubeconfig", cluster.kubeconfig, "--wait", "0s", "--image", _node_image(tools)]
     _run(create, timeout=timeout, what=f"kind create cluster {name}")
+    started = time.monotonic()
     _wait_ready(cluster, nodes, timeout)
+    log.info(
+        "kind cluster %s: %d nodes Ready, DNS and volumes available after %.1f s more",
+        name,
+        nodes,
+        time.monotonic() - started,
+    )
     return cluster
 
 
@@ -238,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = commands.add_parser("load", help="load local Docker images into the cluster")
     load.add_argument("images", nargs="+")
     arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         if arguments.command == "down":
             delete_kind_cluster(arguments.name)
