@@ -142,7 +142,7 @@ images() {
 COPY $cmd /usr/local/bin/$cmd" "$kube_bin/$cmd"
   done
   image "registry.k8s.io/kube-proxy:$k8s_version" "FROM $debian_image
-RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables conntrack >/dev/null && rm -rf /var/lib/apt/lists/*
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables conntrack >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 COPY iptables-wrapper /usr/sbin/iptables-wrapper
 RUN for name in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do ln -sf iptables-wrapper /usr/sbin/\$name; done
 COPY kube-proxy /usr/local/bin/kube-proxy" "$kube_bin/kube-proxy" "$here/iptables-wrapper"
@@ -154,12 +154,13 @@ ENTRYPOINT [\"/coredns\"]" "$bin/coredns-$COREDNS_VERSION/coredns"
   image "registry.k8s.io/pause:$PAUSE_IMAGE_TAG" "FROM scratch
 COPY pause /pause
 ENTRYPOINT [\"/pause\"]" "$bin/pause-$PAUSE_IMAGE_TAG/pause"
-  cni_image="swell/kind-cni:$(own_tag "$here/cni.sh" "$kube_bin/kubectl" <(docker image inspect -f '{{.Id}}' "$debian_image"))"
-  image "$cni_image" "FROM $debian_image
-RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null && rm -rf /var/lib/apt/lists/*
+  local cni_dockerfile="FROM $debian_image
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 COPY kubectl /usr/local/bin/kubectl
 COPY cni.sh /usr/local/bin/swell-kind-cni
-ENTRYPOINT [\"/usr/local/bin/swell-kind-cni\"]" "$kube_bin/kubectl" "$here/cni.sh"
+ENTRYPOINT [\"/usr/local/bin/swell-kind-cni\"]"
+  cni_image="swell/kind-cni:$(own_tag "$here/cni.sh" "$kube_bin/kubectl" <(echo "$cni_dockerfile") <(docker image inspect -f '{{.Id}}' "$debian_image"))"
+  image "$cni_image" "$cni_dockerfile" "$kube_bin/kubectl" "$here/cni.sh"
   storage_image="swell/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
   image "$storage_image" "FROM $debian_image
 COPY local-path-provisioner /usr/local/bin/local-path-provisioner" \
@@ -222,6 +223,13 @@ node_image() {
     while ps -o stat= -C containerd | grep -qv "^Z"; do sleep 0.2; done'
   docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' "$container" "$node" >/dev/null
   docker rm -f "$container" >/dev/null
+  remove_older swell/kind-node "$node"
+  remove_older swell/kind-cni "$cni_image"
+}
+
+# remove_older REPOSITORY KEEP: drops the repository's other tags; images that containers use stay.
+remove_older() {
+  docker images "$1" --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$2" | xargs -r docker rmi >/dev/null 2>&1 || true
 }
 
 print_tools() {
