@@ -11,11 +11,12 @@ Usage: python zip_pure.py SITE_PACKAGES ZIP_PATH
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from importlib import _bootstrap_external  # type: ignore[attr-defined]
 import shutil
 import sys
 import zipfile
+from importlib import _bootstrap_external  # type: ignore[attr-defined]
 from pathlib import Path
 
 # Packages that open their own files by path (CA bundle, time zone data) or that we want to read as files.
@@ -75,10 +76,8 @@ def main(site_packages: Path, archive: Path) -> None:
                         zipped.writestr(parent.as_posix() + "/", b"")
                 zipped.write(path, name)
                 if path.suffix == ".py":
-                    try:
+                    with contextlib.suppress(SyntaxError):  # a template that is not Python is never imported
                         zipped.writestr(name + "c", pyc(path))
-                    except SyntaxError:
-                        pass  # a template that is not Python; zipimport never loads it
     for package in packages:
         shutil.rmtree(package)
     (site_packages / "zz-swell-zipped.pth").write_text(f"{archive}\n")

