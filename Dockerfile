@@ -24,8 +24,7 @@ FROM runtime AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_WARN_SCRIPT_LOCATION=1
 # build-host/ holds only a README in the repository; build.sh adds the host's pip.conf and CA bundle.
 COPY scripts/images/build-host/ /build-host/
-COPY scripts/images/pip.sh scripts/images/requirements.py scripts/images/slim-venv.sh scripts/images/zip_pure.py \
-     /usr/local/lib/swell-build/
+COPY scripts/images/pip.sh scripts/images/requirements.py /usr/local/lib/swell-build/
 RUN python -m venv /venv
 COPY pyproject.toml /src/pyproject.toml
 
@@ -36,6 +35,7 @@ COPY README.md /src/README.md
 COPY operator /src/operator
 COPY worker /src/worker
 COPY cli /src/cli
+COPY scripts/images/slim-venv.sh scripts/images/zip_pure.py /usr/local/lib/swell-build/
 RUN /usr/local/lib/swell-build/pip.sh install --no-deps /src \
  && /usr/local/lib/swell-build/slim-venv.sh \
  && python -c "import swell_operator.handlers"
@@ -57,6 +57,7 @@ COPY README.md /src/README.md
 COPY operator /src/operator
 COPY worker /src/worker
 COPY cli /src/cli
+COPY scripts/images/slim-venv.sh scripts/images/zip_pure.py /usr/local/lib/swell-build/
 RUN /usr/local/lib/swell-build/pip.sh install --no-deps /src \
  && /usr/local/lib/swell-build/slim-venv.sh \
  && python -c "from swell_worker.embedder import tokenizer_file, int8_model_file; \
@@ -75,6 +76,7 @@ COPY README.md /src/README.md
 COPY operator /src/operator
 COPY worker /src/worker
 COPY cli /src/cli
+COPY scripts/images/slim-venv.sh scripts/images/zip_pure.py /usr/local/lib/swell-build/
 RUN /usr/local/lib/swell-build/pip.sh install --no-deps /src \
  && /usr/local/lib/swell-build/slim-venv.sh \
  && python -c "from swell_worker.embedder import fp32_model_dir; assert (fp32_model_dir() / 'model.safetensors').is_file()"

@@ -11,7 +11,8 @@
 # image's id and the target) identifies the image: it is stored as the label dev.swell.content-hash and
 # a build whose hash matches the tagged image is skipped. The host's pip configuration and CA bundle
 # ($PIP_CERT) go into the context's build-host/ for the builder stage only; they are not hashed and never
-# reach an image. Works with the legacy builder (no BuildKit).
+# reach an image. Works with the legacy builder (no BuildKit). SWELL_BUILD_NO_CACHE=1 builds from scratch
+# (docker build --no-cache), e.g. to time a cold build.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -85,12 +86,14 @@ for target in "${targets[@]}"; do
   ref="$repository:$version"
   hash="$(printf '%s\n' "$sources_hash" "$base_id" "$target" | sha256sum | cut -c1-64)"
   current="$(docker image inspect -f '{{ index .Config.Labels "dev.swell.content-hash" }}' "$ref" 2>/dev/null || true)"
-  if [ "$current" = "$hash" ]; then
+  if [ "$current" = "$hash" ] && [ "${SWELL_BUILD_NO_CACHE:-0}" != 1 ]; then
     log "$ref is up to date"
   else
     log "building $ref (base $base)"
     started=$SECONDS
-    if ! docker build --target "$target" --build-arg "BASE_IMAGE=$base" \
+    cache=()
+    [ "${SWELL_BUILD_NO_CACHE:-0}" = 1 ] && cache=(--no-cache)
+    if ! docker build "${cache[@]}" --target "$target" --build-arg "BASE_IMAGE=$base" \
         --label "dev.swell.content-hash=$hash" --label "org.opencontainers.image.version=$version" \
         -t "$ref" -f Dockerfile - < "$work/context.tar" > "$work/build.log" 2>&1; then
       tail -n 40 "$work/build.log" >&2

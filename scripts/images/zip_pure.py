@@ -22,14 +22,16 @@ from pathlib import Path
 # Packages that open their own files by path (CA bundle, time zone data) or that we want to read as files.
 KEEP = {"certifi", "tzdata", "dateutil", "pip", "setuptools", "_distutils_hack"}
 KEEP_PREFIXES = ("swell_",)
-PYTHON_SUFFIXES = {".py", ".pyi"}
-MARKERS = {"py.typed"}
+# Files a package may carry and still move: modules, and text nobody opens by path (docs, licences,
+# .proto sources of generated modules). Anything else (.so, .json, .onnx, .pem, ...) keeps it a directory.
+MOVABLE_SUFFIXES = {".py", ".pyi", ".typed", ".md", ".rst", ".txt", ".proto"}
+MOVABLE_NAMES = {"LICENSE", "LICENCE", "NOTICE", "AUTHORS", "COPYING", ".gitignore"}
 
 
 def only_python(directory: Path) -> bool:
-    """Nothing but modules: a package with extension modules or data files it may open by path stays."""
+    """Modules and harmless text only: a package with extension modules or data files stays a directory."""
     return all(
-        path.is_dir() or path.suffix in PYTHON_SUFFIXES or path.name in MARKERS or "__pycache__" in path.parts
+        path.is_dir() or path.suffix in MOVABLE_SUFFIXES or path.name in MOVABLE_NAMES or "__pycache__" in path.parts
         for path in directory.rglob("*")
     )
 
