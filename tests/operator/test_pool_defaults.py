@@ -8,6 +8,7 @@ Event, never a per-pod file that would be lost at zero.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -78,7 +79,7 @@ def test_index_pool_without_a_shared_store_gets_no_workers_and_says_why(
 
     # Naming a store lets the pool run, with the store in every worker's environment.
     cluster.kubectl("patch", "workerpools.swell.dev", "docs", "-n", namespace, "--type=merge",
-                    "-p", '{"spec":{"worker":{"vectorUri":"%s"}}}' % STORE)
+                    "-p", json.dumps({"spec": {"worker": {"vectorUri": STORE}}}))
     wait_for(lambda: env_value(cluster, namespace, "docs", "SWELL_VECTOR_URI") == STORE, 30,
              "the Deployment is created with the pool's store")
     wait_for(lambda: condition(status_of(cluster, namespace, "docs"), "Degraded").get("reason") != "NoVectorStore",
