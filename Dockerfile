@@ -6,6 +6,8 @@
 #   operator      the operator (kopf)
 #   worker        the worker with the int8 ONNX model: onnxruntime + tokenizers, no torch
 #   worker-fp32   the worker with the fp32 model through sentence-transformers (pulls torch; several GB)
+#   vector-store  the Milvus Lite server, a shared vector store for trying Swell (examples/kind); use a
+#                 Milvus server or Zilliz in production: the worker's code path is the same
 #
 # Every image runs as uid 65532 with a read-only root filesystem (a writable /tmp from an emptyDir) and
 # downloads nothing at run time. Only /venv leaves the builder stage, so no pip configuration, CA bundle
@@ -87,3 +89,14 @@ ENV SWELL_EMBEDDER=sentence-transformers
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "swell_worker"]
+
+FROM builder AS vector-store-venv
+RUN python /usr/local/lib/swell-build/requirements.py /src/pyproject.toml lite > /tmp/requirements.txt \
+ && /usr/local/lib/swell-build/pip.sh install -r /tmp/requirements.txt \
+ && python -c "import milvus_lite"
+
+FROM runtime AS vector-store
+COPY --from=vector-store-venv /venv /venv
+USER 65532:65532
+EXPOSE 19530
+ENTRYPOINT ["python", "-m", "milvus_lite", "server"]

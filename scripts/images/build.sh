@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds Swell's images from the one Dockerfile and prints their refs, one per line:
-#   swell-operator:<appVersion>  swell-worker:<appVersion>   (appVersion from charts/swell/Chart.yaml)
+#   swell-operator:<appVersion>  swell-worker:<appVersion>  swell-vector-store:<appVersion>
+#   (appVersion from charts/swell/Chart.yaml)
 #
 #   scripts/images/build.sh                  both images
-#   scripts/images/build.sh worker           one of: operator, worker, worker-fp32 (several may be named)
+#   scripts/images/build.sh worker           one of: operator, worker, worker-fp32, vector-store (several may be named)
 #
 # The base is python:3.11-slim when the engine has it or can pull it; otherwise swell/python:3.11-slim,
 # made by debian-base.sh from Debian packages (no registry needed). SWELL_BASE_IMAGE picks one outright.
@@ -24,11 +25,11 @@ version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' charts/swe
 docker version >/dev/null 2>&1 || { log "cannot talk to the Docker engine (is dockerd running?)"; exit 1; }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(operator worker)
+[ ${#targets[@]} -gt 0 ] || targets=(operator worker vector-store)
 for target in "${targets[@]}"; do
   case "$target" in
-    operator|worker|worker-fp32) ;;
-    *) log "unknown target $target (operator, worker or worker-fp32)"; exit 2 ;;
+    operator|worker|worker-fp32|vector-store) ;;
+    *) log "unknown target $target (operator, worker, worker-fp32 or vector-store)"; exit 2 ;;
   esac
 done
 

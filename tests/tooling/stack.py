@@ -43,6 +43,7 @@ def _run(command: list[str], *, timeout: float, what: str, input: str | None = N
 class Images:
     worker: str
     operator: str
+    vector_store: str
     redis: str
 
 
@@ -55,12 +56,17 @@ def build_images() -> Images:
     """The worker and operator images from the Dockerfile, and Redis; skipped when nothing changed."""
     built = _run([str(ROOT / "scripts" / "images" / "build.sh")], timeout=3600, what="scripts/images/build.sh")
     refs = [line.strip() for line in built.splitlines() if ":" in line and " " not in line.strip()]
-    worker = next((r for r in refs if "worker" in r.rsplit("/", 1)[-1]), None)
-    operator = next((r for r in refs if "operator" in r.rsplit("/", 1)[-1]), None)
-    if worker is None or operator is None:
-        raise KindUnavailable(f"scripts/images/build.sh printed no worker and operator image: {built!r}")
+    named = {ref.rsplit("/", 1)[-1].rsplit(":", 1)[0]: ref for ref in refs}
+    missing = {"swell-worker", "swell-operator", "swell-vector-store"} - set(named)
+    if missing:
+        raise KindUnavailable(f"scripts/images/build.sh printed no {sorted(missing)} image: {built!r}")
     redis = _run([str(ROOT / "scripts" / "images" / "redis.sh")], timeout=900, what="scripts/images/redis.sh")
-    return Images(worker=worker, operator=operator, redis=redis.strip().splitlines()[-1])
+    return Images(
+        worker=named["swell-worker"],
+        operator=named["swell-operator"],
+        vector_store=named["swell-vector-store"],
+        redis=redis.strip().splitlines()[-1],
+    )
 
 
 def _repository_and_tag(ref: str) -> tuple[str, str]:
@@ -201,16 +207,16 @@ def bring_up(namespace: str, *, cluster_name: str = "swell", log: Any = print) -
     ensure_docker()
     log(f"docker engine ready ({time.monotonic() - began:.0f}s)")
     images = build_images()
-    log(f"images {images.worker}, {images.operator}, {images.redis} ready ({time.monotonic() - began:.0f}s)")
+    log(f"images {images} ready ({time.monotonic() - began:.0f}s)")
     cluster = ensure_kind_cluster(cluster_name, ROOT / "kind-config.yaml")
     log(f"kind cluster {cluster.name} ready ({time.monotonic() - began:.0f}s)")
-    load_images(cluster, [images.worker, images.operator, images.redis])
+    load_images(cluster, [images.worker, images.operator, images.vector_store, images.redis])
     log(f"images loaded on the nodes ({time.monotonic() - began:.0f}s)")
     stack = KindStack(cluster=cluster, images=images, namespace=namespace, helm=binaries()["helm"])
     for name in (namespace, RELEASE_NAMESPACE):
         stack.kubectl("create", "namespace", name, check=False)
     stack.apply(example_manifests("redis.yaml", namespace, images.redis))
-    stack.apply(example_manifests("vector-store.yaml", RELEASE_NAMESPACE, images.worker), RELEASE_NAMESPACE)
+    stack.apply(example_manifests("vector-store.yaml", RELEASE_NAMESPACE, images.vector_store), RELEASE_NAMESPACE)
     install_chart(stack)
     for deployment, where in (("redis", namespace), ("swell-vectors", RELEASE_NAMESPACE)):
         stack.kubectl("rollout", "status", f"deployment/{deployment}", "-n", where, "--timeout=300s", timeout=320)
