@@ -96,20 +96,20 @@ class QueueKeys:
     def attempts(self) -> str:
         return f"{self.name}:attempts"
 
+    @property
+    def consumers(self) -> str:
+        """redis-list: the set of consumers that may hold a processing list, so nobody has to SCAN."""
+        return f"{self.name}:consumers"
+
     def processing(self, consumer: str) -> str:
         return f"{self.name}:processing:{consumer}"
 
     def heartbeat(self, consumer: str) -> str:
         return f"{self.name}:consumer:{consumer}"
 
-    @property
-    def processing_pattern(self) -> str:
-        """A SCAN pattern for every consumer's processing list, with glob characters in the name escaped."""
-        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.name)
-        return f"{escaped}:processing:*"
-
-    def consumer_of(self, processing_key: str) -> str:
-        return processing_key[len(f"{self.name}:processing:") :]
+    def last_take(self, consumer: str) -> str:
+        """redis-list: the token and answer of a consumer's last take, so a repeated take gets the same."""
+        return f"{self.name}:take:{consumer}"
 
 
 def queue_for_priority(queues: Sequence[str], priority: int) -> str:
