@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -92,6 +92,22 @@ class Success:
 
     task: Task
     result_json: bytes
+
+
+class TaskRecords(Protocol):
+    """What the runtime writes about tasks; ``ResultStore`` on Redis, or an in-memory one in unit tests."""
+
+    async def ping(self) -> None: ...
+
+    async def start(self, started: Sequence[tuple[Task, int]]) -> list[bool]: ...
+
+    async def commit(self, successes: Sequence[Success]) -> list[bool]: ...
+
+    async def mark_retrying(self, task: Task, attempt: int, error: str) -> None: ...
+
+    async def record_failure(self, task: Task, attempt: int, error: str) -> None: ...
+
+    async def resend_reply(self, task: Task) -> None: ...
 
 
 # KEYS: one status hash per task. ARGV: now, ttl, then (attempt, handler) per task.

@@ -31,7 +31,7 @@ from swell_worker.backends import Backend, BackendError, Delivery, KeepsAlive, P
 from swell_worker.config import ConfigError, WorkerConfig
 from swell_worker.handlers import Handler, PermanentTaskError, Resources, create_handlers
 from swell_worker.logs import configure_json_logging
-from swell_worker.results import ResultStore, Success, encode_result
+from swell_worker.results import ResultStore, Success, TaskRecords, encode_result
 from swell_worker.task import MalformedTask, Task, decode_task
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class WorkerRuntime:
         self,
         config: WorkerConfig,
         backend: Backend,
-        results: ResultStore,
+        results: TaskRecords,
         handlers: Mapping[str, Handler],
     ) -> None:
         self._config = config
