@@ -382,10 +382,10 @@ class WorkerRuntime:
         task = item.task
         started = time.monotonic()
         timeout = self._config.task_timeout_seconds
-        deadline = asyncio.timeout(timeout)
+        deadline: asyncio.Timeout | None = None
         try:
             if timed:
-                async with deadline:
+                async with asyncio.timeout(timeout) as deadline:
                     result = await item.handler.handle(task)
             else:
                 result = await item.handler.handle(task)
@@ -395,7 +395,8 @@ class WorkerRuntime:
             await self._dead_letter(item.held, task, "permanent_error", f"permanent error: {exc}")
             return None
         except TimeoutError as exc:
-            error = f"timed out after {timeout:g}s" if deadline.expired() else f"TimeoutError: {exc}"
+            expired = deadline is not None and deadline.expired()
+            error = f"timed out after {timeout:g}s" if expired else f"TimeoutError: {exc}"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         else:
