@@ -137,12 +137,13 @@ local out = {}
 for n = 1, #KEYS / 2 do
   local key, reply = KEYS[2 * n - 1], KEYS[2 * n]
   local result = ARGV[n + 3]
-  if redis.call('HGET', key, 'state') == 'succeeded' then
+  local record = redis.call('HMGET', key, 'state', 'error', 'commits')
+  if record[1] == 'succeeded' then
     out[n] = 0
   else
-    redis.call('HSET', key, 'state', 'succeeded', 'updated_at', ARGV[1], 'result', result)
-    redis.call('HDEL', key, 'error')
-    redis.call('HINCRBY', key, 'commits', 1)
+    redis.call('HSET', key, 'state', 'succeeded', 'updated_at', ARGV[1], 'result', result,
+               'commits', (tonumber(record[3]) or 0) + 1)
+    if record[2] then redis.call('HDEL', key, 'error') end
     redis.call('EXPIRE', key, ARGV[2])
     if reply ~= key then
       local id = cjson.encode(string.sub(key, prefix + 1))

@@ -46,16 +46,38 @@ local function owned(stream, group, consumer, id)
   local pending = redis.pcall('XPENDING', stream, group, id, id, 1, consumer)
   return type(pending) == 'table' and not pending.err and #pending > 0
 end
+-- The ids of ARGV[first..] that this consumer holds: one XPENDING over their range, this consumer only.
+local function owned_ids(stream, group, consumer, first)
+  local low, high = ARGV[first], ARGV[first]
+  local function before(a, b)
+    local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+    local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+    if #ams ~= #bms then return #ams < #bms end
+    if ams ~= bms then return ams < bms end
+    if #aseq ~= #bseq then return #aseq < #bseq end
+    return aseq < bseq
+  end
+  for i = first + 1, #ARGV do
+    if before(ARGV[i], low) then low = ARGV[i] end
+    if before(high, ARGV[i]) then high = ARGV[i] end
+  end
+  local pending = redis.pcall('XPENDING', stream, group, low, high, #ARGV - first + 1 + 100000, consumer)
+  local mine = {}
+  if type(pending) ~= 'table' or pending.err then return mine end
+  local held = {}
+  for _, entry in ipairs(pending) do held[entry[1]] = true end
+  for i = first, #ARGV do
+    if held[ARGV[i]] then mine[#mine + 1] = ARGV[i] end
+  end
+  return mine
+end
 """
 
 # KEYS: stream, completed. ARGV: group, consumer, entry ids... Returns how many were acked.
 ACK = (
     _OWNED
     + """
-local mine = {}
-for i = 3, #ARGV do
-  if owned(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then mine[#mine + 1] = ARGV[i] end
-end
+local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 3)
 local acked = 0
 for first = 1, #mine, 1000 do
   local chunk = {unpack(mine, first, math.min(first + 999, #mine))}
@@ -103,10 +125,7 @@ redis.call('XADD', KEYS[2], '*', 'body', ARGV[4], 'reason', ARGV[5], 'attempts',
 KEEP_ALIVE = (
     _OWNED
     + """
-local mine = {}
-for i = 4, #ARGV do
-  if owned(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then mine[#mine + 1] = ARGV[i] end
-end
+local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 4)
 local kept = 0
 for first = 1, #mine, 1000 do
   local args = {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}
@@ -246,6 +265,8 @@ class RedisStreamsBackend:
         min_idle = int(self._consumer_timeout * 1000 / 3)
         with redis_errors(self._where):
             for stream, ids in _ids_by_stream(deliveries).items():
+                if not ids:
+                    continue
                 await self._keep_alive(keys=[stream], args=[self._group, self._consumer, min_idle, *ids])
 
     async def depth(self) -> Depth:
