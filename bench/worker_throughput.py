@@ -13,7 +13,7 @@ every millisecond), so worker start-up is outside the clock for everyone.
   default, which is not at-least-once), at the best prefetch multiplier of those tried.
 - rq: `rq worker --burst` with SimpleWorker (no fork) and with the default Worker (one fork per job).
 
-    python -m bench.worker_throughput [--tasks 100000] [--celery-tasks 30000] [--rq-tasks 3000]
+    python -m bench.worker_throughput [--tasks 100000] [--celery-tasks 15000] [--rq-tasks 3000] [--rq-fork-tasks 100]
 """
 
 from __future__ import annotations
@@ -127,11 +127,12 @@ def swell_worker(server: RedisServer, n: int, concurrency: int) -> dict[str, Any
 
 
 def celery_worker(server: RedisServer, n: int, prefetch: int) -> dict[str, Any]:
+    from kombu import Connection
+
     from bench.noop_jobs import celery_app
 
     r = server.client()
-    celery_app.conf.broker_url = server.url
-    with celery_app.producer_pool.acquire(block=True) as producer:
+    with Connection(server.url) as connection, connection.Producer() as producer:
         for _ in range(n):
             celery_app.send_task("noop", producer=producer)
     assert r.llen("celery") == n
@@ -170,8 +171,9 @@ def rq_worker(server: RedisServer, n: int, worker_class: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks for the raw loop and Swell")
-    parser.add_argument("--celery-tasks", type=int, default=30_000)
-    parser.add_argument("--rq-tasks", type=int, default=3_000, help="the forking RQ worker gets a tenth")
+    parser.add_argument("--celery-tasks", type=int, default=15_000)
+    parser.add_argument("--rq-tasks", type=int, default=3_000)
+    parser.add_argument("--rq-fork-tasks", type=int, default=100, help="the forking RQ worker does a few per second")
     parser.add_argument("--concurrency", type=int, default=128, help="Swell's slots; the raw loop's batch")
     parser.add_argument("--celery-prefetch", type=int, nargs="+", default=[4, 64])
     args = parser.parse_args(argv)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                      lambda s, n, p=prefetch: celery_worker(s, n, p)))  # type: ignore[misc]
     runs += [
         ("rq SimpleWorker", args.rq_tasks, lambda s, n: rq_worker(s, n, "rq.worker.SimpleWorker")),
-        ("rq Worker (fork per job)", max(args.rq_tasks // 10, 100), lambda s, n: rq_worker(s, n, "rq.worker.Worker")),
+        ("rq Worker (fork per job)", args.rq_fork_tasks, lambda s, n: rq_worker(s, n, "rq.worker.Worker")),
     ]
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
