@@ -89,8 +89,11 @@ def raw_loop(server: RedisServer, n: int, batch: int) -> dict[str, Any]:
         done += len(entries)
     seconds = time.perf_counter() - started
     calls = command_counts(r)
-    return {"seconds": seconds, "round_trips_per_task": 2 * calls["xreadgroup"] / n,
-            "redis_commands_per_task": sum(calls.values()) / n}
+    return {
+        "seconds": seconds,
+        "round_trips_per_task": 2 * calls["xreadgroup"] / n,
+        "redis_commands_per_task": sum(calls.values()) / n,
+    }
 
 
 def swell_worker(server: RedisServer, n: int, concurrency: int) -> dict[str, Any]:
@@ -98,11 +101,20 @@ def swell_worker(server: RedisServer, n: int, concurrency: int) -> dict[str, Any
     fill_stream(r, "swell", n)
     r.config_resetstat()
     port = free_port()
-    env = {**os.environ, "SWELL_BACKEND": "redis-streams", "SWELL_REDIS_URL": server.url, "SWELL_QUEUE": "swell",
-           "SWELL_HANDLERS": "noop", "SWELL_CONCURRENCY": str(concurrency), "SWELL_HTTP_PORT": str(port),
-           "SWELL_HTTP_HOST": "127.0.0.1", "SWELL_LOG_LEVEL": "WARNING"}
-    worker = subprocess.Popen([sys.executable, "-m", "swell_worker"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "SWELL_BACKEND": "redis-streams",
+        "SWELL_REDIS_URL": server.url,
+        "SWELL_QUEUE": "swell",
+        "SWELL_HANDLERS": "noop",
+        "SWELL_CONCURRENCY": str(concurrency),
+        "SWELL_HTTP_PORT": str(port),
+        "SWELL_HTTP_HOST": "127.0.0.1",
+        "SWELL_LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "swell_worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
     def first_taken() -> bool:
         try:
@@ -121,9 +133,11 @@ def swell_worker(server: RedisServer, n: int, concurrency: int) -> dict[str, Any
         worker.terminate()
         worker.wait(60)
     assert r.hget("swell:task:t0", "state") == b"succeeded"
-    return {"seconds": finished - started,
-            "round_trips_per_task": sum(calls.get(c, 0) for c in SWELL_ROUND_TRIP_COMMANDS) / n,
-            "redis_commands_per_task": sum(calls.values()) / n}
+    return {
+        "seconds": finished - started,
+        "round_trips_per_task": sum(calls.get(c, 0) for c in SWELL_ROUND_TRIP_COMMANDS) / n,
+        "redis_commands_per_task": sum(calls.values()) / n,
+    }
 
 
 def celery_worker(server: RedisServer, n: int, prefetch: int) -> dict[str, Any]:
@@ -138,15 +152,29 @@ def celery_worker(server: RedisServer, n: int, prefetch: int) -> dict[str, Any]:
     assert r.llen("celery") == n
     env = {**os.environ, "SWELL_BENCH_REDIS_URL": server.url}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench.noop_jobs:celery_app", "worker", "--pool=prefork",
-         "--concurrency=2", f"--prefetch-multiplier={prefetch}", "--loglevel=WARNING", "--without-gossip",
-         "--without-mingle", "--without-heartbeat"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.noop_jobs:celery_app",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            f"--prefetch-multiplier={prefetch}",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         started = poll_until(lambda: r.llen("celery") < n, 120, "celery took its first task")
-        finished = poll_until(lambda: r.llen("celery") == 0 and r.hlen("unacked") == 0, 1200, "celery drained",
-                              0.002)
+        finished = poll_until(lambda: r.llen("celery") == 0 and r.hlen("unacked") == 0, 1200, "celery drained", 0.002)
     finally:
         worker.terminate()
         worker.wait(60)
@@ -160,8 +188,12 @@ def rq_worker(server: RedisServer, n: int, worker_class: str) -> dict[str, Any]:
     queue = Queue("bench", connection=r)
     for _ in range(n):
         queue.enqueue("bench.noop_jobs.rq_noop", result_ttl=0)
-    worker = subprocess.Popen(["rq", "worker", "--burst", "--url", server.url, "--worker-class", worker_class,
-                               "--quiet", "bench"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        ["rq", "worker", "--burst", "--url", server.url, "--worker-class", worker_class, "--quiet", "bench"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     started = poll_until(lambda: r.llen("rq:queue:bench") < n, 120, "rq took its first job")
     finished = poll_until(lambda: worker.poll() is not None, 1200, "rq drained", 0.002)
     assert worker.returncode == 0
@@ -179,12 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs: list[tuple[str, int, Callable[[RedisServer, int], dict[str, Any]]]] = [
         ("raw durable XREADGROUP/HSET/XACK loop", args.tasks, lambda s, n: raw_loop(s, n, args.concurrency)),
-        (f"swell worker (streams, noop, {args.concurrency} slots)", args.tasks,
-         lambda s, n: swell_worker(s, n, args.concurrency)),
+        (
+            f"swell worker (streams, noop, {args.concurrency} slots)",
+            args.tasks,
+            lambda s, n: swell_worker(s, n, args.concurrency),
+        ),
     ]
     for prefetch in args.celery_prefetch:
-        runs.append((f"celery (prefork x2, prefetch x{prefetch})", args.celery_tasks,
-                     lambda s, n, p=prefetch: celery_worker(s, n, p)))  # type: ignore[misc]
+        runs.append(
+            (
+                f"celery (prefork x2, prefetch x{prefetch})",
+                args.celery_tasks,
+                lambda s, n, p=prefetch: celery_worker(s, n, p),
+            )
+        )  # type: ignore[misc]
     runs += [
         ("rq SimpleWorker", args.rq_tasks, lambda s, n: rq_worker(s, n, "rq.worker.SimpleWorker")),
         ("rq Worker (fork per job)", args.rq_fork_tasks, lambda s, n: rq_worker(s, n, "rq.worker.Worker")),
@@ -199,26 +239,41 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
         seconds = measured.pop("seconds")
-        rows.append({"system": name, "tasks": n, "seconds": round(seconds, 3),
-                     "tasks_per_second": round(n / seconds, 1),
-                     **{k: round(v, 3) for k, v in measured.items()}})
+        rows.append(
+            {
+                "system": name,
+                "tasks": n,
+                "seconds": round(seconds, 3),
+                "tasks_per_second": round(n / seconds, 1),
+                **{k: round(v, 3) for k, v in measured.items()},
+            }
+        )
         print(f"{name:48} {n:>7} tasks {seconds:>8.2f} s {n / seconds:>10.1f} tasks/s", flush=True)
     raw, swell = rows[0]["tasks_per_second"], rows[1]["tasks_per_second"]
     best_celery = max(r["tasks_per_second"] for r in rows if r["system"].startswith("celery"))
     for row in rows:
         row["ratio_to_raw"] = round(row["tasks_per_second"] / raw, 3)
         row["swell_over_this"] = round(swell / row["tasks_per_second"], 2)
-    checks = {"swell_over_best_celery_prefork": round(swell / best_celery, 2),
-              "swell_over_raw_durable_loop": round(swell / raw, 3),
-              "done_when": "swell >= 10x celery prefork and >= 0.5 of the durable raw loop",
-              "met": swell >= 10 * best_celery and swell >= 0.5 * raw}
-    save_comparison("worker_throughput", rows, "tasks_per_second",
-                    "no-op tasks per second (one worker process, same machine, producers outside the clock)",
-                    arguments=sys.argv[1:] if argv is None else argv, checks=checks,
-                    load_average_before=[round(x, 2) for x in load_before],
-                    load_average_after=[round(x, 2) for x in os.getloadavg()])
-    print(f"swell = {checks['swell_over_raw_durable_loop']:.0%} of the durable raw loop; "
-          f"{checks['swell_over_best_celery_prefork']}x the best celery prefork; done-when met: {checks['met']}")
+    checks = {
+        "swell_over_best_celery_prefork": round(swell / best_celery, 2),
+        "swell_over_raw_durable_loop": round(swell / raw, 3),
+        "done_when": "swell >= 10x celery prefork and >= 0.5 of the durable raw loop",
+        "met": swell >= 10 * best_celery and swell >= 0.5 * raw,
+    }
+    save_comparison(
+        "worker_throughput",
+        rows,
+        "tasks_per_second",
+        "no-op tasks per second (one worker process, same machine, producers outside the clock)",
+        arguments=sys.argv[1:] if argv is None else argv,
+        checks=checks,
+        load_average_before=[round(x, 2) for x in load_before],
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+    )
+    print(
+        f"swell = {checks['swell_over_raw_durable_loop']:.0%} of the durable raw loop; "
+        f"{checks['swell_over_best_celery_prefork']}x the best celery prefork; done-when met: {checks['met']}"
+    )
     return 0
 
 
