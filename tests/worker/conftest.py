@@ -38,9 +38,7 @@ async def client(redis_url: str, backend_kind: str) -> AsyncIterator[SwellClient
         yield swell
 
 
-async def wait_for(
-    what: str, check: Callable[[], object], timeout: float = 60.0, interval: float = 0.1
-) -> None:
+async def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0, interval: float = 0.1) -> None:
     """Poll an async or sync condition until it is truthy; fail naming what never happened."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

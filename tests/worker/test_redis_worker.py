@@ -195,8 +195,11 @@ async def test_priority_queue_is_read_first(
 async def test_unreachable_redis_is_reported_not_fatal(start_worker: StartWorker, backend_kind: str) -> None:
     from tests.fixtures.ports import free_port
 
-    env = {"SWELL_BACKEND": backend_kind, "SWELL_REDIS_URL": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
-           "SWELL_QUEUE": "tasks"}
+    env = {
+        "SWELL_BACKEND": backend_kind,
+        "SWELL_REDIS_URL": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
+        "SWELL_QUEUE": "tasks",
+    }
     worker = start_worker(env, ready=False)
     worker.wait_until("/healthz", 200)
     worker.wait_until("/readyz", 503)
@@ -216,7 +219,10 @@ async def test_invalid_configuration_exits_2_with_the_reason(start_worker: Start
 
 def swell_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "swell_cli", *args], env={**os.environ, **env}, capture_output=True, text=True,
+        [sys.executable, "-m", "swell_cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
         timeout=60,
     )
 

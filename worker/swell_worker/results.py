@@ -1,20 +1,23 @@
-"""Task status, stored results, idempotency markers and request-reply, all in Redis whatever the queue.
+"""Task status, stored results, idempotency and request-reply, all in Redis whatever the queue.
 
-The success commit is one Lua script: it writes the result, the ``swell:done:<id>`` marker, the
-status and the reply together, and does nothing if the marker already exists. So a task whose
-delivery is repeated (a crash after the commit, a redelivered message) commits its result exactly
-once, and the worker that finds the marker only acks and re-sends the stored reply. Status updates
-also leave a committed task alone, so a late duplicate can never turn "succeeded" back into "started".
+One hash per task, ``swell:task:<id>`` with a TTL, holds its state, attempt, error, result and commit
+count: one key to read for status, one to write per settlement step. The worker writes it in batches:
+one script marks a whole read batch started and answers, per task, whether it was committed already
+(the idempotency check, folded in); one script commits a batch of results with their replies. A
+committed task ("succeeded") is never written again, so a repeated delivery commits once, and the
+worker that finds it committed only acks and re-sends the stored reply. Results are encoded once
+(orjson) and the reply embeds those bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 
 from swell_worker.backends.redis_common import describe, open_redis, redis_errors, text
@@ -25,22 +28,29 @@ TaskState = Literal["queued", "started", "succeeded", "failed", "unknown"]
 
 # A reply nobody collects (the caller gave up) disappears after this long.
 REPLY_TTL_SECONDS = 3600
+# Results as json.dumps would accept them: non-string keys become strings, numpy arrays become lists.
+RESULT_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def status_key(task_id: str) -> str:
     return f"swell:task:{task_id}"
 
 
-def done_key(task_id: str) -> str:
-    return f"swell:done:{task_id}"
-
-
-def result_key(task_id: str) -> str:
-    return f"swell:result:{task_id}"
-
-
 def reply_key(task_id: str) -> str:
     return f"reply:{task_id}"
+
+
+def encode_result(result: Any) -> bytes:
+    """The stored JSON of a handler's result; TypeError when it is not JSON-able."""
+    try:
+        return orjson.dumps(result, option=RESULT_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(str(exc)) from exc
+
+
+def success_reply(task_id: str, result_json: bytes) -> bytes:
+    """A success reply around a result already encoded, so a result is encoded once."""
+    return b'{"task_id":' + orjson.dumps(task_id) + b',"ok":true,"result":' + result_json + b"}"
 
 
 @dataclass(frozen=True)
@@ -66,39 +76,90 @@ class Reply:
     error: str | None = None
 
     def encode(self) -> bytes:
-        fields: dict[str, Any] = {"task_id": self.task_id, "ok": self.ok}
-        fields["result" if self.ok else "error"] = self.result if self.ok else self.error
-        return json.dumps(fields).encode()
+        if self.ok:
+            return success_reply(self.task_id, encode_result(self.result))
+        return orjson.dumps({"task_id": self.task_id, "ok": False, "error": self.error})
 
     @classmethod
     def decode(cls, raw: bytes) -> Reply:
-        data = json.loads(raw)
-        return cls(
-            task_id=data["task_id"], ok=bool(data["ok"]), result=data.get("result"), error=data.get("error")
-        )
+        data = orjson.loads(raw)
+        return cls(task_id=data["task_id"], ok=bool(data["ok"]), result=data.get("result"), error=data.get("error"))
 
 
-# KEYS: status, done, result, [reply]. ARGV: result JSON, now, ttl, attempt, handler, reply, reply ttl.
-COMMIT_SUCCESS = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-redis.call('HSET', KEYS[1], 'state', 'succeeded', 'updated_at', ARGV[2], 'attempt', ARGV[4],
-           'handler', ARGV[5])
-redis.call('HDEL', KEYS[1], 'error')
-redis.call('HINCRBY', KEYS[1], 'commits', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if #KEYS == 4 then
-  redis.call('RPUSH', KEYS[4], ARGV[6])
-  redis.call('EXPIRE', KEYS[4], ARGV[7])
+@dataclass(frozen=True)
+class Success:
+    """A handler's success, ready to commit: its result already encoded."""
+
+    task: Task
+    result_json: bytes
+
+
+class TaskRecords(Protocol):
+    """What the runtime writes about tasks; ``ResultStore`` on Redis, or an in-memory one in unit tests."""
+
+    async def ping(self) -> None: ...
+
+    async def start(self, started: Sequence[tuple[Task, int]]) -> list[bool]: ...
+
+    async def commit(self, successes: Sequence[Success]) -> list[bool]: ...
+
+    async def mark_retrying(self, task: Task, attempt: int, error: str) -> None: ...
+
+    async def record_failure(self, task: Task, attempt: int, error: str) -> None: ...
+
+    async def resend_reply(self, task: Task) -> None: ...
+
+
+# KEYS: one status hash per task. ARGV: now, ttl, then (attempt, handler) per task.
+# Returns per task 1 if it was committed already (nothing written), else 0 after marking it started.
+START_BATCH = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'state') == 'succeeded' then
+    out[i] = 1
+  else
+    redis.call('HSET', key, 'state', 'started', 'updated_at', ARGV[1], 'attempt', ARGV[2 * i + 1],
+               'handler', ARGV[2 * i + 2])
+    redis.call('EXPIRE', key, ARGV[2])
+    out[i] = 0
+  end
 end
-return 1
+return out
 """
 
-# KEYS: status, done, [reply]. ARGV: state, now, ttl, error ('' keeps it), attempt ('' keeps it),
+# KEYS: (status hash, reply list) per task; a reply key equal to the status key means nobody waits.
+# ARGV: now, ttl, reply ttl, then each task's result JSON. The attempt and handler were written when
+# the task was marked started; the reply is built here around the result, so it crosses the wire once.
+# Returns per task 1 if committed now, 0 if it was committed before (nothing written).
+COMMIT_BATCH = """
+local prefix = #'swell:task:'
+local out = {}
+for n = 1, #KEYS / 2 do
+  local key, reply = KEYS[2 * n - 1], KEYS[2 * n]
+  local result = ARGV[n + 3]
+  local record = redis.call('HMGET', key, 'state', 'error', 'commits')
+  if record[1] == 'succeeded' then
+    out[n] = 0
+  else
+    redis.call('HSET', key, 'state', 'succeeded', 'updated_at', ARGV[1], 'result', result,
+               'commits', (tonumber(record[3]) or 0) + 1)
+    if record[2] then redis.call('HDEL', key, 'error') end
+    redis.call('EXPIRE', key, ARGV[2])
+    if reply ~= key then
+      local id = cjson.encode(string.sub(key, prefix + 1))
+      redis.call('RPUSH', reply, '{"task_id":' .. id .. ',"ok":true,"result":' .. result .. '}')
+      redis.call('EXPIRE', reply, ARGV[3])
+    end
+    out[n] = 1
+  end
+end
+return out
+"""
+
+# KEYS: status, [reply]. ARGV: state, now, ttl, error ('' keeps it), attempt ('' keeps it),
 # handler, reply, reply ttl. A fresh "queued" without an error clears an old one.
 SET_STATE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'succeeded' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2], 'handler', ARGV[6])
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'error', ARGV[4])
@@ -107,9 +168,9 @@ elseif ARGV[1] == 'queued' then
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'attempt', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if #KEYS == 3 then
-  redis.call('RPUSH', KEYS[3], ARGV[7])
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
+if #KEYS == 2 then
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
 end
 return 1
 """
@@ -129,7 +190,8 @@ class ResultStore:
         self._where = where
         self._result_ttl = result_ttl
         self._failure_ttl = failure_ttl
-        self._commit = client.register_script(COMMIT_SUCCESS)
+        self._start = client.register_script(START_BATCH)
+        self._commit = client.register_script(COMMIT_BATCH)
         self._set_state = client.register_script(SET_STATE)
 
     @classmethod
@@ -159,8 +221,30 @@ class ResultStore:
     async def mark_queued(self, task: Task) -> None:
         await self._update(task.id, "queued", task.handler)
 
-    async def mark_started(self, task: Task, attempt: int) -> None:
-        await self._update(task.id, "started", task.handler, attempt=attempt)
+    async def start(self, started: Sequence[tuple[Task, int]]) -> list[bool]:
+        """Mark each (task, attempt) started in one call; True for each task committed before (skip it)."""
+        if not started:
+            return []
+        args: list[str | bytes | int | float] = [time.time(), self._failure_ttl]
+        for task, attempt in started:
+            args += [attempt, task.handler]
+        with redis_errors(self._where):
+            answer = await self._start(keys=[status_key(task.id) for task, _ in started], args=args)
+        return [bool(done) for done in answer]
+
+    async def commit(self, successes: Sequence[Success]) -> list[bool]:
+        """Commit results, status and replies in one call; False for each task committed before."""
+        if not successes:
+            return []
+        keys: list[str] = []
+        args: list[str | bytes | int | float] = [time.time(), self._result_ttl, REPLY_TTL_SECONDS]
+        for success in successes:
+            key = status_key(success.task.id)
+            keys += [key, success.task.reply_to or key]
+            args.append(success.result_json)
+        with redis_errors(self._where):
+            answer = await self._commit(keys=keys, args=args)
+        return [bool(committed) for committed in answer]
 
     async def mark_retrying(self, task: Task, attempt: int, error: str) -> None:
         """Back to "queued", keeping the error, while the retry waits for its backoff."""
@@ -173,40 +257,16 @@ class ResultStore:
             task.id, "failed", task.handler, attempt=attempt, error=error, reply_to=task.reply_to, reply=reply
         )
 
-    async def commit_success(self, task: Task, attempt: int, result: dict[str, Any]) -> bool:
-        """Commit result, marker, status and reply at once; False if the task was already committed."""
-        keys = [status_key(task.id), done_key(task.id), result_key(task.id)]
-        reply = b""
-        if task.reply_to:
-            keys.append(task.reply_to)
-            reply = Reply(task.id, ok=True, result=result).encode()
-        args: list[str | bytes | int | float] = [
-            json.dumps(result),
-            time.time(),
-            self._result_ttl,
-            attempt,
-            task.handler,
-            reply,
-            REPLY_TTL_SECONDS,
-        ]
-        with redis_errors(self._where):
-            return bool(await self._commit(keys=keys, args=args))
-
-    async def is_done(self, task_id: str) -> bool:
-        with redis_errors(self._where):
-            return bool(await self._redis.exists(done_key(task_id)))
-
     async def resend_reply(self, task: Task) -> None:
         """Answer a caller again for a task committed earlier (its message was delivered twice)."""
         if not task.reply_to:
             return
         with redis_errors(self._where):
-            stored = await self._redis.get(result_key(task.id))
+            stored = await self._redis.hget(status_key(task.id), "result")
             if stored is None:
                 return
-            reply = Reply(task.id, ok=True, result=json.loads(stored)).encode()
             pipe = self._redis.pipeline(transaction=True)
-            pipe.rpush(task.reply_to, reply)
+            pipe.rpush(task.reply_to, success_reply(task.id, stored if isinstance(stored, bytes) else stored.encode()))
             pipe.expire(task.reply_to, REPLY_TTL_SECONDS)
             await pipe.execute()
 
@@ -221,21 +281,19 @@ class ResultStore:
 
     async def status(self, task_id: str) -> TaskStatus:
         with redis_errors(self._where):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hgetall(status_key(task_id))
-            pipe.get(result_key(task_id))
-            fields, stored = await pipe.execute()
+            fields = await self._redis.hgetall(status_key(task_id))
         if not fields:
             return TaskStatus(task_id=task_id, state="unknown")
-        values = {text(k): text(v) for k, v in fields.items()}
-        state = values.get("state", "unknown")
+        values = {text(k): v for k, v in fields.items()}
+        state = text(values.get("state", b"unknown"))
+        stored = values.get("result")
         return TaskStatus(
             task_id=task_id,
             state=state if state in ("queued", "started", "succeeded", "failed") else "unknown",  # type: ignore[arg-type]
             updated_at=float(values["updated_at"]) if "updated_at" in values else None,
-            error=values.get("error"),
-            result=json.loads(stored) if stored is not None and state == "succeeded" else None,
-            handler=values.get("handler"),
+            error=text(values["error"]) if "error" in values else None,
+            result=orjson.loads(stored) if stored is not None and state == "succeeded" else None,
+            handler=text(values["handler"]) if "handler" in values else None,
             attempt=int(values["attempt"]) if "attempt" in values else None,
             commits=int(values.get("commits", 0)),
         )
@@ -251,7 +309,7 @@ class ResultStore:
         reply_to: str | None = None,
         reply: Reply | None = None,
     ) -> None:
-        keys = [status_key(task_id), done_key(task_id)]
+        keys = [status_key(task_id)]
         if reply_to and reply is not None:
             keys.append(reply_to)
         args: list[str | bytes | int | float] = [

@@ -1,31 +1,37 @@
-"""The consume loop: take only as many tasks as there are free slots, run them, settle each one.
+"""The consume loop: take only as many tasks as there are free slots, run them, settle them in batches.
 
 Backpressure comes from the slot gate: the loop asks the backend for exactly the number of free
 slots, so a worker never prefetches work that another pod could be doing, and the queue's backlog
-stays an honest signal for the operator. Every delivery is settled once: acked after its result is
-committed, given back with exponential backoff and full jitter after a failure, or dead-lettered
-with a reason when it can never succeed. On SIGTERM the loop stops taking work, the tasks in flight
-get the drain grace period to finish, and what does not finish is given back for another worker.
+stays an honest signal for the operator. What one read brings in is settled in batches: one call marks
+the batch started (and says which tasks were committed before, which are only acked), one commits the
+results of every task that finished since the last commit, one acks them; the ack always follows the
+committed result, and a failed call leaves its deliveries pending for redelivery. Failures are given
+back with exponential backoff and full jitter, or dead-lettered with a reason when they can never
+succeed. Handlers declared ``fast`` run inline in their batch; others get a task each and a timeout.
+On SIGTERM the loop stops taking work, the tasks in flight get the drain grace period to finish, and
+what does not finish is given back for another worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from prometheus_client import Histogram
 
 from swell_worker import metrics
 from swell_worker.backends import Backend, BackendError, Delivery, KeepsAlive, Pingable, make_backend
 from swell_worker.config import ConfigError, WorkerConfig
 from swell_worker.handlers import Handler, PermanentTaskError, Resources, create_handlers
 from swell_worker.logs import configure_json_logging
-from swell_worker.results import ResultStore
+from swell_worker.results import ResultStore, Success, TaskRecords, encode_result
 from swell_worker.task import MalformedTask, Task, decode_task
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,8 @@ CONSUME_WAIT_SECONDS = 1.0
 READINESS_TIMEOUT_SECONDS = 2.0
 # Settling a delivery that the drain had to interrupt gets this long before it is left to redelivery.
 GIVE_BACK_TIMEOUT_SECONDS = 5.0
+# The longest time between two keep-alives (which also reconcile what the queue says this worker holds).
+KEEP_ALIVE_MAX_INTERVAL_SECONDS = 5.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -82,12 +90,29 @@ class SlotGate:
         await self._changed.wait()
 
 
+@dataclass(eq=False)
+class Held:
+    """A delivery this worker holds in one of its slots, from its read until it is settled or given back."""
+
+    delivery: Delivery
+    received: float = field(default_factory=time.monotonic)
+    # Set for a pushed delivery, whose sender waits until it is settled.
+    settled: asyncio.Future[None] | None = None
+
+
+@dataclass(frozen=True)
+class Runnable:
+    held: Held
+    task: Task
+    handler: Handler
+
+
 class WorkerRuntime:
     def __init__(
         self,
         config: WorkerConfig,
         backend: Backend,
-        results: ResultStore,
+        results: TaskRecords,
         handlers: Mapping[str, Handler],
     ) -> None:
         self._config = config
@@ -95,9 +120,18 @@ class WorkerRuntime:
         self._results = results
         self._handlers = dict(handlers)
         self._gate = SlotGate(config.concurrency)
-        self._running: dict[asyncio.Task[None], Delivery] = {}
+        self._held: set[Held] = set()
+        self._emptied = asyncio.Event()
+        self._emptied.set()
+        # Batches and slow handlers in progress, cancelled when the drain period runs out.
+        self._workers: set[asyncio.Task[None]] = set()
+        # Deliveries whose outcome awaits the committer: a result to commit, or None to ack only.
+        self._to_settle: list[tuple[Held, Success | None]] = []
+        self._settle_wanted = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._handlers_started = False
+        self._durations: dict[str, Histogram] = {}
         # Once set (while draining), backend retries stop at this monotonic time.
         self._give_up_at: float | None = None
         metrics.WORKER_CONCURRENCY.set(config.concurrency)
@@ -105,7 +139,7 @@ class WorkerRuntime:
 
     @property
     def in_flight(self) -> int:
-        return len(self._running)
+        return len(self._held)
 
     @property
     def concurrency(self) -> int:
@@ -140,6 +174,7 @@ class WorkerRuntime:
 
     async def run(self) -> None:
         """Consume until ``stop()``, then drain. Returns when every delivery is settled or given back."""
+        self._ensure_committer()
         keep_alive = asyncio.create_task(self._keep_alive_loop())
         try:
             await self._consume_until_stopped()
@@ -158,7 +193,12 @@ class WorkerRuntime:
         if self._stopping.is_set() or not self._gate.try_take():
             metrics.PUSHES_REFUSED.inc()
             return False
-        await asyncio.shield(self._spawn(delivery))
+        self._ensure_committer()
+        entry = Held(delivery, settled=asyncio.get_running_loop().create_future())
+        self._hold([entry])
+        self._start_worker(self._process_batch([entry]))
+        assert entry.settled is not None
+        await asyncio.shield(entry.settled)
         return True
 
     async def readiness(self) -> list[str]:
@@ -216,42 +256,85 @@ class WorkerRuntime:
                 failures = 0
             if len(deliveries) < wanted:
                 self._gate.release(wanted - len(deliveries))
-            for delivery in deliveries:
-                self._spawn(delivery)
+            if deliveries:
+                entries = [Held(delivery) for delivery in deliveries]
+                self._hold(entries)
+                self._start_worker(self._process_batch(entries))
 
-    def _spawn(self, delivery: Delivery) -> asyncio.Task[None]:
-        """Run one delivery in the slot already taken for it; the slot is freed when it is settled."""
-        task = asyncio.create_task(self._process(delivery))
-        self._running[task] = delivery
-        task.add_done_callback(self._finished)
+    def _hold(self, entries: Sequence[Held]) -> None:
+        """Entries enter the worker's books in slots already taken for them."""
+        self._held.update(entries)
+        self._emptied.clear()
+        metrics.TASKS_RECEIVED.inc(len(entries))
         self._update_gauges()
-        return task
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-        self._gate.release()
-        self._update_gauges()
+    def _release(self, entries: Sequence[Held]) -> None:
+        """Entries leave the books (settled, given back, or left to redelivery) and free their slots."""
+        released = 0
+        for entry in entries:
+            if entry in self._held:
+                self._held.discard(entry)
+                released += 1
+            if entry.settled is not None and not entry.settled.done():
+                entry.settled.set_result(None)
+        if released:
+            self._gate.release(released)
+            self._update_gauges()
+        if not self._held:
+            self._emptied.set()
+
+    def _start_worker(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
 
     def _update_gauges(self) -> None:
         metrics.record_in_flight(self.in_flight, self.concurrency)
 
-    async def _process(self, delivery: Delivery) -> None:
-        metrics.TASKS_RECEIVED.inc()
+    async def _process_batch(self, entries: Sequence[Held]) -> None:
+        """Check, mark started, and run one read's deliveries; successes go to the committer."""
+        # Entries handed to a slow handler's task or to the committer are theirs to release.
+        handed: set[Held] = set()
         try:
-            await self._settle(delivery)
+            runnable = [checked for entry in entries if (checked := await self._check(entry)) is not None]
+            if not runnable:
+                return
+            committed_before = await self._retrying(
+                "mark started", lambda: self._results.start([(r.task, r.held.delivery.attempt) for r in runnable])
+            )
+            inline: list[Runnable] = []
+            for item, done in zip(runnable, committed_before, strict=True):
+                if done:
+                    log.info("task already committed: acking the repeated delivery", extra=_fields(item))
+                    await self._resend_reply(item.task)
+                    self._settle_later(item.held, None)
+                elif item.handler.fast:
+                    inline.append(item)
+                    continue
+                else:
+                    self._start_worker(self._run_one(item))
+                handed.add(item.held)
+            for item in inline:
+                success = await self._run(item, timed=False)
+                if success is not None:
+                    self._to_settle.append((item.held, success))
+                    handed.add(item.held)
+            self._settle_wanted.set()
         except BackendError as exc:
-            log.error(
-                "could not settle a delivery before the drain deadline; it will be delivered again: %s",
-                exc,
-                extra={"source": delivery.source, "attempt": delivery.attempt},
-            )
+            log.error("could not settle deliveries before the drain deadline; they will be delivered again: %s", exc)
+            self._release([entry for entry in entries if entry not in handed])
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            log.exception(
-                "unexpected error settling a delivery; it will be delivered again",
-                extra={"source": delivery.source, "attempt": delivery.attempt},
-            )
+            log.exception("unexpected error processing deliveries; they will be delivered again")
+            self._release([entry for entry in entries if entry not in handed])
 
-    async def _settle(self, delivery: Delivery) -> None:
+    async def _resend_reply(self, task: Task) -> None:
+        await self._retrying("re-send the reply", lambda: self._results.resend_reply(task))
+
+    async def _check(self, entry: Held) -> Runnable | None:
+        """The task and its handler, or None once a delivery that can never run is dead-lettered."""
+        delivery = entry.delivery
         limit = self._config.max_payload_bytes
         if len(delivery.body) > limit:
             reason = f"payload of {len(delivery.body)} bytes is over SWELL_MAX_PAYLOAD_BYTES ({limit})"
@@ -260,86 +343,143 @@ class WorkerRuntime:
                 oversized: Task | None = decode_task(delivery.body)
             except MalformedTask:
                 oversized = None
-            await self._dead_letter(delivery, oversized, "oversized", reason)
-            return
+            await self._dead_letter(entry, oversized, "oversized", reason)
+            return None
         try:
             task = decode_task(delivery.body)
         except MalformedTask as exc:
-            await self._dead_letter(delivery, None, "malformed", f"malformed task: {exc}")
-            return
+            await self._dead_letter(entry, None, "malformed", f"malformed task: {exc}")
+            return None
         handler = self._handlers.get(task.handler)
         if handler is None:
             known = ", ".join(sorted(self._handlers))
             reason = f"unknown handler {task.handler!r}; this worker runs: {known}"
-            await self._dead_letter(delivery, task, "unknown_handler", reason)
-            return
-        if await self._retrying("read the idempotency marker", lambda: self._results.is_done(task.id)):
-            log.info("task already committed: acking the repeated delivery", extra=_fields(task, delivery))
-            await self._retrying("re-send the reply", lambda: self._results.resend_reply(task))
-            await self._retrying("ack", lambda: self._backend.ack(delivery))
-            return
-        await self._retrying("mark started", lambda: self._results.mark_started(task, delivery.attempt))
-        await self._run_handler(handler, task, delivery)
+            await self._dead_letter(entry, task, "unknown_handler", reason)
+            return None
+        return Runnable(entry, task, handler)
 
-    async def _run_handler(self, handler: Handler, task: Task, delivery: Delivery) -> None:
+    async def _run_one(self, item: Runnable) -> None:
+        """A slow handler in its own task, under the task timeout."""
+        try:
+            success = await self._run(item, timed=True)
+            if success is not None:
+                self._settle_later(item.held, success)
+        except BackendError as exc:
+            log.error(
+                "could not settle a delivery before the drain deadline; it will be delivered again: %s",
+                exc,
+                extra=_fields(item),
+            )
+            self._release([item.held])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error settling a delivery; it will be delivered again", extra=_fields(item))
+            self._release([item.held])
+
+    async def _run(self, item: Runnable, *, timed: bool) -> Success | None:
+        """Run the handler; a success is returned for the committer, a failure is settled here."""
+        task = item.task
         started = time.monotonic()
         timeout = self._config.task_timeout_seconds
-        deadline = asyncio.timeout(timeout)
+        deadline: asyncio.Timeout | None = None
         try:
-            async with deadline:
-                result = await handler.handle(task)
-            _check_result(result)
+            if timed:
+                async with asyncio.timeout(timeout) as deadline:
+                    result = await item.handler.handle(task)
+            else:
+                result = await item.handler.handle(task)
+            result_json = _encode_result(result)
         except PermanentTaskError as exc:
             self._observe(task, started, succeeded=False)
-            await self._dead_letter(delivery, task, "permanent_error", f"permanent error: {exc}")
-            return
+            await self._dead_letter(item.held, task, "permanent_error", f"permanent error: {exc}")
+            return None
         except TimeoutError as exc:
-            error = f"timed out after {timeout:g}s" if deadline.expired() else f"TimeoutError: {exc}"
+            expired = deadline is not None and deadline.expired()
+            error = f"timed out after {timeout:g}s" if expired else f"TimeoutError: {exc}"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         else:
             self._observe(task, started, succeeded=True)
-            committed = await self._retrying(
-                "commit the result", lambda: self._results.commit_success(task, delivery.attempt, result)
-            )
-            if not committed:
-                log.info("another delivery committed this task first", extra=_fields(task, delivery))
-            await self._retrying("ack", lambda: self._backend.ack(delivery))
-            return
+            return Success(task, result_json)
         self._observe(task, started, succeeded=False)
-        await self._failed(delivery, task, error)
+        await self._failed(item.held, task, error)
+        return None
 
-    async def _failed(self, delivery: Delivery, task: Task, error: str) -> None:
+    def _settle_later(self, entry: Held, success: Success | None) -> None:
+        self._to_settle.append((entry, success))
+        self._settle_wanted.set()
+
+    def _ensure_committer(self) -> None:
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop())
+
+    async def _commit_loop(self) -> None:
+        """Commit and ack whatever finished since the last round: one call for results, one for acks."""
+        while True:
+            await self._settle_wanted.wait()
+            self._settle_wanted.clear()
+            while self._to_settle:
+                batch, self._to_settle = self._to_settle, []
+                await self._commit_and_ack(batch)
+
+    async def _commit_and_ack(self, batch: Sequence[tuple[Held, Success | None]]) -> None:
+        entries = [entry for entry, _ in batch]
+        successes = [success for _, success in batch if success is not None]
+        try:
+            if successes:
+                committed = await self._retrying("commit the results", lambda: self._results.commit(successes))
+                repeated = len(committed) - sum(committed)
+                if repeated:
+                    log.info("another delivery committed %d of these tasks first", repeated)
+            await self._retrying("ack", lambda: self._backend.ack([entry.delivery for entry in entries]))
+            metrics.TASKS_SUCCEEDED.inc(len(successes))
+        except BackendError as exc:
+            log.error(
+                "could not settle %d deliveries before the drain deadline; they will be delivered again: %s",
+                len(entries),
+                exc,
+            )
+        except Exception:
+            log.exception("unexpected error settling deliveries; they will be delivered again")
+        finally:
+            self._release(entries)
+
+    async def _failed(self, entry: Held, task: Task, error: str) -> None:
+        delivery = entry.delivery
         if delivery.attempt >= self._config.max_attempts:
             reason = f"failed after {delivery.attempt} attempts: {error}"
-            await self._dead_letter(delivery, task, "max_attempts", reason)
+            await self._dead_letter(entry, task, "max_attempts", reason)
             return
-        delay = backoff_delay(
-            delivery.attempt, self._config.retry_base_seconds, self._config.retry_cap_seconds
-        )
-        await self._retrying(
-            "record the error", lambda: self._results.mark_retrying(task, delivery.attempt, error)
-        )
+        delay = backoff_delay(delivery.attempt, self._config.retry_base_seconds, self._config.retry_cap_seconds)
+        await self._retrying("record the error", lambda: self._results.mark_retrying(task, delivery.attempt, error))
         await self._retrying("give back for retry", lambda: self._backend.nack(delivery, delay))
+        self._release([entry])
         metrics.TASKS_RETRIED.inc()
-        log.warning("task failed, retrying in %.2fs: %s", delay, error, extra=_fields(task, delivery))
+        log.warning("task failed, retrying in %.2fs: %s", delay, error, extra=_task_fields(task, delivery))
 
     async def _dead_letter(
-        self, delivery: Delivery, task: Task | None, category: metrics.DeadLetterReason, reason: str
+        self, entry: Held, task: Task | None, category: metrics.DeadLetterReason, reason: str
     ) -> None:
         """Tell the caller (status and reply) first, then move the message, so nobody waits forever."""
+        delivery = entry.delivery
         if task is not None:
             await self._retrying(
                 "record the failure", lambda: self._results.record_failure(task, delivery.attempt, reason)
             )
         await self._retrying("dead-letter", lambda: self._backend.dead_letter(delivery, reason))
+        self._release([entry])
         metrics.TASKS_DEAD_LETTERED.labels(category).inc()
-        fields = _fields(task, delivery) if task else {"source": delivery.source, "attempt": delivery.attempt}
+        fields = _task_fields(task, delivery) if task else {"source": delivery.source, "attempt": delivery.attempt}
         log.warning("dead-lettered: %s", reason, extra={**fields, "reason_category": category})
 
     def _observe(self, task: Task, started: float, *, succeeded: bool) -> None:
-        metrics.TASK_DURATION.labels(task.handler).observe(time.monotonic() - started)
-        (metrics.TASKS_SUCCEEDED if succeeded else metrics.TASKS_FAILED).inc()
+        duration = self._durations.get(task.handler)
+        if duration is None:
+            duration = self._durations[task.handler] = metrics.TASK_DURATION.labels(task.handler)
+        duration.observe(time.monotonic() - started)
+        if not succeeded:
+            metrics.TASKS_FAILED.inc()
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Retry a queue or store operation while it is unreachable; give up only past the drain deadline.
@@ -360,11 +500,11 @@ class WorkerRuntime:
     async def _keep_alive_loop(self) -> None:
         if not isinstance(self._backend, KeepsAlive):
             return
-        interval = self._config.consumer_timeout_seconds / 3
+        interval = min(self._config.consumer_timeout_seconds / 3, KEEP_ALIVE_MAX_INTERVAL_SECONDS)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._backend.keep_alive(list(self._running.values()))
+                await self._backend.keep_alive([entry.delivery for entry in self._held])
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
@@ -372,24 +512,36 @@ class WorkerRuntime:
         self._stopping.set()
         grace = self._config.drain_seconds
         self._give_up_at = time.monotonic() + grace
-        if not self._running:
-            return
-        log.info("draining %d tasks in flight for up to %gs", self.in_flight, grace)
-        _, unfinished = await asyncio.wait(list(self._running), timeout=grace)
-        if not unfinished:
-            log.info("drained: every task in flight finished")
-            return
-        held = [self._running[task] for task in unfinished if task in self._running]
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
-        log.warning("%d tasks did not finish within the drain period; giving them back", len(held))
-        for delivery in held:
-            try:
-                async with asyncio.timeout(GIVE_BACK_TIMEOUT_SECONDS):
-                    await self._backend.nack(delivery, 0)
-            except Exception as exc:
-                log.error("could not give a task back; it will be delivered again later: %s", exc)
+        try:
+            if not self._held:
+                return
+            log.info("draining %d tasks in flight for up to %gs", self.in_flight, grace)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._emptied.wait()
+            if not self._held:
+                log.info("drained: every task in flight finished")
+                return
+            unfinished = list(self._workers)
+            if self._committer is not None:
+                unfinished.append(self._committer)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            held = list(self._held)
+            log.warning("%d tasks did not finish within the drain period; giving them back", len(held))
+            for entry in held:
+                try:
+                    async with asyncio.timeout(GIVE_BACK_TIMEOUT_SECONDS):
+                        await self._backend.nack(entry.delivery, 0)
+                except Exception as exc:
+                    log.error("could not give a task back; it will be delivered again later: %s", exc)
+            self._release(held)
+        finally:
+            if self._committer is not None:
+                self._committer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._committer
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -397,17 +549,21 @@ class WorkerRuntime:
                 await self._stopping.wait()
 
 
-def _check_result(result: Any) -> None:
+def _encode_result(result: Any) -> bytes:
     """Results are stored and replied as JSON; anything else is the handler's bug, not worth retrying."""
     if not isinstance(result, dict):
         raise PermanentTaskError(f"handler returned {type(result).__name__}, expected a JSON object")
     try:
-        json.dumps(result)
-    except (TypeError, ValueError) as exc:
+        return encode_result(result)
+    except TypeError as exc:
         raise PermanentTaskError(f"handler returned a result that is not JSON: {exc}") from exc
 
 
-def _fields(task: Task, delivery: Delivery) -> dict[str, Any]:
+def _fields(item: Runnable) -> dict[str, Any]:
+    return _task_fields(item.task, item.held.delivery)
+
+
+def _task_fields(task: Task, delivery: Delivery) -> dict[str, Any]:
     """Log fields for a task; never the payload, which may hold user data."""
     return {
         "task_id": task.id,
@@ -417,9 +573,7 @@ def _fields(task: Task, delivery: Delivery) -> dict[str, Any]:
     }
 
 
-async def serve(
-    config: WorkerConfig, *, stop: asyncio.Event | None = None, handle_signals: bool = True
-) -> int:
+async def serve(config: WorkerConfig, *, stop: asyncio.Event | None = None, handle_signals: bool = True) -> int:
     """Run one worker until SIGTERM/SIGINT (or ``stop`` is set); the exit code is 0 after a clean drain."""
     from swell_worker.http import start_http
 
@@ -453,9 +607,7 @@ async def serve(
             log.info("stopped while the handlers were starting")
             return 0
         startup.result()  # a handler that cannot start fails the worker, with its error in the log
-        log.info(
-            "worker ready to consume", extra={"concurrency": config.concurrency, "handlers": list(handlers)}
-        )
+        log.info("worker ready to consume", extra={"concurrency": config.concurrency, "handlers": list(handlers)})
         await runtime.run()
         log.info("worker stopped")
     return 0
@@ -464,6 +616,15 @@ async def serve(
 async def _stop_when_set(stop: asyncio.Event, runtime: WorkerRuntime) -> None:
     await stop.wait()
     runtime.stop()
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop where it is installed (a faster loop for many small Redis replies), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def run_from_env(environ: Mapping[str, str] | None = None) -> int:
@@ -476,7 +637,7 @@ def run_from_env(environ: Mapping[str, str] | None = None) -> int:
         return 2
     configure_json_logging(config.log_level)
     try:
-        return asyncio.run(serve(config))
+        return run_event_loop(serve(config))
     except ConfigError as exc:
         log.error("invalid worker configuration: %s", exc)
         return 2

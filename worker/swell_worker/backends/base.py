@@ -2,11 +2,14 @@
 
 The worker consumes through it and the operator reads depth through it, so a new queue is one new
 class, as brokers plug into Dramatiq or arq. Delivery semantics are at-least-once: a delivery is
-settled exactly once, by ``ack`` after success, ``nack`` to retry later, or ``dead_letter``.
+settled exactly once, by ``ack`` after success, ``nack`` to retry later, or ``dead_letter``. Acks come in
+batches (the runtime settles what one read brought in with one call); a backend settles only what its
+consumer still holds, so a delivery taken over by another consumer is left to that one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,8 +61,8 @@ class Backend(Protocol):
         """Receive at most ``max_messages``, waiting up to ``timeout`` seconds for the first."""
         ...
 
-    async def ack(self, delivery: Delivery) -> None:
-        """Settle a delivery as done; it will not be delivered again."""
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle deliveries as done, in one call where the queue allows; they will not be delivered again."""
         ...
 
     async def nack(self, delivery: Delivery, delay: float) -> None:

@@ -137,11 +137,15 @@ class PubSubBackend:
         self._held += len(deliveries)
         return deliveries
 
-    async def ack(self, delivery: Delivery) -> None:
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
         await self._clients.call("ack", self._clients.subscriber.acknowledge,
-                                 request={"subscription": self._subscription, "ack_ids": [delivery.receipt]})
-        self._settled(delivery)
-        self._acked += 1
+                                 request={"subscription": self._subscription,
+                                          "ack_ids": [delivery.receipt for delivery in deliveries]})
+        for delivery in deliveries:
+            self._settled(delivery)
+        self._acked += len(deliveries)
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
         """Redelivery after ``delay`` seconds: the ack deadline becomes the backoff."""
@@ -157,7 +161,7 @@ class PubSubBackend:
         attributes = dead_letter_attributes(delivery, reason, self._subscription)
         await self._clients.publish(self._clients.dead_letter_topic or self._missing_dead_letter(), delivery.body,
                                     **attributes)
-        await self.ack(delivery)
+        await self.ack([delivery])
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         """Extend the lease of what this worker holds, so long tasks are not redelivered to others."""
@@ -210,9 +214,10 @@ class PubSubPushBackend:
     async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
         return []  # never called by the runtime: see receives_by_push
 
-    async def ack(self, delivery: Delivery) -> None:
-        self._finish(delivery, 204)
-        self._acked += 1
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._finish(delivery, 204)
+        self._acked += len(deliveries)
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
         self._finish(delivery, 503)

@@ -37,44 +37,110 @@ from swell_worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-# Each settle script acts only if the entry is still pending in the group, so a delivery already
-# settled (or lost with a flushed Redis) is never settled twice. Lua has no rollback, so the write
-# that could fail comes before the XACK: a failed script leaves the entry pending, never lost.
-_IF_HELD = """
-local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if type(pending) ~= 'table' or pending.err or #pending == 0 then return 0 end
+# Every settle script acts only on entries that THIS consumer holds (pending in the group under its
+# name), checked inside the script: an entry another consumer took over, or one already settled, is
+# left alone, so a slow worker can never settle (or re-add) what a live one now runs. Lua has no
+# rollback, so the write that could fail comes before the XACK: a failed script leaves entries pending.
+_OWNED = """
+local function owned(stream, group, consumer, id)
+  local pending = redis.pcall('XPENDING', stream, group, id, id, 1, consumer)
+  return type(pending) == 'table' and not pending.err and #pending > 0
+end
+-- The ids of ARGV[first..] that this consumer holds: one XPENDING over their range, this consumer only.
+local function owned_ids(stream, group, consumer, first)
+  local low, high = ARGV[first], ARGV[first]
+  local function before(a, b)
+    local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+    local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+    if #ams ~= #bms then return #ams < #bms end
+    if ams ~= bms then return ams < bms end
+    if #aseq ~= #bseq then return #aseq < #bseq end
+    return aseq < bseq
+  end
+  for i = first + 1, #ARGV do
+    if before(ARGV[i], low) then low = ARGV[i] end
+    if before(high, ARGV[i]) then high = ARGV[i] end
+  end
+  local pending = redis.pcall('XPENDING', stream, group, low, high, #ARGV - first + 1 + 100000, consumer)
+  local mine = {}
+  if type(pending) ~= 'table' or pending.err then return mine end
+  local held = {}
+  for _, entry in ipairs(pending) do held[entry[1]] = true end
+  for i = first, #ARGV do
+    if held[ARGV[i]] then mine[#mine + 1] = ARGV[i] end
+  end
+  return mine
+end
 """
-_RELEASE = """
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+
+# KEYS: stream, completed. ARGV: group, consumer, entry ids... Returns how many were acked.
+ACK = (
+    _OWNED
+    + """
+local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 3)
+local acked = 0
+for first = 1, #mine, 1000 do
+  local chunk = {unpack(mine, first, math.min(first + 999, #mine))}
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(chunk))
+  redis.call('XDEL', KEYS[1], unpack(chunk))
+end
+if acked > 0 then redis.call('INCRBY', KEYS[2], acked) end
+return acked
+"""
+)
+
+_RELEASE_ONE = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: stream, completed. ARGV: group, entry id.
-ACK = _IF_HELD + "redis.call('INCR', KEYS[2])" + _RELEASE
-
-# KEYS: stream, delayed. ARGV: group, entry id, due time, delayed member, mode, body, attempts.
+# KEYS: stream, delayed. ARGV: group, consumer, entry id, due time, delayed member, mode, body, attempts.
 NACK = (
-    _IF_HELD
+    _OWNED
     + """
-if ARGV[5] == 'now' then
-  redis.call('XADD', KEYS[1], '*', 'body', ARGV[6], 'attempts', ARGV[7])
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+if ARGV[6] == 'now' then
+  redis.call('XADD', KEYS[1], '*', 'body', ARGV[7], 'attempts', ARGV[8])
 else
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 end
 """
-    + _RELEASE
+    + _RELEASE_ONE
 )
 
-# KEYS: stream, dead. ARGV: group, entry id, body, reason, attempts, failed_at, source.
+# KEYS: stream, dead. ARGV: group, consumer, entry id, body, reason, attempts, failed_at, source.
 DEAD_LETTER = (
-    _IF_HELD
+    _OWNED
     + """
-redis.call('XADD', KEYS[2], '*', 'body', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5],
-           'failed_at', ARGV[6], 'source', ARGV[7])
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('XADD', KEYS[2], '*', 'body', ARGV[4], 'reason', ARGV[5], 'attempts', ARGV[6],
+           'failed_at', ARGV[7], 'source', ARGV[8])
 """
-    + _RELEASE
+    + _RELEASE_ONE
 )
+
+# KEYS: stream. ARGV: group, consumer, min idle ms, entry ids... Resets the idle time of the entries
+# this consumer holds (JUSTID: no delivery counted), never claiming one another consumer holds.
+KEEP_ALIVE = (
+    _OWNED
+    + """
+local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 4)
+local kept = 0
+for first = 1, #mine, 1000 do
+  local args = {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}
+  for i = first, math.min(first + 999, #mine) do args[#args + 1] = mine[i] end
+  args[#args + 1] = 'JUSTID'
+  kept = kept + #redis.call('XCLAIM', unpack(args))
+end
+return kept
+"""
+)
+
+# How often due retries are moved back to their stream; bounds how late a retry starts.
+PROMOTE_INTERVAL_SECONDS = 0.2
+# The longest wait between two looks for abandoned entries while none were found.
+CLAIM_INTERVAL_SECONDS = 1.0
 
 
 class RedisStreamsBackend:
@@ -101,8 +167,10 @@ class RedisStreamsBackend:
         self._groups_ready = False
         self._consumed = False
         self._next_claim = 0.0
+        self._next_promote = 0.0
         self._claim_cursor = dict.fromkeys(self._by_name, "0-0")
         self._ack = client.register_script(ACK)
+        self._keep_alive = client.register_script(KEEP_ALIVE)
         self._nack = client.register_script(NACK)
         self._dead_letter = client.register_script(DEAD_LETTER)
         self._promote = client.register_script(PROMOTE_DUE)
@@ -143,35 +211,63 @@ class RedisStreamsBackend:
                 self._groups_ready = False
                 return []
 
-    async def ack(self, delivery: Delivery) -> None:
-        stream, entry_id = delivery.receipt
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """One script per stream, sent together: XACK, XDEL and the completed count for what this consumer holds."""
+        if not deliveries:
+            return
+        held = _ids_by_stream(deliveries)
         with redis_errors(self._where):
-            await self._ack(keys=[stream, self._by_name[stream].completed], args=[self._group, entry_id])
+            if len(held) == 1:
+                [(stream, ids)] = held.items()
+                await self._ack(
+                    keys=[stream, self._by_name[stream].completed], args=[self._group, self._consumer, *ids]
+                )
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for stream, ids in held.items():
+                await self._ack(
+                    keys=[stream, self._by_name[stream].completed],
+                    args=[self._group, self._consumer, *ids],
+                    client=pipe,
+                )
+            await pipe.execute()
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
         """``delay <= 0`` re-adds the entry at once; otherwise it waits in the delayed zset."""
         stream, entry_id = delivery.receipt
         member = delayed_member(delivery.attempt, delivery.body)
         mode = "now" if delay <= 0 else "later"
-        args = [self._group, entry_id, time.time() + delay, member, mode, delivery.body, delivery.attempt]
+        args = [
+            self._group,
+            self._consumer,
+            entry_id,
+            time.time() + delay,
+            member,
+            mode,
+            delivery.body,
+            delivery.attempt,
+        ]
         with redis_errors(self._where):
             await self._nack(keys=[stream, self._by_name[stream].delayed], args=args)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         stream, entry_id = delivery.receipt
-        args = [self._group, entry_id, delivery.body, reason, delivery.attempt, time.time(), stream]
+        args = [self._group, self._consumer, entry_id, delivery.body, reason, delivery.attempt, time.time(), stream]
         with redis_errors(self._where):
             await self._dead_letter(keys=[stream, self._by_name[stream].dead], args=args)
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
-        """Reset the idle time of the entries this worker holds so nobody takes them over."""
-        held: dict[str, list[int | bytes | str | memoryview]] = {}
-        for delivery in deliveries:
-            stream, entry_id = delivery.receipt
-            held.setdefault(stream, []).append(entry_id)
+        """Reset the idle time of the entries this worker still holds so nobody takes them over.
+
+        The min-idle (a third of the consumer timeout) skips entries touched since; the owner check in
+        the script skips entries another consumer took over, which stay with that consumer.
+        """
+        min_idle = int(self._consumer_timeout * 1000 / 3)
         with redis_errors(self._where):
-            for stream, ids in held.items():
-                await self._redis.xclaim(stream, self._group, self._consumer, 0, ids, justid=True)
+            for stream, ids in _ids_by_stream(deliveries).items():
+                if not ids:
+                    continue
+                await self._keep_alive(keys=[stream], args=[self._group, self._consumer, min_idle, *ids])
 
     async def depth(self) -> Depth:
         with redis_errors(self._where):
@@ -234,11 +330,23 @@ class RedisStreamsBackend:
     async def _consume(self, wanted: int, timeout: float) -> list[Delivery]:
         await self._ensure_groups()
         self._consumed = True
-        await self._promote_due()
+        now = time.monotonic()
+        if now >= self._next_promote:
+            await self._promote_due()
+            self._next_promote = now + PROMOTE_INTERVAL_SECONDS
         deliveries: list[Delivery] = []
-        if time.monotonic() >= self._next_claim:
+        if now >= self._next_claim:
             deliveries = await self._claim_abandoned(wanted)
-            self._next_claim = time.monotonic() + self._consumer_timeout / 3
+        if len(self._keys) == 1 and not deliveries:
+            # One stream: a single blocking read answers at once when entries wait.
+            answer = await self._redis.xreadgroup(
+                self._group,
+                self._consumer,
+                {self._keys[0].name: ">"},
+                count=wanted,
+                block=max(1, int(min(timeout, MAX_BLOCK_SECONDS) * 1000)),
+            )
+            return self._deliveries(answer)
         deliveries += await self._read_in_priority_order(wanted - len(deliveries))
         deadline = time.monotonic() + min(timeout, MAX_BLOCK_SECONDS)
         while not deliveries and (left := deadline - time.monotonic()) > 0:
@@ -287,38 +395,51 @@ class RedisStreamsBackend:
         return deliveries
 
     async def _claim_abandoned(self, wanted: int) -> list[Delivery]:
+        """Take over entries idle past the consumer timeout, as many as there are free slots.
+
+        XAUTOCLAIM runs in a loop until the slots are full or the group's pending list has been walked
+        to its end. Slots filled means more may wait, so the next read looks again at once; otherwise
+        the next look is at most ``CLAIM_INTERVAL_SECONDS`` away, so a crash's entries are taken over
+        soon after they pass the timeout, however many there are.
+        """
         claimed: list[Delivery] = []
         idle_ms = int(self._consumer_timeout * 1000)
         for keys in self._keys:
-            if len(claimed) >= wanted:
-                break
-            cursor, entries, *_ = await self._redis.xautoclaim(
-                keys.name,
-                self._group,
-                self._consumer,
-                idle_ms,
-                start_id=self._claim_cursor[keys.name],
-                count=wanted - len(claimed),
-            )
-            self._claim_cursor[keys.name] = text(cursor)
-            entries = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
-            if not entries:
-                continue
-            pipe = self._redis.pipeline(transaction=False)
-            for entry_id, _ in entries:
-                pipe.xpending_range(
-                    keys.name, self._group, entry_id, entry_id, 1, consumername=self._consumer
+            while len(claimed) < wanted:
+                cursor, entries, *_ = await self._redis.xautoclaim(
+                    keys.name,
+                    self._group,
+                    self._consumer,
+                    idle_ms,
+                    start_id=self._claim_cursor[keys.name],
+                    count=wanted - len(claimed),
                 )
-            counts = [info[0]["times_delivered"] if info else 1 for info in await pipe.execute()]
-            for (entry_id, fields), times_delivered in zip(entries, counts, strict=True):
-                claimed.append(self._delivery(keys.name, entry_id, fields, int(times_delivered)))
-            log.warning(
-                "took over %d tasks idle for more than %.0fs (their consumer looks dead)",
-                len(entries),
-                self._consumer_timeout,
-                extra={"queue": keys.name},
-            )
+                self._claim_cursor[keys.name] = text(cursor)
+                claimed += await self._claimed_deliveries(keys.name, entries)
+                if text(cursor) == "0-0":
+                    break
+        interval = min(CLAIM_INTERVAL_SECONDS, self._consumer_timeout / 3)
+        self._next_claim = time.monotonic() + (0.0 if len(claimed) >= wanted else interval)
         return claimed
+
+    async def _claimed_deliveries(self, stream: str, entries: Any) -> list[Delivery]:
+        live = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
+        if not live:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id, _ in live:
+            pipe.xpending_range(stream, self._group, entry_id, entry_id, 1, consumername=self._consumer)
+        counts = [info[0]["times_delivered"] if info else 1 for info in await pipe.execute()]
+        log.warning(
+            "took over %d tasks idle for more than %.0fs (their consumer looks dead)",
+            len(live),
+            self._consumer_timeout,
+            extra={"queue": stream},
+        )
+        return [
+            self._delivery(stream, entry_id, fields, int(times_delivered))
+            for (entry_id, fields), times_delivered in zip(live, counts, strict=True)
+        ]
 
     def _deliveries(self, answer: Any) -> list[Delivery]:
         deliveries = []
@@ -328,22 +449,16 @@ class RedisStreamsBackend:
                     deliveries.append(self._delivery(text(stream), entry_id, fields, 1))
         return deliveries
 
-    def _delivery(
-        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int
-    ) -> Delivery:
+    def _delivery(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
         body = fields.get(b"body")
         if body is None:
             # Not written by Swell: keep every field so the dead-letter entry loses nothing.
-            body = json.dumps(
-                {text(k): v.decode("utf-8", "backslashreplace") for k, v in fields.items()}
-            ).encode()
+            body = json.dumps({text(k): v.decode("utf-8", "backslashreplace") for k, v in fields.items()}).encode()
         try:
             prior = int(fields.get(b"attempts", b"0"))
         except ValueError:
             prior = 0
-        return Delivery(
-            body=body, attempt=prior + times_delivered, receipt=(stream, text(entry_id)), source=stream
-        )
+        return Delivery(body=body, attempt=prior + times_delivered, receipt=(stream, text(entry_id)), source=stream)
 
     async def _oldest_waiting_age(self, next_ids: list[tuple[str, str]]) -> float | None:
         pipe = self._redis.pipeline(transaction=False)
@@ -356,6 +471,14 @@ class RedisStreamsBackend:
                 age = max(0.0, time.time() - added_ms / 1000)
                 oldest = max(oldest or 0.0, age)
         return oldest
+
+
+def _ids_by_stream(deliveries: Sequence[Delivery]) -> dict[str, list[str]]:
+    held: dict[str, list[str]] = {}
+    for delivery in deliveries:
+        stream, entry_id = delivery.receipt
+        held.setdefault(stream, []).append(entry_id)
+    return held
 
 
 def _find_group(groups: Any, name: str) -> dict[str, Any] | None:

@@ -18,6 +18,9 @@ class PermanentTaskError(Exception):
 
 class Handler(Protocol):
     name: str
+    # True for handlers that return at once without blocking I/O: the runtime runs them inline in their
+    # batch, without a task or a timeout of their own. Anything that waits or computes long says False.
+    fast: bool
 
     async def startup(self) -> None:
         """Load what the handler needs (a model, a connection) before the worker reports ready."""

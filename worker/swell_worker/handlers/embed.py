@@ -33,6 +33,7 @@ class ModelHandler:
     """Loads the shared embedder at startup; ready once it is loaded."""
 
     name = ""
+    fast = False
 
     def __init__(self, config: WorkerConfig, resources: Resources) -> None:
         self._config = config

@@ -24,6 +24,7 @@ class BuiltinHandler:
     """No startup work, always ready; records the optional effect."""
 
     name = ""
+    fast = False
 
     def __init__(self, config: WorkerConfig, resources: Resources) -> None:
         self._config = config
@@ -58,6 +59,7 @@ class BuiltinHandler:
 
 class NoopHandler(BuiltinHandler):
     name = "noop"
+    fast = True
 
     async def handle(self, task: Task) -> dict[str, Any]:
         return {}
