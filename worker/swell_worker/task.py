@@ -40,6 +40,8 @@ def decode_task(body: bytes | str) -> Task:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedTask(f"body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise MalformedTask("body is JSON nested too deeply to decode") from None
     if not isinstance(data, dict):
         raise MalformedTask(f"body is JSON {type(data).__name__}, expected an object")
     try:
