@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from swell_operator.activator import Activator, activated_at, activation_path
 from swell_worker.push_auth import GoogleIdTokens
 
+from tests.fixtures.ports import free_port
+from tests.fixtures.pubsub_emulator import PubSubEmulator
+from tests.operator.kube import apply, pool_manifest, push_tasks, redis_secret, replicas_of, wait_for
+from tests.operator.pubsub_kit import fresh_names, pubsub_pool
 from tests.pubsub.oidc_kit import AUDIENCE, PUSHER, CertsEndpoint, SigningKey, hanging_endpoint
 
 
@@ -105,3 +115,90 @@ async def test_oidc_pushes_wake_only_with_the_pinned_account_and_junk_costs_the_
     assert max(lags) < 0.1, f"the event loop stalled for {max(lags):.3f}s"
     assert woken == [("ns", "pool")], "junk woke nothing"
     assert activator.tokens.certificates.fetches == 1
+
+
+def lease(cluster: Any, namespace: str) -> tuple[str, str]:
+    spec = json.loads(cluster.kubectl("get", "lease", "swell-operator", "-n", namespace, "-o", "json").stdout)["spec"]
+    return str(spec.get("holderIdentity")), str(spec.get("renewTime"))
+
+
+def wake_seconds(cluster: Any, namespace: str, redis_url: str, pool: str) -> float:
+    pushed = time.monotonic()
+    push_tasks(redis_url, "redis-list", pool, 1)
+    wait_for(lambda: (replicas_of(cluster, namespace, pool) or 0) >= 1, 30, f"{pool} woken", interval=0.02)
+    return time.monotonic() - pushed
+
+
+@pytest.mark.cluster
+def test_junk_tokens_at_the_activator_neither_delay_a_bystander_wake_nor_cost_the_lease(
+    cluster: Any,
+    namespace: str,
+    redis_url: str,
+    pubsub_emulator: PubSubEmulator,
+    start_operator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with hanging_endpoint() as unreachable:
+        monkeypatch.setenv("SWELL_OIDC_CERTS_URL", unreachable)
+        monkeypatch.setenv("SWELL_OIDC_TIMEOUT_SECONDS", "2")
+        port = free_port()
+        operator = start_operator(
+            extra_args=("--activator-port", str(port), "--activator-url", f"http://127.0.0.1:{port}")
+        )
+        wait_for(operator.is_leader, 30, "the operator leading")
+        redis_secret(cluster, namespace, redis_url)
+        for pool in ("calm", "busy"):
+            apply(cluster, namespace, pool_manifest(pool, "redis-list", pool, scaling={"pollIntervalSeconds": 0.1}))
+        names = fresh_names(pubsub_emulator)
+        pubsub_emulator.create(names["topic"], names["sub"])
+        pushed = pubsub_pool(pubsub_emulator, names, ["echo"], mode="pull", concurrency=1, replicas=(0, 1), scaling={})
+        pushed["metadata"]["name"] = "pushed"
+        pushed["spec"]["queue"]["pubsub"] |= {"mode": "push", "pushAudience": AUDIENCE, "pushServiceAccount": PUSHER}
+        apply(cluster, namespace, pushed)
+        url = f"http://127.0.0.1:{port}{activation_path(namespace, 'pushed')}"
+
+        def post(token: str | None) -> int:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            request = urllib.request.Request(url, data=json.dumps(envelope()).encode(), headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        wait_for(lambda: post(None) == 401, 60, "the activator knowing the push pool (401, not 404)")
+        for pool in ("calm", "busy"):
+            wait_for(lambda p=pool: replicas_of(cluster, namespace, p) == 0, 30, f"{pool} at zero")
+        baseline = wake_seconds(cluster, namespace, redis_url, "calm")
+        holder, renewed = lease(cluster, namespace)
+
+        forged = SigningKey("google-key").token()  # right claims: only the unreachable certificates could judge it
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def junk() -> None:
+            while not stop.is_set():
+                statuses.append(post(forged))
+
+        with ThreadPoolExecutor(8) as senders:
+            running = [senders.submit(junk) for _ in range(8)]
+            time.sleep(3)  # the junk has filled the verification pool and its queue
+            health_started = time.monotonic()
+            assert operator.health()[0] == 200
+            health = time.monotonic() - health_started
+            under_junk = wake_seconds(cluster, namespace, redis_url, "busy")
+            time.sleep(4)  # two Lease renewals at least
+            holder_after, renewed_after = lease(cluster, namespace)
+            still_leading = operator.is_leader()
+            stop.set()
+            for job in running:
+                job.result()
+    print(
+        f"\nbystander wake: {baseline:.2f}s at baseline, {under_junk:.2f}s under {len(statuses)} junk pushes "
+        f"({statuses.count(503)} x 503, {statuses.count(429)} x 429); operator /healthz {health * 1000:.0f} ms"
+    )
+    assert set(statuses) <= {429, 503} and statuses.count(503) > 0, set(statuses)
+    assert under_junk < 1.0, f"the bystander woke after {under_junk:.2f}s under junk (baseline {baseline:.2f}s)"
+    assert health < 0.5
+    assert holder_after == holder == operator.identity and still_leading
+    assert renewed_after != renewed, "the Lease was not renewed while junk arrived"

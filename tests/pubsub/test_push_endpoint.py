@@ -4,6 +4,7 @@ payload limits, malformed envelopes. Real worker processes, the Pub/Sub emulator
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import time
@@ -209,6 +210,50 @@ async def test_tasks_up_to_the_payload_limit_go_through_and_larger_ones_are_dead
     assert json.loads(over.data)["id"] == "one-byte-over"
     assert any(r.startswith("push body of ") and "over the limit" in r for r in dead), dead.keys()
     assert worker.get("/healthz")[0] == 200
+
+
+def answer_to_headers_alone(worker: WorkerProcess, path: str, length: int) -> int:
+    """The status a push gets when its headers promise ``length`` bytes and no byte of the body is sent."""
+    connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=5)
+    try:
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(length))
+        connection.endheaders()
+        return connection.getresponse().status  # a worker waiting for the body would time out here
+    finally:
+        connection.close()
+
+
+async def test_the_slot_and_content_length_are_checked_before_the_body_is_read(
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    redis_url: str,
+    start_worker: StartWorker,
+) -> None:
+    pubsub_emulator.create(names["dead"], names["dead_sub"])
+    worker = push_worker(
+        start_worker,
+        pubsub_emulator,
+        names,
+        redis_url,
+        SWELL_PUSH_TOKEN="s3cret",
+        SWELL_CONCURRENCY="1",
+        SWELL_HANDLERS="echo,sleep",
+    )
+    path = "/pubsub/push?token=s3cret"
+    assert answer_to_headers_alone(worker, path, 100 * LIMIT) == 204
+    [dead] = dead_letters(pubsub_emulator, names["dead_sub"], 1)
+    assert dead.attributes["reason"].startswith(f"push body of {100 * LIMIT} bytes is over the limit")
+    slow = json.dumps({"id": "slow", "handler": "sleep", "payload": {"seconds": 3}}).encode()
+    with ThreadPoolExecutor(1) as pool:
+        holding = pool.submit(post, worker.base_url + path, envelope(slow))
+        deadline = time.monotonic() + 10
+        while worker.get_json("/healthz")[1]["in_flight"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert answer_to_headers_alone(worker, path, LIMIT) == 429
+        assert answer_to_headers_alone(worker, "/pubsub/push", LIMIT) == 429  # no credentials: full comes first
+        assert holding.result() == 204
 
 
 MALFORMED = {
