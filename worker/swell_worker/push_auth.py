@@ -295,7 +295,3 @@ class PushAuthenticator:
             await self._tokens.verify(bearer, self._audience, self._service_account)
             return
         raise PushAuthError(403, "the token does not match")
-
-    def close(self) -> None:
-        if self._tokens is not None:
-            self._tokens.close()

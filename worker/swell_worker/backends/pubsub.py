@@ -114,7 +114,7 @@ class PubSubBackend:
         if config.pubsub_mode == "push":
             tokens = GoogleIdTokens(config.oidc_certs_url, timeout=config.oidc_timeout_seconds)
             gate = PushAuthenticator(config.push_token, config.push_audience, config.push_service_account, tokens)
-            return PubSubPushBackend(clients, gate, max_payload_bytes=config.max_payload_bytes)
+            return PubSubPushBackend(clients, gate, tokens=tokens, max_payload_bytes=config.max_payload_bytes)
         return cls(clients)
 
     async def ping(self) -> None:
@@ -261,9 +261,11 @@ class PubSubPushBackend:
     receives_by_push = True
 
     def __init__(self, clients: PubSubClients, authenticator: PushAuthenticator, *,
-                 max_payload_bytes: int = 1_048_576) -> None:
+                 tokens: GoogleIdTokens | None = None, max_payload_bytes: int = 1_048_576) -> None:
+        """``tokens``: the OIDC verifier the authenticator uses, whose threads this backend stops on close."""
         self._clients = clients
         self._auth = authenticator
+        self._tokens = tokens
         self.body_limit = push_body_limit(max_payload_bytes)
         self._held = 0
         self._acked = 0
@@ -296,7 +298,8 @@ class PubSubPushBackend:
         return Depth(backlog=0, in_flight=self._held, completed_total=self._acked)
 
     async def close(self) -> None:
-        self._auth.close()
+        if self._tokens is not None:
+            self._tokens.close()
         self._clients.close()
 
     def _finish(self, delivery: Delivery, status: int) -> None:
