@@ -174,8 +174,10 @@ async def test_with_google_unreachable_junk_pushes_get_503_in_time_and_healthz_a
 
         with ThreadPoolExecutor(5) as pool:
             running = [pool.submit(junk) for _ in range(4)] + [pool.submit(probe)]
-            time.sleep(4)
-            stop.set()
+            try:
+                time.sleep(4)
+            finally:
+                stop.set()
             for job in running:
                 job.result()
     assert answers and {status for status, _ in answers} == {503}, answers
