@@ -115,7 +115,7 @@ async def test_an_unreachable_certificate_endpoint_gives_503_within_the_timeout_
     google: SigningKey,
 ) -> None:
     with hanging_endpoint() as url:
-        auth = gate(url, timeout=0.5, threads=2)
+        auth = gate(url, timeout=2.0, threads=2)
         token = google.token()  # right claims, so only the signature check can refuse it
         lags: list[float] = []
 
@@ -131,8 +131,9 @@ async def test_an_unreachable_certificate_endpoint_gives_503_within_the_timeout_
         elapsed = time.monotonic() - started
         watcher.cancel()
     assert statuses == [503] * 20
-    assert elapsed < 1.0, f"20 pushes took {elapsed:.2f}s with a 0.5 s verification timeout"
-    assert max(lags) < 0.1, f"the event loop stalled for {max(lags):.3f}s"
+    assert elapsed < 3.0, f"20 pushes took {elapsed:.2f}s with a 2 s verification timeout"
+    # A verification on the loop would stall it for the whole 2 s timeout; scheduling noise is far less.
+    assert max(lags) < 0.5, f"the event loop stalled for {max(lags):.3f}s"
     assert auth._tokens is not None and auth._tokens.certificates.fetches == 1
 
 
