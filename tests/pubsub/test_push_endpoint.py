@@ -16,8 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from swell_worker.backends.pubsub import parse_push
+from swell_worker.task import decode_task
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
 from tests.fixtures.workers import StartWorker, WorkerProcess
@@ -353,12 +356,56 @@ ENVELOPES = st.one_of(
     ),
     JSON_VALUES,
 ).map(lambda envelope: json.dumps(envelope).encode())  # NaN and Infinity come out as bare literals
-BODIES = st.one_of(ENVELOPES, st.binary(max_size=64))
+FINITE_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**53), 2**53),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=12),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
+VALID_TASKS = st.fixed_dictionaries(
+    {
+        "id": st.uuids().map(str),
+        "handler": st.just("echo"),
+        "payload": st.dictionaries(st.text(max_size=6), FINITE_JSON, max_size=3),
+    },
+    optional={"priority": st.integers(-10, 10), "submitted_at": st.floats(0, 2e9)},
+)
+VALID_PUSHES = st.fixed_dictionaries(
+    {
+        "message": st.fixed_dictionaries(
+            {"data": VALID_TASKS.map(lambda task: base64.b64encode(json.dumps(task).encode()).decode())},
+            optional={
+                "messageId": st.text(max_size=20),
+                "publishTime": st.text(max_size=30),
+                "attributes": st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+            },
+        )
+    },
+    optional={"subscription": st.text(max_size=30), "deliveryAttempt": st.integers(1, 100)},
+).map(lambda envelope: json.dumps(envelope).encode())
+BODIES = st.one_of(VALID_PUSHES, ENVELOPES, st.binary(max_size=64))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=BODIES)
-def test_fuzzed_envelopes_and_tasks_never_get_a_5xx(fuzz_target: str, body: bytes) -> None:
+def test_fuzzed_envelopes_and_tasks_never_get_a_5xx(fuzz_target: str, redis_url: str, body: bytes) -> None:
     status = post(fuzz_target, body)
     assert status < 500, (status, body[:300])
     assert status == 204, (status, body[:300])  # every push is settled: run, or acked and dead-lettered
+    valid = runnable_task(body)
+    if valid is not None:  # no valid task lost: it ran and was committed, not dead-lettered
+        assert redis.Redis.from_url(redis_url).exists(f"swell:done:{valid}"), body[:300]
+
+
+def runnable_task(body: bytes) -> str | None:
+    """The id of the echo task this push carries, if the envelope and the task are both valid; else None."""
+    try:
+        task = decode_task(parse_push(body).body)
+    except ValueError:
+        return None
+    return task.id if task.handler == "echo" else None
