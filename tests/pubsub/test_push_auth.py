@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from swell_worker.config import ConfigError, WorkerConfig
 from swell_worker.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError, certs_max_age
 
 from tests.pubsub.oidc_kit import AUDIENCE, PUSHER, CertsEndpoint, SigningKey, hanging_endpoint
@@ -160,3 +161,19 @@ def test_an_audience_without_a_service_account_or_no_rule_at_all_is_refused() ->
         PushAuthenticator(None, AUDIENCE)
     with pytest.raises(ValueError, match="refusing an open endpoint"):
         PushAuthenticator(None, None)
+
+
+def test_a_worker_with_an_audience_but_no_push_account_refuses_to_start() -> None:
+    env = {
+        "SWELL_BACKEND": "pubsub",
+        "SWELL_PUBSUB_PROJECT": "p",
+        "SWELL_PUBSUB_MODE": "push",
+        "SWELL_PUSH_AUDIENCE": AUDIENCE,
+    }
+    with pytest.raises(ConfigError, match="SWELL_PUSH_AUDIENCE needs SWELL_PUSH_SERVICE_ACCOUNT"):
+        WorkerConfig.from_env(env)
+    config = WorkerConfig.from_env(
+        {**env, "SWELL_PUSH_SERVICE_ACCOUNT": PUSHER, "SWELL_OIDC_CERTS_URL": "http://127.0.0.1:1/certs"}
+    )
+    assert (config.push_service_account, config.oidc_certs_url) == (PUSHER, "http://127.0.0.1:1/certs")
+    assert config.oidc_timeout_seconds == 5.0
