@@ -7,11 +7,18 @@ Pub/Sub keeps the message and redelivers it with backoff, by which time the subs
 workers again. The wake is an annotation on the WorkerPool, so it reaches the scaling leader whichever
 operator replica Pub/Sub called; it is written at most once a second per pool. The scalers of every
 replica register their push pools here, so each replica knows how to check a push.
+
+The activator is public and shares the operator's event loop with the scaling loop and the Lease, so
+nothing it does may hold that loop: it never reads a body (the worker judges envelopes), refuses what
+needs no cryptography at once, verifies OIDC tokens in its own small thread pool with a deadline (503
+when Google's certificates cannot be had in time), and answers 429 beyond a cap on requests in progress
+or on verifications waiting for a thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +26,13 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from swell_worker.backends.pubsub import parse_push
-from swell_worker.push_auth import PushAuthenticator, PushAuthError
+from swell_worker.push_auth import (
+    DEFAULT_TIMEOUT_SECONDS,
+    GOOGLE_CERTS_URL,
+    GoogleIdTokens,
+    PushAuthenticator,
+    PushAuthError,
+)
 
 from swell_operator.model import GROUP, PLURAL, VERSION
 from swell_operator.status import MERGE_PATCH
@@ -31,6 +43,11 @@ log = logging.getLogger(__name__)
 ACTIVATED_AT = "swell.dev/activated-at"
 WAKE_MIN_INTERVAL_SECONDS = 1.0
 ROUTE = "/pubsub/push/{namespace}/{pool}"
+# Requests in progress beyond which the activator answers 429 at once (Pub/Sub backs off and retries).
+MAX_IN_FLIGHT = 64
+# Threads that check token signatures, and verifications that may wait for one (429 beyond).
+VERIFY_THREADS = 2
+MAX_WAITING_VERIFICATIONS = 16
 
 
 def activation_path(namespace: str, pool: str) -> str:
@@ -52,8 +69,15 @@ class Activator:
     api: client.ApiClient | None = None
     gates: dict[tuple[str, str], PushAuthenticator] = field(default_factory=dict)
     woken: dict[tuple[str, str], float] = field(default_factory=dict)
+    tokens: GoogleIdTokens = field(default_factory=lambda: GoogleIdTokens(
+        threads=VERIFY_THREADS, max_waiting=MAX_WAITING_VERIFICATIONS))
+    max_in_flight: int = MAX_IN_FLIGHT
+    in_flight: int = 0
 
-    def register(self, namespace: str, pool: str, gate: PushAuthenticator) -> None:
+    def register(self, namespace: str, pool: str, *, shared_token: str | None, audience: str | None,
+                 service_account: str | None) -> None:
+        """How pushes for this pool are checked; ValueError for a rule that would leave the endpoint open."""
+        gate = PushAuthenticator(shared_token, audience, service_account, self.tokens)
         self.gates[(namespace, pool)] = gate
 
     def forget(self, namespace: str, pool: str) -> None:
@@ -61,19 +85,24 @@ class Activator:
         self.woken.pop((namespace, pool), None)
 
     async def push(self, request: web.Request) -> web.Response:
+        if self.in_flight >= self.max_in_flight:
+            return web.json_response({"error": "the activator is busy; retry later"}, status=429)
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         key = (request.match_info["namespace"], request.match_info["pool"])
         gate = self.gates.get(key)
         if gate is None:
             # Unknown here (yet): Pub/Sub retries; nothing is lost and nothing is woken.
             return web.json_response({"error": "no push pool of that name is known here"}, status=404)
         try:
-            gate.check(request.headers.get("Authorization"), request.query.get("token"))
+            await gate.check(request.headers.get("Authorization"), request.query.get("token"))
         except PushAuthError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
-        try:
-            parse_push(await request.read())
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
         await self._wake(*key)
         return web.json_response({"error": "the pool is waking up; retry later"}, status=429)
 
@@ -103,6 +132,11 @@ class Activator:
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes([web.post(ROUTE, self.push)])
+
+        async def close_tokens(_: web.Application) -> None:
+            self.tokens.close()
+
+        app.on_cleanup.append(close_tokens)
         return app
 
 
@@ -110,7 +144,13 @@ ACTIVATOR = Activator()
 
 
 async def serve(api: client.ApiClient, host: str, port: int) -> web.AppRunner:
+    """Serve the activator; ``SWELL_OIDC_CERTS_URL`` and ``SWELL_OIDC_TIMEOUT_SECONDS`` as on the worker."""
     ACTIVATOR.api = api
+    ACTIVATOR.tokens = GoogleIdTokens(
+        os.environ.get("SWELL_OIDC_CERTS_URL") or GOOGLE_CERTS_URL, threads=VERIFY_THREADS,
+        timeout=float(os.environ.get("SWELL_OIDC_TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_SECONDS),
+        max_waiting=MAX_WAITING_VERIFICATIONS,
+    )
     runner = web.AppRunner(ACTIVATOR.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

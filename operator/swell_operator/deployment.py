@@ -127,6 +127,8 @@ def worker_env(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaul
             env.append(_secret_env("SWELL_PUSH_TOKEN", pubsub.push_token_secret_ref))
         if pubsub.push_audience:
             env.append(_plain("SWELL_PUSH_AUDIENCE", pubsub.push_audience))
+        if pubsub.push_service_account:
+            env.append(_plain("SWELL_PUSH_SERVICE_ACCOUNT", pubsub.push_service_account))
         if pubsub.emulator_host:
             env.append(_plain("PUBSUB_EMULATOR_HOST", pubsub.emulator_host))
         if pubsub.credentials_secret_ref is not None:

@@ -86,6 +86,16 @@ class PubSubQueue(Spec):
                     "push mode needs pushTokenSecretRef or pushAudience: a push endpoint must not be open",
                 ),
                 cel("!has(self.pushEndpoint) || self.mode == 'push'", "pushEndpoint is for push mode only"),
+                cel(
+                    "!has(self.pushAudience) || has(self.pushServiceAccount)",
+                    "pushAudience needs pushServiceAccount, the email of the service account the push "
+                    "subscription signs its OIDC tokens as: without it any Google account could mint a token "
+                    "for the audience",
+                ),
+                cel(
+                    "!has(self.pushServiceAccount) || has(self.pushAudience)",
+                    "pushServiceAccount needs pushAudience, the audience the push subscription's OIDC tokens carry",
+                ),
             ]
         }
     )
@@ -113,6 +123,14 @@ class PubSubQueue(Spec):
     )
     push_audience: str | None = Field(
         default=None, max_length=512, description="OIDC audience a push token must carry (push mode)."
+    )
+    push_service_account: str | None = Field(
+        default=None,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+$",
+        description="Push mode with pushAudience: the email of the service account the push subscription "
+        "signs its OIDC tokens as. Only tokens from Google (issuer accounts.google.com) for pushAudience "
+        "and this account, with a verified email, are accepted.",
     )
     push_endpoint: str | None = Field(
         default=None,

@@ -30,7 +30,6 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from swell_worker.backends.base import Depth
-from swell_worker.push_auth import PushAuthenticator
 
 from swell_operator import events
 from swell_operator.activator import ACTIVATOR, activated_at, activation_path
@@ -213,12 +212,13 @@ class PubSubPool:
             if queue.push_token_secret_ref is not None:
                 self._token = await read_secret_key(self.api, self.namespace, queue.push_token_secret_ref)
             if queue.mode == "push":
-                ACTIVATOR.register(self.namespace, self.name, PushAuthenticator(self._token, queue.push_audience))
+                ACTIVATOR.register(self.namespace, self.name, shared_token=self._token, audience=queue.push_audience,
+                                   service_account=queue.push_service_account)
             else:
                 ACTIVATOR.forget(self.namespace, self.name)
             self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)
-        except ValueError:  # PushAuthenticator refuses an open endpoint
-            raise DepthUnavailable("push mode needs pushTokenSecretRef or pushAudience") from None
+        except ValueError as exc:  # a rule that would leave the endpoint open
+            raise DepthUnavailable(str(exc)) from None
         except (PubSubAdminError, SecretError) as exc:
             raise DepthUnavailable(str(exc)) from None
         self._queue, self._built_at = queue, time.monotonic()

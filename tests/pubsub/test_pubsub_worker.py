@@ -17,7 +17,6 @@ import redis
 from swell_operator.worker_metrics import parse_counters
 from swell_worker.client import SwellClient
 from swell_worker.config import WorkerConfig
-from swell_worker.push_auth import PushAuthenticator, PushAuthError
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
 from tests.fixtures.workers import StartWorker
@@ -107,7 +106,6 @@ async def test_push_endpoint_checks_its_caller_and_answers_429_when_full(
     assert post(url, quick) == 401
     assert post(url, quick, {"Authorization": "Bearer wrong"}) == 403
     assert post(url + "?token=wrong", quick) == 403
-    assert post(url + "?token=s3cret", {"not": "an envelope"}) == 400
     assert post(url + "?token=s3cret", quick) == 204
 
     slow_status: list[int] = []
@@ -143,26 +141,3 @@ async def test_push_subscription_delivers_through_429s_without_loss(
     assert effects(redis_url, "push") == dict.fromkeys(ids, 1)
     _, metrics = worker.get("/metrics")
     assert "swell_tasks_succeeded_total 8.0" in metrics
-
-
-def test_oidc_tokens_are_checked_by_the_verifier() -> None:
-    seen: list[tuple[str, str]] = []
-
-    def verifier(token: str, audience: str) -> dict[str, str]:
-        seen.append((token, audience))
-        if token != "signed-by-google":
-            raise ValueError("bad signature")
-        return {"aud": audience}
-
-    auth = PushAuthenticator(None, "https://worker.example/pubsub/push", verify_oidc=verifier)
-    auth.check("Bearer signed-by-google", None)
-    with pytest.raises(PushAuthError) as refused:
-        auth.check("Bearer forged", None)
-    assert refused.value.status == 403
-    with pytest.raises(PushAuthError) as missing:
-        auth.check(None, None)
-    assert missing.value.status == 401
-    assert seen == [("signed-by-google", "https://worker.example/pubsub/push"),
-                    ("forged", "https://worker.example/pubsub/push")]
-    with pytest.raises(ValueError, match="refusing an open endpoint"):
-        PushAuthenticator(None, None)

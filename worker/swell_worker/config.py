@@ -93,6 +93,12 @@ class WorkerConfig:
     pubsub_dead_letter_topic: str | None = None
     push_token: str | None = None
     push_audience: str | None = None
+    # The push subscription's service account: an OIDC token from any other account is refused.
+    push_service_account: str | None = None
+    # Where Google's ID-token certificates are fetched (a loopback server in tests), and how long a
+    # push may wait for its token to be verified before it is answered 503.
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    oidc_timeout_seconds: float = 5.0
     result_redis_url: str | None = None
     embedder: str = "onnx-int8"
     vector_uri: str = "/tmp/swell-vectors.db"
@@ -146,6 +152,11 @@ class WorkerConfig:
             raise ConfigError(f"SWELL_CONSUMER must be non-empty without spaces; got {self.consumer!r}")
         if self.pubsub_mode not in get_args(PubSubMode):
             raise ConfigError(f"SWELL_PUBSUB_MODE must be pull or push; got {self.pubsub_mode!r}")
+        if self.push_audience and not self.push_service_account:
+            raise ConfigError(
+                "SWELL_PUSH_AUDIENCE needs SWELL_PUSH_SERVICE_ACCOUNT, the email of the push subscription's "
+                "service account: without it any Google account could mint a token for the audience"
+            )
         for kind, key in self.extra_in_flight:
             if kind not in IN_FLIGHT_KINDS or not key:
                 raise ConfigError(
@@ -171,6 +182,7 @@ class WorkerConfig:
             ("SWELL_CONSUMER_TIMEOUT_SECONDS", self.consumer_timeout_seconds),
             ("SWELL_RESULT_TTL_SECONDS", self.result_ttl_seconds),
             ("SWELL_FAILURE_TTL_SECONDS", self.failure_ttl_seconds),
+            ("SWELL_OIDC_TIMEOUT_SECONDS", self.oidc_timeout_seconds),
         ):
             if value <= 0:
                 raise ConfigError(f"{var} must be greater than 0; got {value}")
@@ -213,6 +225,9 @@ class WorkerConfig:
             pubsub_dead_letter_topic=env.text("SWELL_PUBSUB_DEAD_LETTER_TOPIC"),
             push_token=env.text("SWELL_PUSH_TOKEN"),
             push_audience=env.text("SWELL_PUSH_AUDIENCE"),
+            push_service_account=env.text("SWELL_PUSH_SERVICE_ACCOUNT"),
+            oidc_certs_url=env.text("SWELL_OIDC_CERTS_URL") or str(defaults["oidc_certs_url"].default),
+            oidc_timeout_seconds=env.number("SWELL_OIDC_TIMEOUT_SECONDS", float, 5.0),
             result_redis_url=env.text("SWELL_RESULT_REDIS_URL"),
             embedder=env.text("SWELL_EMBEDDER") or str(defaults["embedder"].default),
             vector_uri=env.text("SWELL_VECTOR_URI") or str(defaults["vector_uri"].default),

@@ -45,6 +45,8 @@ def decode_task(body: bytes | str) -> Task:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedTask(f"body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise MalformedTask("body is JSON nested too deeply to decode") from None
     if not isinstance(data, dict):
         raise MalformedTask(f"body is JSON {type(data).__name__}, expected an object")
     try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,10 +32,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from swell_worker import metrics
 from swell_worker.backends.base import BackendError, Delivery, Depth
 from swell_worker.config import WorkerConfig
-from swell_worker.push_auth import PushAuthenticator, PushAuthError
+from swell_worker.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError
 
 if TYPE_CHECKING:
     from swell_worker.runtime import WorkerRuntime
@@ -111,7 +112,9 @@ class PubSubBackend:
         clients = PubSubClients(config.pubsub_project, config.pubsub_subscription, config.pubsub_topic,
                                 config.pubsub_dead_letter_topic)
         if config.pubsub_mode == "push":
-            return PubSubPushBackend(clients, PushAuthenticator(config.push_token, config.push_audience))
+            tokens = GoogleIdTokens(config.oidc_certs_url, timeout=config.oidc_timeout_seconds)
+            gate = PushAuthenticator(config.push_token, config.push_audience, config.push_service_account, tokens)
+            return PubSubPushBackend(clients, gate, tokens=tokens, max_payload_bytes=config.max_payload_bytes)
         return cls(clients)
 
     async def ping(self) -> None:
@@ -197,16 +200,80 @@ class PushOutcome:
     status: int = 503
 
 
+# Room in a push body for everything but the task: the envelope's JSON, the message id, publish time,
+# subscription name and up to 100 attributes (Pub/Sub's limits: 256-byte keys, 1024-byte values), with
+# JSON escaping. Generous on purpose: a task is judged by its own size, against maxPayloadBytes.
+PUSH_ENVELOPE_OVERHEAD_BYTES = 1 << 20
+
+
+def push_body_limit(max_payload_bytes: int) -> int:
+    """The largest push body to read: a task one byte over the payload limit, base64-encoded, in its envelope.
+
+    A task just over ``maxPayloadBytes`` is read and dead-lettered by the runtime with its own reason and
+    body; only a body beyond this is refused unread (and dead-lettered without its body).
+    """
+    return 4 * -(-(max_payload_bytes + 1) // 3) + PUSH_ENVELOPE_OVERHEAD_BYTES
+
+
+class PushedMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    data: bytes = b""
+    message_id: str = Field(default="", alias="messageId", max_length=256)
+    attributes: dict[str, str] = Field(default_factory=dict)
+    delivery_attempt: int | None = Field(default=None, alias="deliveryAttempt", ge=1, le=1_000_000)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _base64(cls, value: object) -> bytes:
+        if not isinstance(value, str):
+            raise ValueError("data must be a base64 string")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"data is not base64: {exc}") from None
+
+
+class PushEnvelope(BaseModel):
+    """What Pub/Sub POSTs to a push endpoint; the one parser of it, so every malformation is one error type."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    message: PushedMessage
+    subscription: str = Field(default="", max_length=1024)
+    delivery_attempt: int | None = Field(default=None, alias="deliveryAttempt", ge=1, le=1_000_000)
+
+
+class MalformedEnvelope(ValueError):
+    """A push body that is not a Pub/Sub push envelope; the message says why."""
+
+
+def parse_push(raw: bytes) -> Delivery:
+    """A push request body into a Delivery; MalformedEnvelope says what is wrong with the envelope."""
+    try:
+        envelope = PushEnvelope.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+        raise MalformedEnvelope(f"not a Pub/Sub push envelope: {problems}"[:900]) from None
+    attempt = envelope.delivery_attempt or envelope.message.delivery_attempt or 1
+    return Delivery(body=envelope.message.data, attempt=attempt, receipt=PushOutcome(), source=envelope.subscription)
+
+
 class PubSubPushBackend:
     """Push mode: nothing to pull; messages arrive over HTTP and are settled by the answer."""
 
     receives_by_push = True
 
-    def __init__(self, clients: PubSubClients, authenticator: PushAuthenticator) -> None:
+    def __init__(self, clients: PubSubClients, authenticator: PushAuthenticator, *,
+                 tokens: GoogleIdTokens | None = None, max_payload_bytes: int = 1_048_576) -> None:
+        """``tokens``: the OIDC verifier the authenticator uses, whose threads this backend stops on close."""
         self._clients = clients
         self._auth = authenticator
+        self._tokens = tokens
+        self.body_limit = push_body_limit(max_payload_bytes)
         self._held = 0
         self._acked = 0
+        self._admitting = 0  # pushes past the slot check whose body is being read or judged
 
     async def ping(self) -> None:
         return None  # Pub/Sub calls us; there is nothing to reach
@@ -236,43 +303,75 @@ class PubSubPushBackend:
         return Depth(backlog=0, in_flight=self._held, completed_total=self._acked)
 
     async def close(self) -> None:
+        if self._tokens is not None:
+            self._tokens.close()
         self._clients.close()
 
     def _finish(self, delivery: Delivery, status: int) -> None:
         outcome: PushOutcome = delivery.receipt
         outcome.status = status
 
+    async def _dead_letter_push(self, body: bytes, reason: str, label: metrics.DeadLetterReason) -> web.Response:
+        """Dead-letter a push that can never run, and ack it (204): a redelivery would fail the same way."""
+        try:
+            await self.dead_letter(Delivery(body=body, attempt=1, receipt=PushOutcome()), reason)
+        except BackendError as exc:
+            log.error("cannot dead-letter a push (%s): %s", reason, exc)
+            return web.json_response({"error": f"{reason}; and it cannot be dead-lettered now"}, status=503)
+        metrics.TASKS_DEAD_LETTERED.labels(label).inc()
+        log.warning("push dead-lettered: %s", reason)
+        return web.Response(status=204)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None once it is over the limit (stops reading there: memory stays bounded)."""
+        if request.content_length is not None and request.content_length > self.body_limit:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > self.body_limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _receive(self, request: web.Request) -> Delivery | web.Response:
+        """The pushed delivery, or the answer to a push that is refused or dead-lettered here."""
+        try:
+            await self._auth.check(request.headers.get("Authorization"), request.query.get("token"))
+        except PushAuthError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        raw = await self._read_body(request)
+        if raw is None:  # left unread, so dead-lettered without its body
+            size = request.content_length or f"more than {self.body_limit}"
+            reason = (f"push body of {size} bytes is over the limit of {self.body_limit} bytes "
+                      "that SWELL_MAX_PAYLOAD_BYTES allows")
+            return await self._dead_letter_push(b"", reason, "oversized")
+        try:
+            return parse_push(raw)
+        except MalformedEnvelope as exc:
+            return await self._dead_letter_push(raw, str(exc), "malformed")
+
     def routes(self, runtime: WorkerRuntime) -> Iterable[web.AbstractRouteDef]:
         async def push(request: web.Request) -> web.Response:
+            # The slot first, then the caller, then the body: while full, a flood costs no crypto and no memory.
+            if runtime.draining or runtime.in_flight + self._admitting >= runtime.concurrency:
+                metrics.PUSHES_REFUSED.inc()
+                return web.json_response({"error": "every slot is busy; retry later"}, status=429)
+            self._admitting += 1
             try:
-                self._auth.check(request.headers.get("Authorization"), request.query.get("token"))
-            except PushAuthError as exc:
-                return web.json_response({"error": str(exc)}, status=exc.status)
-            try:
-                delivery = parse_push(await request.read())
-            except ValueError as exc:
-                return web.json_response({"error": str(exc)}, status=400)
+                received = await self._receive(request)
+            finally:
+                self._admitting -= 1
+            if isinstance(received, web.Response):
+                return received
             self._held += 1
             try:
-                if not await runtime.admit(delivery):
+                if not await runtime.admit(received):
                     return web.json_response({"error": "every slot is busy; retry later"}, status=429)
                 # admit() returns once the delivery is settled; unsettled (503) means Pub/Sub retries it.
-                outcome: PushOutcome = delivery.receipt
+                outcome: PushOutcome = received.receipt
                 return web.Response(status=outcome.status)
             finally:
                 self._held -= 1
 
         return [web.post("/pubsub/push", push)]
-
-
-def parse_push(raw: bytes) -> Delivery:
-    """A push request body into a Delivery; ValueError says what is wrong with the envelope."""
-    try:
-        envelope = json.loads(raw)
-        message = envelope["message"]
-        data = base64.b64decode(message.get("data", ""), validate=True)
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-        raise ValueError(f"not a Pub/Sub push envelope: {exc!r}") from exc
-    attempt = envelope.get("deliveryAttempt") or message.get("deliveryAttempt") or 1
-    return Delivery(body=data, attempt=int(attempt), receipt=PushOutcome(),
-                    source=str(envelope.get("subscription", "")))
