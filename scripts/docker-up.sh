@@ -44,8 +44,7 @@ start_dockerd() {
   rm -f "$pidfile"
   setsid nohup dockerd --storage-driver=overlay2 --config-file "$state/daemon.json" \
     >>"$state/dockerd.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     if engine_up && [ -n "$(dockerd_identity)" ]; then
       dockerd_identity >"$state/dockerd.owner"
       return 0
@@ -83,8 +82,7 @@ install_wrapper() {
   mv "$config.tmp" "$config"
   log "default runtime swell-runc ($state/swell-runc) via $config, reloading dockerd $pid"
   kill -HUP "$pid"
-  local i
-  for i in $(seq 1 20); do
+  for _ in $(seq 1 20); do
     [ "$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null)" = swell-runc ] && return 0
     sleep 0.5
   done
