@@ -79,6 +79,10 @@ addons() {
     "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION"
   local dir="$bin/pause-$PAUSE_IMAGE_TAG"
   if [ ! -x "$dir/pause" ]; then
+    if ! command -v gcc >/dev/null || ! dpkg -s libc6-dev >/dev/null 2>&1; then
+      log "apt-get install gcc libc6-dev"
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+    fi
     mkdir -p "$dir"
     gcc -static -Os -s -o "$dir/pause.tmp" "$here/pause.c" && mv "$dir/pause.tmp" "$dir/pause"
   fi
