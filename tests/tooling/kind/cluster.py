@@ -158,8 +158,24 @@ def _ready_nodes(cluster: KindCluster) -> int:
     return sum(1 for line in done.stdout.splitlines() if line.strip() == "True")
 
 
+def _running_node_containers(name: str) -> int:
+    done = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=io.x-k8s.kind.cluster={name}", "--filter", "status=running"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return len(done.stdout.split()) if done.returncode == 0 else -1
+
+
 def _healthy(cluster: KindCluster, nodes: int) -> bool:
-    """All nodes Ready, after re-exporting the kubeconfig (the API server port may have changed)."""
+    """Every node container running and every node Ready.
+
+    The containers are checked too because the API server keeps a stopped node Ready for about 40 s.
+    The kubeconfig is exported again first: the API server's host port changes when Docker restarts.
+    """
+    if _running_node_containers(cluster.name) != nodes:
+        return False
     exported = subprocess.run(
         [str(cluster.kind), "export", "kubeconfig", "--name", cluster.name, "--kubeconfig", str(cluster.kubeconfig)],
         capture_output=True,
