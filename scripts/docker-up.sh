@@ -15,6 +15,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 state="${SWELL_CACHE:-$HOME/.cache/swell}/docker"
 probe_image="swell/debian:bookworm"
 pidfile=/var/run/docker.pid
+# Outside the cache on purpose: the engine's config names it, and no container starts without it.
+wrapper=/usr/local/libexec/swell/swell-runc
 
 log() { echo "docker-up.sh: $*" >&2; }
 fail() { echo "docker-up.sh: $*" >&2; exit 1; }
@@ -44,8 +46,7 @@ start_dockerd() {
   rm -f "$pidfile"
   setsid nohup dockerd --storage-driver=overlay2 --config-file "$state/daemon.json" \
     >>"$state/dockerd.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     if engine_up && [ -n "$(dockerd_identity)" ]; then
       dockerd_identity >"$state/dockerd.owner"
       return 0
@@ -72,19 +73,17 @@ privileged_ok() { timeout 120 docker run --rm --privileged --network none "$prob
 install_wrapper() {
   local pid="$1" config
   command -v jq >/dev/null || apt_install jq
-  mkdir -p "$state"
-  install -m 0755 "$here/kind/swell-runc" "$state/swell-runc"
+  install -D -m 0755 "$here/kind/swell-runc" "$wrapper"
   config="$(dockerd_config_file "$pid")"
   mkdir -p "$(dirname "$config")"
   [ -s "$config" ] || echo '{}' >"$config"
-  jq --arg wrapper "$state/swell-runc" \
+  jq --arg wrapper "$wrapper" \
     '.runtimes["swell-runc"] = {"path": $wrapper} | .["default-runtime"] = "swell-runc"' \
     "$config" >"$config.tmp"
   mv "$config.tmp" "$config"
-  log "default runtime swell-runc ($state/swell-runc) via $config, reloading dockerd $pid"
+  log "default runtime swell-runc ($wrapper) via $config, reloading dockerd $pid"
   kill -HUP "$pid"
-  local i
-  for i in $(seq 1 20); do
+  for _ in $(seq 1 20); do
     [ "$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null)" = swell-runc ] && return 0
     sleep 0.5
   done

@@ -8,7 +8,7 @@
 # The node image tag carries a hash of everything in it, so a change to any input makes a new one.
 # Prints NAME=VALUE lines: KIND, KUBECTL, OFFICIAL_NODE_IMAGE (kind's default kindest/node), BASE_IMAGE,
 # NODE_IMAGE. `build.sh tools` builds and prints only the first three (for machines that can pull kindest/node).
-# Step timings go to stderr. Needs Go, gcc and, except for `tools`, a running Docker engine (scripts/docker-up.sh).
+# Step timings go to stderr. Needs Go and gcc; starts Docker with scripts/docker-up.sh (except for `tools`).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -79,6 +79,10 @@ addons() {
     "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION"
   local dir="$bin/pause-$PAUSE_IMAGE_TAG"
   if [ ! -x "$dir/pause" ]; then
+    if ! command -v gcc >/dev/null || ! dpkg -s libc6-dev >/dev/null 2>&1; then
+      log "apt-get install gcc libc6-dev"
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+    fi
     mkdir -p "$dir"
     gcc -static -Os -s -o "$dir/pause.tmp" "$here/pause.c" && mv "$dir/pause.tmp" "$dir/pause"
   fi
@@ -246,6 +250,7 @@ main() {
   fi
   step "node binaries" kubernetes
   step "addon binaries" addons
+  step "docker engine" "$root/scripts/docker-up.sh"
   step "debian image" debian
   step "base image" base_image
   step "component images" images

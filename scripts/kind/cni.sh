@@ -49,7 +49,7 @@ JSON
 sync_once() {
   nodes="$(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.podCIDR}{" "}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')" || return 1
   echo "$nodes" | while read -r name cidr ip _; do
-    [ -n "$name" ] && [ -n "$cidr" ] && [ -n "$ip" ] || continue
+    if [ -z "$name" ] || [ -z "$cidr" ] || [ -z "$ip" ]; then continue; fi
     if [ "$name" = "$NODE_NAME" ]; then
       write_conf "$cidr"
     else

@@ -13,12 +13,14 @@ CLI: `python -m tests.tooling.kind.cluster up|down|load IMAGE...` (prints the KU
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,8 +158,24 @@ def _ready_nodes(cluster: KindCluster) -> int:
     return sum(1 for line in done.stdout.splitlines() if line.strip() == "True")
 
 
+def _running_node_containers(name: str) -> int:
+    done = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=io.x-k8s.kind.cluster={name}", "--filter", "status=running"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return len(done.stdout.split()) if done.returncode == 0 else -1
+
+
 def _healthy(cluster: KindCluster, nodes: int) -> bool:
-    """All nodes Ready, after re-exporting the kubeconfig (the API server port may have changed)."""
+    """Every node container running and every node Ready.
+
+    The containers are checked too because the API server keeps a stopped node Ready for about 40 s.
+    The kubeconfig is exported again first: the API server's host port changes when Docker restarts.
+    """
+    if _running_node_containers(cluster.name) != nodes:
+        return False
     exported = subprocess.run(
         [str(cluster.kind), "export", "kubeconfig", "--name", cluster.name, "--kubeconfig", str(cluster.kubeconfig)],
         capture_output=True,
@@ -187,6 +205,16 @@ def _wait_ready(cluster: KindCluster, nodes: int, timeout: float) -> None:
         )
 
 
+@contextmanager
+def _cluster_lock(name: str) -> Iterator[None]:
+    """One process at a time makes, checks or deletes cluster `name` (e.g. parallel test workers)."""
+    path = CACHE / "kind" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_kind_cluster(name: str = "swell", config: Path = DEFAULT_CONFIG, *, timeout: float = 600.0) -> KindCluster:
     """A healthy kind cluster `name` from `config`: the existing one if all its nodes are Ready, else new.
 
@@ -195,24 +223,25 @@ def ensure_kind_cluster(name: str = "swell", config: Path = DEFAULT_CONFIG, *, t
     tools = _tools()
     cluster = KindCluster(name=name, kubeconfig=_kubeconfig_path(name), kubectl=tools.kubectl, kind=tools.kind)
     nodes = _node_count(config)
-    if name in _clusters(tools.kind):
-        if _healthy(cluster, nodes):
-            log.info("kind cluster %s: reusing, %d nodes Ready", name, nodes)
-            return cluster
-        log.info("kind cluster %s: not healthy, recreating", name)
-        delete_kind_cluster(name)
-    cluster.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    create: list[str | Path] = [tools.kind, "create", "cluster", "--name", name, "--config", config]
-    create += ["--kubeconfig", cluster.kubeconfig, "--wait", "0s", "--image", _node_image(tools)]
-    _run(create, timeout=timeout, what=f"kind create cluster {name}")
-    started = time.monotonic()
-    _wait_ready(cluster, nodes, timeout)
-    log.info(
-        "kind cluster %s: %d nodes Ready, DNS and volumes available after %.1f s more",
-        name,
-        nodes,
-        time.monotonic() - started,
-    )
+    with _cluster_lock(name):
+        if name in _clusters(tools.kind):
+            if _healthy(cluster, nodes):
+                log.info("kind cluster %s: reusing, %d nodes Ready", name, nodes)
+                return cluster
+            log.info("kind cluster %s: not healthy, recreating", name)
+            _delete(tools.kind, name)
+        cluster.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        create: list[str | Path] = [tools.kind, "create", "cluster", "--name", name, "--config", config]
+        create += ["--kubeconfig", cluster.kubeconfig, "--wait", "0s", "--image", _node_image(tools)]
+        _run(create, timeout=timeout, what=f"kind create cluster {name}")
+        started = time.monotonic()
+        _wait_ready(cluster, nodes, timeout)
+        log.info(
+            "kind cluster %s: %d nodes Ready, DNS and volumes available after %.1f s more",
+            name,
+            nodes,
+            time.monotonic() - started,
+        )
     return cluster
 
 
@@ -231,7 +260,12 @@ def load_images(cluster: KindCluster, images: Sequence[str]) -> None:
 
 def delete_kind_cluster(name: str = "swell") -> None:
     """Deletes the cluster's nodes and its kubeconfig; nothing happens when it does not exist."""
-    kind = _key_values(_run([BUILD, "tools"], timeout=1800, what="kind build"))["KIND"]
+    kind = Path(_key_values(_run([BUILD, "tools"], timeout=1800, what="kind build"))["KIND"])
+    with _cluster_lock(name):
+        _delete(kind, name)
+
+
+def _delete(kind: Path, name: str) -> None:
     kubeconfig = _kubeconfig_path(name)
     _run(
         [kind, "delete", "cluster", "--name", name, "--kubeconfig", kubeconfig],
