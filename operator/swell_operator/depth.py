@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from swell_worker.backends.base import BackendError, Depth
 from swell_worker.backends.redis_common import describe, open_redis
 
+from swell_operator.durability import durability_problem
 from swell_operator.model import Queue
 from swell_operator.secrets import SecretError, read_secret_key
 
@@ -35,6 +36,9 @@ class QueueReader:
         self._backend: Any = None
         self._queue: Queue | None = None
         self._built_at = 0.0
+        # Read once per connection: a warning when the Redis cannot keep tasks through a crash.
+        self.durability_problem: str | None = None
+        self._connection: tuple[Any, str] = (None, "")
 
     async def read(self, queue: Queue) -> Depth:
         stale = time.monotonic() - self._built_at > REBUILD_SECONDS
@@ -42,12 +46,21 @@ class QueueReader:
             await self.close()
             self._backend = await self._build(queue)
             self._queue, self._built_at = queue, time.monotonic()
+            self.durability_problem = await self._durability()
         try:
             depth: Depth = await self._backend.depth()
             return depth
         except BackendError as exc:
             await self.close()
             raise DepthUnavailable(str(exc)) from None
+
+    async def _durability(self) -> str | None:
+        redis, where = self._connection
+        try:
+            info = {**(await redis.info("persistence")), **(await redis.info("replication"))}
+        except Exception:  # INFO may be renamed or refused by a managed Redis; depth reads decide health
+            return None
+        return durability_problem(info, where)
 
     async def close(self) -> None:
         backend, self._backend = self._backend, None
@@ -71,6 +84,7 @@ class QueueReader:
             raise DepthUnavailable(f"the Redis URL in Secret {queue.redis.url_secret_ref.name} is invalid: "
                                    f"{type(exc).__name__}") from None
         where = describe(url)
+        self._connection = (redis, where)
         if queue.backend == "redis-streams":
             from swell_worker.backends.redis_streams import RedisStreamsBackend
 

@@ -39,3 +39,7 @@ def fallback(body: Any, replicas: int, failures: int) -> None:
 
 def cannot_wake(body: Any, message: str) -> None:
     kopf.event(body, type="Warning", reason="CannotWake", message=message)
+
+
+def redis_not_durable(body: Any, message: str) -> None:
+    kopf.event(body, type="Warning", reason="RedisNotDurable", message=message)

@@ -84,6 +84,8 @@ class ScalerState:
     written_at: float = 0.0
     restored: bool = False
     decided_at: float = 0.0
+    # The durability warning last posted as an Event, so each is posted once per change.
+    durability_warned: str | None = None
 
 
 class PoolScaler:
@@ -141,6 +143,10 @@ class PoolScaler:
             return await self._on_read_failure(body, spec, str(exc), leading)
         metrics.QUEUE_BACKLOG.labels(*labels).set(depth.backlog)
         metrics.IN_FLIGHT.labels(*labels).set(depth.in_flight)
+        durability = self.reader.durability_problem
+        if leading and durability is not None and durability != self.state.durability_warned:
+            events.redis_not_durable(body, durability)
+        self.state.durability_warned = durability
         if self.state.failures:
             log.info("queue of %s/%s readable again after %d failures", self.namespace, self.name,
                      self.state.failures)
