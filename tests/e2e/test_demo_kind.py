@@ -12,7 +12,8 @@ import pytest
 
 from tests.tooling.stack import KindStack
 
-pytestmark = pytest.mark.kind
+# The first test of the tier also pays for the stack: images, cluster, chart (minutes when cold).
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = 400
 

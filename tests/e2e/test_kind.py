@@ -22,7 +22,8 @@ import redis
 from tests.operator.kube import pool_manifest, wait_for
 from tests.tooling.stack import KindStack
 
-pytestmark = pytest.mark.kind
+# The first test of the tier also pays for the stack: images, cluster, chart (minutes when cold).
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
 LABEL = "swell.dev/workerpool"
 
