@@ -25,7 +25,8 @@ KEEP_PREFIXES = ("swell_",)
 # Files a package may carry and still move: modules, and text nobody opens by path (docs, licences,
 # .proto sources of generated modules). Anything else (.so, .json, .onnx, .pem, ...) keeps it a directory.
 MOVABLE_SUFFIXES = {".py", ".pyi", ".typed", ".md", ".rst", ".txt", ".proto"}
-MOVABLE_NAMES = {"LICENSE", "LICENCE", "NOTICE", "AUTHORS", "COPYING", ".gitignore"}
+# gapic_metadata.json maps RPCs to methods for code generators; Google's clients never open it.
+MOVABLE_NAMES = {"LICENSE", "LICENCE", "NOTICE", "AUTHORS", "COPYING", ".gitignore", "gapic_metadata.json"}
 
 
 def only_python(directory: Path) -> bool:

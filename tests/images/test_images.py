@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "scripts" / "images" / "build.sh"
 MB = 1000 * 1000  # `docker images` counts sizes in decimal megabytes
@@ -126,6 +128,28 @@ def test_worker_embeds_with_the_int8_model_read_only_offline_and_without_torch(i
 
     host = OnnxInt8Embedder().embed([TEXT])[0]
     assert float(np.dot(host, vector)) > 0.999
+
+
+async def test_worker_container_serves_embed_tasks_from_a_loopback_redis(
+    images: dict[str, str], redis_url: str
+) -> None:
+    """The image's own entrypoint, hardened as the operator runs it, on the host network to reach Redis."""
+    from swell_worker.client import SwellClient
+
+    env = {"SWELL_BACKEND": "redis-streams", "SWELL_REDIS_URL": redis_url, "SWELL_QUEUE": "embed",
+           "SWELL_HANDLERS": "embed", "SWELL_HTTP_PORT": str(free_port()), "SWELL_CONSUMER": "image-test"}
+    flags = [item for key, value in env.items() for item in ("--env", f"{key}={value}")]
+    started = must(docker("run", "--detach", *HARDENED[1:-2], "--network", "host", *flags, images["worker"]))
+    container = started.strip()
+    try:
+        async with SwellClient.for_redis(redis_url, "embed", backend="redis-streams") as swell:
+            answer = await swell.call("embed", {"texts": [TEXT, "another"]}, timeout=120)
+        assert answer["model"] == "all-MiniLM-L6-v2-onnx-int8"
+        assert answer["dim"] == 384 and len(answer["vectors"]) == 2
+    finally:
+        logs = docker("logs", container).stderr.decode()
+        docker("rm", "--force", container)
+    assert "Traceback" not in logs, logs
 
 
 def test_worker_without_settings_stops_with_a_clear_error(images: dict[str, str]) -> None:
