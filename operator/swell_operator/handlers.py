@@ -226,7 +226,7 @@ async def _report_unrunnable(
     previous = (body.get("status") or {}).get("conditions") or []
     health = Health(
         paused=bool((spec.get("scaling") or {}).get("paused")), error=problem, desired=0, current=None, ready=None,
-        error_reason=NO_VECTOR_STORE,
+        error_reason=NO_VECTOR_STORE, generation=(body.get("metadata") or {}).get("generation"),
     )
     status = {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),

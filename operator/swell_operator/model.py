@@ -315,11 +315,18 @@ class WorkerPoolSpec(Spec):
 
 
 class Condition(Spec):
+    """As the Kubernetes API conventions have it (metav1.Condition): keyed by type, reason always set."""
+
     type: str = Field(description="`Ready`, `Active`, `Degraded` or `Paused`.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
-    reason: str = Field(default="", description="One CamelCase word for machines.")
+    reason: str = Field(min_length=1, description="One CamelCase word for machines.")
     message: str = Field(default="", description="What happened, for people (never a credential).")
-    last_transition_time: str | None = Field(default=None, description="When `status` last changed (RFC 3339).")
+    last_transition_time: str | None = Field(
+        default=None, description="When `status` last changed.", json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The `metadata.generation` the condition was set from."
+    )
 
 
 class LastDecision(Spec):
@@ -340,7 +347,12 @@ class WorkerPoolStatus(Spec):
     current_replicas: int | None = Field(default=None, description="Replicas the Deployment has now.")
     ready_replicas: int | None = Field(default=None, description="Replicas ready to take tasks.")
     last_decision: LastDecision | None = Field(default=None, description="The latest scaling decision.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Active, Degraded and Paused.")
+    target: str | None = Field(default=None, description="What is scaled: the bundled Deployment or the scaleTargetRef.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Active, Degraded and Paused.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     scaler_memory: dict[str, Any] | None = Field(
         default=None,
         description="The decision's memory between reads (stabilisation window, idle clock).",
@@ -355,10 +367,13 @@ class WorkerPoolStatus(Spec):
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Backend", "type": "string", "jsonPath": ".spec.queue.backend"},
+    {"name": "Target", "type": "string", "jsonPath": ".status.target"},
     {"name": "Backlog", "type": "integer", "jsonPath": ".status.backlog"},
     {"name": "InFlight", "type": "integer", "jsonPath": ".status.inFlight"},
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas."},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Degraded", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Degraded")].status'},
     {"name": "Min", "type": "integer", "jsonPath": ".spec.replicas.min", "priority": 1},
     {"name": "Max", "type": "integer", "jsonPath": ".spec.replicas.max", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": ".status.lastDecision.reason", "priority": 1},

@@ -320,10 +320,12 @@ class PoolScaler:
                     current=replicas.spec if replicas else None,
                     ready=replicas.ready if replicas else None,
                     error_reason=error_reason,
+                    generation=(body.get("metadata") or {}).get("generation"),
                 ),
                 previous,
                 now_text,
             ),
+            "target": _target_text(self.name, spec),
             "scalerMemory": {"decision": _dump(self.state.memory), "rates": _dump(self.state.rates)},
             "arrivalRate": _rounded(self.state.rates.arrival_rate),
             "serviceRate": _rounded(self.state.rates.service_rate_per_replica),
@@ -356,6 +358,13 @@ class PoolScaler:
         await self.reader.close()
         await self.pubsub.close()
         metrics.forget_pool(self.namespace, self.name)
+
+
+def _target_text(pool: str, spec: WorkerPoolSpec) -> str:
+    """For `kubectl get wp`: which Deployment is scaled, and whether Swell owns it."""
+    if spec.scale_target_ref is not None:
+        return f"{spec.scale_target_ref.name} (scaleTargetRef)"
+    return f"{target_of(pool, spec)} (bundled)"
 
 
 def _rounded(value: float | None) -> float | None:

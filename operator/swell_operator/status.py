@@ -34,6 +34,8 @@ class Health:
     ready: int | None
     # Why the pool is Degraded: QueueUnreadable, or TargetUnavailable when the Deployment cannot be read.
     error_reason: str = "QueueUnreadable"
+    # The pool's metadata.generation, stamped on every condition.
+    generation: int | None = None
 
 
 def conditions(health: Health, previous: Iterable[Mapping[str, Any]], now: str) -> list[dict[str, Any]]:
@@ -71,14 +73,15 @@ def conditions(health: Health, previous: Iterable[Mapping[str, Any]], now: str) 
         before = old.get(condition.type)
         same = before is not None and before.get("status") == condition.status
         condition.last_transition_time = str(before.get("lastTransitionTime")) if same and before else now
-        out.append(condition.model_dump(by_alias=True))
+        condition.observed_generation = health.generation
+        out.append(condition.model_dump(by_alias=True, exclude_none=True))
     return out
 
 
 def visible(status: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a status worth a write of its own (rates and memory ride along with the next one)."""
     keep = ("backlog", "inFlight", "desiredReplicas", "currentReplicas", "readyReplicas", "lastDecision",
-            "deadLetter")
+            "deadLetter", "target", "observedGeneration")
     shown = {key: status.get(key) for key in keep}
     shown["conditions"] = [
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in status.get("conditions") or ()
