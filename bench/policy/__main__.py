@@ -47,7 +47,7 @@ KEDA_EXPERT = {"polling_interval": 5.0, "cooldown_period": 60.0, "list_length": 
                "scale_down_window": 60.0, "pending_entries": 3.0, "min_replica_count": 0}
 KPA_DEFAULT = {"target_utilisation": 0.7, "stable_window": 60.0}
 SWELL_DEFAULT = {"target_wait_seconds": 30.0, "idle_seconds_before_zero": 30.0,
-                 "scale_down_stabilization_seconds": 60.0, "min_replicas": 0}
+                 "scale_down_stabilization_seconds": 60.0, "min_replicas": 0, "activation_backlog": 1}
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,25 @@ def _setting(family: str, **params: Any) -> Setting:
 
 
 def swell_settings(quick: bool) -> list[Setting]:
-    """targetWaitSeconds x (idleSecondsBeforeZero, scaleDownStabilizationSeconds), and a few pools kept
-    warm with replicas.min 1. A 15 s window lets short budgets hold their headroom part-time."""
+    """targetWaitSeconds x (idleSecondsBeforeZero, scaleDownStabilizationSeconds), a few pools that batch
+    at zero (activationBacklog) and a few kept warm (replicas.min 1). A 15 s window lets short budgets
+    hold their headroom part-time."""
     waits = (0.1, 1, 5, 10, 20, 30, 60) if quick else (
         0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
     grid = [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=float(i),
-                     scale_down_stabilization_seconds=60.0, min_replicas=0)
+                     scale_down_stabilization_seconds=60.0, min_replicas=0, activation_backlog=1)
             for w, i in itertools.product(waits, (5, 30))]
     grid += [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=5.0,
-                      scale_down_stabilization_seconds=15.0, min_replicas=0) for w in waits if w <= 10]
+                      scale_down_stabilization_seconds=15.0, min_replicas=0, activation_backlog=1)
+             for w in waits if w <= 10]
+    # Budget spent at zero too: the pool leaves at once and wakes for a batch (activationBacklog).
+    batches = ((30, 10),) if quick else ((15, 5), (30, 5), (30, 10), (30, 20), (60, 40))
+    grid += [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=0.0,
+                      scale_down_stabilization_seconds=60.0, min_replicas=0, activation_backlog=a)
+             for w, a in batches]
     warm = (0.1, 2) if quick else (0.1, 0.5, 2, 10)
     grid += [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=5.0,
-                      scale_down_stabilization_seconds=60.0, min_replicas=1) for w in warm]
+                      scale_down_stabilization_seconds=60.0, min_replicas=1, activation_backlog=1) for w in warm]
     return grid
 
 
@@ -290,6 +297,36 @@ def table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(summaries: list[dict[str, Any]]) -> str:
+    """The headline as a Markdown table for the README."""
+    lines = [
+        "| trace | lower bound | KEDA defaults: replica-s / p95 | Swell at a better p95: replica-s / p95 | saving "
+        "| Swell within SLO: replica-s / p95 (x bound) | best baseline within SLO | Swell / best "
+        "| baseline frontier points Swell beats / not / out of reach |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        kd, sv, slo, best = s["keda_default"], s["swell_better_wait_than_keda_default"], s["at_slo"], s[
+            "best_baseline_at_slo"]
+        beaten = sum(a["beaten"] for a in s["against"].values())
+        not_beaten = sum(len(a["not_beaten"]) for a in s["against"].values())
+        out = sum(len(a["out_of_reach"]) for a in s["against"].values())
+        swell_slo = slo["swell"]
+        lines.append(
+            f"| {s['trace']} | {s['lower_bound_replica_seconds']:.0f} | "
+            f"{kd['replica_seconds']:.0f} / {kd['p95']:.1f} s | "
+            + (f"{sv['replica_seconds']:.0f} / {sv['p95']:.1f} s" if sv else "-")
+            + f" | {_pct(s['saving_vs_keda_default'])} | "
+            + (f"{swell_slo['replica_seconds']:.0f} / {swell_slo['p95']:.1f} s "
+               f"({s['swell_at_slo_over_lower_bound']:.2f}x)" if swell_slo else "none")
+            + " | "
+            + (f"{'KEDA' if best == 'keda' else 'KPA'} {slo[best]['replica_seconds']:.0f} / {slo[best]['p95']:.1f} s"
+               if best else "none")
+            + f" | {_num(s['swell_over_best_baseline_at_slo'])} | {beaten} / {not_beaten} / {out} |"
+        )
+    return "\n".join(lines)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -376,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "policy.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(outcome["traces"], outcome["rows"], out / "policy.png")
-    print(f"\nwrote {out}/policy.json and policy.png ({report['command']}, {runtime} s)")
+    (out / "policy_headline.md").write_text(markdown(outcome["traces"]) + "\n")
+    print(f"\nwrote {out}/policy.json, policy.png and policy_headline.md ({report['command']}, {runtime} s)")
     return 0
 
 

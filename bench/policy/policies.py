@@ -50,6 +50,7 @@ class Swell:
     idle_seconds_before_zero: float = 30.0
     scale_down_stabilization_seconds: float = 60.0
     min_replicas: int = 0
+    activation_backlog: int = 1
     name: str = "swell"
     poll_interval: float = 1.0  # spec.scaling.pollIntervalSeconds default
     interval: float = 1.0
@@ -74,7 +75,7 @@ class Swell:
         )
         policy = Policy(
             min_replicas=self.min_replicas, max_replicas=self.max_replicas, concurrency=self.concurrency,
-            target_wait_seconds=self.target_wait_seconds, activation_backlog=1,
+            target_wait_seconds=self.target_wait_seconds, activation_backlog=self.activation_backlog,
             idle_seconds_before_zero=self.idle_seconds_before_zero,
             scale_down_stabilization_seconds=self.scale_down_stabilization_seconds, max_step_up=None,
             max_step_down=None, task_seconds_hint=self.task_seconds_hint,
@@ -86,7 +87,8 @@ class Swell:
         )
         decision = decide(observation, policy, self.memory)
         self.memory, self._decided_at = decision.memory, seen.now
-        self.interval = WAKE_POLL_SECONDS if decision.replicas == 0 else self.poll_interval
+        idle = seen.backlog == 0 and seen.in_flight == 0
+        self.interval = WAKE_POLL_SECONDS if decision.replicas == 0 and idle else self.poll_interval
         return decision.replicas
 
 

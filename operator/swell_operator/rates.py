@@ -11,9 +11,9 @@ with two completions and one with four are not a service time of 2 s and 1 s ave
 inequality made that estimate 20-30 % slow at 3 completions a second). Idle intervals carry no sample.
 
 Arrivals are followed by a fast and a slow average. The fast one is reported unless it runs far above
-the slow one: that is a burst, which is backlog (the decision drains it within its target wait), and
-counting it as a lasting rate would keep replicas for work that is not coming. A rate that falls or
-climbs steadily is then followed at the fast pace. A completion counter that goes backwards (Redis
+the slow one while the latest interval brought little: that is a one-off batch, which is backlog (the
+decision drains it within its target wait), and counting it as a lasting rate would keep replicas for
+work that is not coming. A rate that falls, climbs or steps up and stays is followed at the fast pace. A completion counter that goes backwards (Redis
 restarted) skips one sample instead of producing a negative rate.
 """
 
@@ -34,6 +34,9 @@ FAST_ARRIVAL_SMOOTHING_SECONDS = 10.0
 # The fast average is a burst, not a rate, when above BURST_RATIO x the slow one plus BURST_MARGIN tasks/s.
 BURST_RATIO = 1.5
 BURST_MARGIN = 0.5
+# ... unless each of the last two intervals brought at least this share of the fast average: a step up
+# in the rate (work that keeps coming), not a one-off batch followed by quiet.
+SUSTAINED_SHARE = 0.5
 SERVICE_SMOOTHING_SECONDS = 30.0
 # A change of the work in flight between two readings beyond this share (and beyond one pod's slots) marks
 # the interval as a transient that carries no service-time sample.
@@ -53,6 +56,7 @@ class RateEstimator:
     fast_arrival_rate: float | None = None
     busy_average: float | None = None  # smoothed tasks in flight while work completes
     completion_average: float | None = None  # smoothed completions per second, same intervals
+    last_arrivals: float | None = None  # the latest interval's arrivals per second
 
     def observe(
         self,
@@ -104,12 +108,14 @@ class RateEstimator:
             service_rate = per_replica if service_rate is None else _smooth(
                 service_rate, per_replica, elapsed, SERVICE_SMOOTHING_SECONDS
             )
-        rate = fast if fast <= BURST_RATIO * slow + BURST_MARGIN else slow
+        latest_two = min(arrivals, self.last_arrivals if self.last_arrivals is not None else 0.0)
+        sustained = fast <= BURST_RATIO * slow + BURST_MARGIN or latest_two >= SUSTAINED_SHARE * fast
+        rate = fast if sustained else slow
         return RateEstimator(
             last_time=now, last_queued=queued, last_completed=completed_total, last_in_flight=max(in_flight, 0),
             service_seconds=service_seconds, arrival_rate=rate, service_rate_per_replica=service_rate,
             slow_arrival_rate=slow, fast_arrival_rate=fast, busy_average=busy_average,
-            completion_average=completion_average,
+            completion_average=completion_average, last_arrivals=arrivals,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -125,6 +131,7 @@ class RateEstimator:
             "fastArrivalRate": self.fast_arrival_rate,
             "busyAverage": self.busy_average,
             "completionAverage": self.completion_average,
+            "lastArrivals": self.last_arrivals,
         }
 
     @classmethod
@@ -144,6 +151,7 @@ class RateEstimator:
                 fast_arrival_rate=_number(data.get("fastArrivalRate"), float),
                 busy_average=_number(data.get("busyAverage"), float),
                 completion_average=_number(data.get("completionAverage"), float),
+                last_arrivals=_number(data.get("lastArrivals"), float),
             )
         except (TypeError, ValueError):
             return cls()

@@ -89,3 +89,16 @@ def test_a_steady_ramp_is_followed_at_the_fast_pace() -> None:
         estimator = estimator.observe(float(t), 0, 0, int(arrived), 1)
     assert estimator.arrival_rate is not None and estimator.slow_arrival_rate is not None
     assert abs(estimator.arrival_rate - 8.0) < 0.3 and estimator.arrival_rate > estimator.slow_arrival_rate + 0.5
+
+
+def test_a_step_up_that_keeps_coming_is_a_rate_not_a_burst() -> None:
+    """Nothing, then 8 tasks/s: within 15 s the reported rate is the fast average, not the slow one."""
+    estimator = feed([(float(t), 0, 0, 0, 1) for t in range(60)])
+    for t in range(60, 75):
+        estimator = estimator.observe(float(t), 0, 0, 8 * (t - 59), 1)
+    assert estimator.fast_arrival_rate is not None and estimator.slow_arrival_rate is not None
+    assert estimator.fast_arrival_rate > 2 * estimator.slow_arrival_rate
+    assert estimator.arrival_rate == estimator.fast_arrival_rate and estimator.arrival_rate > 6.0
+    # the one-off batch of the burst test stays backlog once the next reading shows no more coming
+    burst = feed([(0.0, 0, 0, 0, 0), (1.0, 500, 0, 0, 0), (2.0, 500, 0, 0, 0)])
+    assert burst.arrival_rate == burst.slow_arrival_rate
