@@ -88,16 +88,13 @@ class Memory:
     starting_since: float | None = None
     starting_replicas: int = 0
     startup_seconds: float | None = None
-    # Since when the queue has not been empty (None: empty at the last reading).
-    backlog_since: float | None = None
     # (time, replicas) the quantile rule called for within the stabilisation window, oldest first.
     headroom: tuple[tuple[float, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"lastBusyAt": self.last_busy_at, "busyArrivalRate": self.busy_arrival_rate,
                 "startingSince": self.starting_since, "startingReplicas": self.starting_replicas,
-                "startupSeconds": self.startup_seconds, "headroom": [list(h) for h in self.headroom],
-                "backlogSince": self.backlog_since}
+                "startupSeconds": self.startup_seconds, "headroom": [list(h) for h in self.headroom]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Memory:
@@ -111,12 +108,10 @@ class Memory:
             startup = _optional(data.get("startupSeconds"))
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
-            backlog_since = _optional(data.get("backlogSince"))
         except (TypeError, ValueError):
             return cls()
         return cls(last_busy_at=last_busy_at, busy_arrival_rate=max(rate or 0.0, 0.0),
                    starting_since=starting_since, starting_replicas=max(starting_replicas, 0), headroom=headroom,
-                   backlog_since=backlog_since,
                    startup_seconds=None if startup is None or startup < 0 else startup)
 
 
@@ -159,18 +154,8 @@ class Need:
     headroom: int = 0  # the quantile rule's share of ``up``: held for the stabilisation window
 
 
-def demand(
-    observation: Observation,
-    policy: Policy,
-    startup_seconds: float = STARTUP_GUESS_SECONDS,
-    backlog_age: float = 0.0,
-) -> Need:
-    """Replicas the queue needs now and over the stabilisation window, before clamping, and why.
-
-    ``backlog_age``: how long the queue has not been empty. A backlog larger than a budget's worth of
-    arrivals came as a batch, so its tasks are that old and have only the rest of the budget left; a
-    smaller one is mostly recent arrivals (the queue holds the last ones), and the full budget applies.
-    """
+def demand(observation: Observation, policy: Policy, startup_seconds: float = STARTUP_GUESS_SECONDS) -> Need:
+    """Replicas the queue needs now and over the stabilisation window, before clamping, and why."""
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
     for_in_flight, in_flight_why = _for_in_flight(in_flight, observation.backlog_visible, policy)
     arrivals = max(observation.arrival_rate or 0.0, 0.0)
@@ -184,14 +169,11 @@ def demand(
     # Drain: ready replicas serve for the whole budget, new ones for what is left after they start. A
     # backlog the ready replicas clear before a new pod could start needs no new pod, however short the
     # budget: queueing noise is the quantile rule's business, not the drain's.
-    left = budget
-    if backlog_age > 0 and backlog > arrivals * budget:
-        left = max(budget - backlog_age, LEAST_BUDGET_SHARE * budget)
-    horizon = max(left, startup_seconds)
-    late_budget = max(left - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    horizon = max(budget, startup_seconds)
+    late_budget = max(budget - startup_seconds, LEAST_BUDGET_SHARE * horizon)
     work = backlog / capacity
     ready_share = ready * horizon
-    for_drain = work / horizon if work <= ready_share else ready + (work - ready * left) / late_budget
+    for_drain = work / horizon if work <= ready_share else ready + (work - ready * budget) / late_budget
     for_quantile = 0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
         for_quantile = _for_quantile(arrivals, capacity / policy.concurrency, policy.concurrency, budget,
@@ -204,8 +186,7 @@ def demand(
     keep = max(up, _whole(for_window))
     source = "measured" if observation.service_rate_per_replica else "hinted"
     why = "nothing queued or in flight; " if backlog == 0 and in_flight == 0 else ""
-    aged = f" ({backlog_age:.0f}s old, {left:.0f}s of the budget left)" if left < budget else ""
-    why += (f"backlog {backlog}{aged} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
+    why += (f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
            f"need {up} to stay within {budget:g}s (pods start in {startup_seconds:.0f}s)")
     if keep > up:
         why += f", {keep} to stay within it for {policy.scale_down_stabilization_seconds:g}s"
@@ -292,13 +273,7 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     memory = _learn_startup(observation, memory)
     startup = STARTUP_GUESS_SECONDS if memory.startup_seconds is None else memory.startup_seconds
     busy = observation.backlog > 0 or observation.in_flight > 0
-    if observation.backlog > 0:
-        if memory.backlog_since is None:
-            memory = replace(memory, backlog_since=now)
-    elif memory.backlog_since is not None:
-        memory = replace(memory, backlog_since=None)
-    backlog_age = 0.0 if memory.backlog_since is None else now - memory.backlog_since
-    need = demand(observation, policy, startup, backlog_age)
+    need = demand(observation, policy, startup)
     up, keep, why = need.up, need.keep, need.why
     # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.
     window_start = now - policy.scale_down_stabilization_seconds
