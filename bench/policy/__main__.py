@@ -359,6 +359,8 @@ def plot(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path
         ax.axhline(summary["lower_bound_replica_seconds"], color="grey", ls=":", lw=1, label="lower bound")
         ax.axvline(SLO_SECONDS, color="red", ls="--", lw=0.8, label="SLO")
         ax.set_xscale("symlog", linthresh=1.0)
+        widest = max(r["wait_p95_s"] for r in rows if r["trace"] == summary["trace"])
+        ax.set_xlim(0, max(widest, SLO_SECONDS) * 1.5)
         ax.set_yscale("log")
         ax.set_title(summary["trace"], fontsize=9)
         ax.tick_params(labelsize=7)
@@ -369,8 +371,8 @@ def plot(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path
     for ax in axes[-1, :]:
         ax.set_xlabel("p95 queue wait (s)", fontsize=8)
     axes[0, 0].legend(fontsize=6, loc="upper right")
-    fig.suptitle("Replica-seconds against p95 wait, every setting (dots) and each policy's Pareto frontier (line)",
-                 fontsize=10)
+    fig.suptitle("Replica-seconds against p95 wait: every setting (dots) and each policy's Pareto frontier (line); "
+                 "lower and further left is better", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

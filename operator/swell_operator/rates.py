@@ -13,8 +13,8 @@ inequality made that estimate 20-30 % slow at 3 completions a second). Idle inte
 Arrivals are followed by a fast and a slow average. The fast one is reported unless it runs far above
 the slow one while the latest interval brought little: that is a one-off batch, which is backlog (the
 decision drains it within its target wait), and counting it as a lasting rate would keep replicas for
-work that is not coming. A rate that falls, climbs or steps up and stays is followed at the fast pace. A completion counter that goes backwards (Redis
-restarted) skips one sample instead of producing a negative rate.
+work that is not coming. A rate that falls, climbs or steps up and stays is followed at the fast pace.
+A completion counter that goes backwards (Redis restarted) skips one sample instead of a negative rate.
 """
 
 from __future__ import annotations
