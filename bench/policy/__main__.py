@@ -370,10 +370,11 @@ def plot(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path
         ax.set_ylabel("replica-seconds", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("p95 queue wait (s)", fontsize=8)
-    axes[0, 0].legend(fontsize=6, loc="upper right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("Replica-seconds against p95 wait: every setting (dots) and each policy's Pareto frontier (line); "
                  "lower and further left is better", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=90)
 
 
