@@ -13,6 +13,7 @@ from typing import Protocol
 
 from swell_operator.decision import Memory, Observation, Policy, decide
 from swell_operator.rates import RateEstimator
+from swell_operator.scaler import WAKE_POLL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -37,26 +38,47 @@ class Scaler(Protocol):
 # --- Swell ------------------------------------------------------------------------------------------------
 @dataclass
 class Swell:
-    """The operator's decision with the WorkerPool defaults of operator/swell_operator/model.py."""
+    """The operator's decision and rate estimator with the WorkerPool defaults of operator/swell_operator/
+    model.py, read the way operator/swell_operator/scaler.py reads: every ``pollIntervalSeconds`` while
+    the pool runs, every 0.1 s (WAKE_POLL_SECONDS) while it sleeps at zero, deciding only once per poll
+    interval there unless work shows up."""
 
     concurrency: int
     max_replicas: int
     task_seconds_hint: float = 1.0
     target_wait_seconds: float = 30.0
+    idle_seconds_before_zero: float = 30.0
+    scale_down_stabilization_seconds: float = 60.0
+    min_replicas: int = 0
+    activation_backlog: int = 1
     name: str = "swell"
-    interval: float = 1.0  # spec.scaling.pollIntervalSeconds default
+    poll_interval: float = 1.0  # spec.scaling.pollIntervalSeconds default
+    interval: float = 1.0
     memory: Memory = field(default_factory=Memory)
     rates: RateEstimator = field(default_factory=RateEstimator)
+    _decided_at: float = -math.inf
+    _quiet_at: float | None = None
 
     def desired(self, seen: Seen) -> int:
+        asleep = seen.replicas == 0 and seen.backlog == 0 and seen.in_flight == 0 and self.min_replicas == 0
+        if asleep and seen.now - self._decided_at < self.poll_interval:
+            # The operator reads the rates here too; readings of an empty queue fold into one exactly
+            # (an EWMA of zeros over t1 then t2 is one over t1 + t2), so only the last is taken, later.
+            self._quiet_at = seen.now
+            self.interval = WAKE_POLL_SECONDS
+            return 0
+        if self._quiet_at is not None and (self.rates.last_time is None or self._quiet_at > self.rates.last_time):
+            self.rates = self.rates.observe(self._quiet_at, 0, 0, seen.completed_total, seen.ready, self.concurrency)
+        self._quiet_at = None
         self.rates = self.rates.observe(
             seen.now, seen.backlog, seen.in_flight, seen.completed_total, seen.ready, self.concurrency
         )
         policy = Policy(
-            min_replicas=0, max_replicas=self.max_replicas, concurrency=self.concurrency,
-            target_wait_seconds=self.target_wait_seconds, activation_backlog=1, idle_seconds_before_zero=30.0,
-            scale_down_stabilization_seconds=60.0, max_step_up=None, max_step_down=None,
-            task_seconds_hint=self.task_seconds_hint,
+            min_replicas=self.min_replicas, max_replicas=self.max_replicas, concurrency=self.concurrency,
+            target_wait_seconds=self.target_wait_seconds, activation_backlog=self.activation_backlog,
+            idle_seconds_before_zero=self.idle_seconds_before_zero,
+            scale_down_stabilization_seconds=self.scale_down_stabilization_seconds, max_step_up=None,
+            max_step_down=None, task_seconds_hint=self.task_seconds_hint,
         )
         observation = Observation(
             now=seen.now, backlog=seen.backlog, in_flight=seen.in_flight, per_consumer_in_flight={},
@@ -64,7 +86,9 @@ class Swell:
             current_replicas=seen.replicas, ready_replicas=seen.ready,
         )
         decision = decide(observation, policy, self.memory)
-        self.memory = decision.memory
+        self.memory, self._decided_at = decision.memory, seen.now
+        idle = seen.backlog == 0 and seen.in_flight == 0
+        self.interval = WAKE_POLL_SECONDS if decision.replicas == 0 and idle else self.poll_interval
         return decision.replicas
 
 
@@ -81,6 +105,14 @@ class Swell:
 #   policies "100 percent or 4 pods per 15 s, selectPolicy Max"; scaleDown stabilizationWindowSeconds
 #   300, policy 100 % per 15 s. desiredReplicas = ceil(currentReplicas * currentMetric / target), and for
 #   AverageValue metrics currentMetric is the total divided by current replicas.
+# KEDA redis-streams scaler (https://keda.sh/docs/2.17/scalers/redis-streams/): pendingEntriesCount
+#   (default 5) is XPENDING, the entries delivered to consumers and not yet acknowledged: the work in
+#   flight. An expert adds it next to the backlog trigger; the HPA then computes one desired count per
+#   metric and takes the largest (HPA docs, "Algorithm details": "the maximum scale recommended by each
+#   metric"), and KEDA counts the ScaledObject active while any trigger is.
+# ScaledObject minReplicaCount (default 0) is the HPA's minReplicas when above 0; cooldownPeriod only
+#   applies when scaling to 0 ("only applies after a trigger occurs; when you first create your
+#   Deployment ... KEDA will immediately scale it to minReplicaCount").
 @dataclass
 class KedaHpa:
     concurrency: int
@@ -92,36 +124,49 @@ class KedaHpa:
     hpa_sync: float = 15.0
     tolerance: float = 0.1
     scale_down_window: float = 300.0
-    interval: float = 1.0  # the simulator ticks us every second; we act on our own clocks below
-    _next_poll: float = 0.0
-    _next_sync: float = 0.0
+    pending_entries: float | None = None  # the in-flight trigger's per-pod target; None: no such trigger
+    min_replica_count: int = 0
+    phase: float = 0.0  # where in its polling cycle KEDA is at time 0, in [0, 1)
+    interval: float = 0.0  # until the next tick of either loop (set after each call)
+    _next_poll: float = math.nan
+    _next_sync: float = math.nan
     _last_active: float | None = None
     _active: bool = False
     _recommendations: deque[tuple[float, int]] = field(default_factory=deque)
-    _last_scale_up: float = -math.inf
-    _current: int = 0
 
     def desired(self, seen: Seen) -> int:
+        wanted = self._desired(seen)
+        # Nothing changes between the two loops' ticks: be called again at the next one.
+        self.interval = max(min(self._next_poll, self._next_sync) - seen.now, 0.05)
+        return wanted
+
+    def _desired(self, seen: Seen) -> int:
         current = seen.replicas
+        if math.isnan(self._next_poll):  # both loops started at some moment before the trace
+            self._next_poll = self.phase * self.polling_interval
+            self._next_sync = self.phase * self.hpa_sync
+        floor = max(self.min_replica_count, 1)
         if seen.now >= self._next_poll:  # the KEDA operator's loop: activation and scale to zero
             self._next_poll = seen.now + self.polling_interval
-            if seen.backlog > 0:
+            active = seen.backlog > 0 or (self.pending_entries is not None and seen.in_flight > 0)
+            if active:
                 self._active, self._last_active = True, seen.now
             elif self._last_active is None or seen.now - self._last_active >= self.cooldown_period:
                 self._active = False
-            if not self._active and current > 0 and (
-                self._last_active is None or seen.now - self._last_active >= self.cooldown_period
-            ):
+            if self.min_replica_count == 0 and not self._active and current > 0:
                 self._recommendations.clear()
                 return 0
-            if self._active and current == 0:
-                return 1
-        if current == 0 or seen.now < self._next_sync:
+            if (self._active or self.min_replica_count > 0) and current == 0:
+                return floor
+        if seen.now < self._next_sync:
             return current
         self._next_sync = seen.now + self.hpa_sync  # the HPA controller's loop
-        ratio = (seen.backlog / current) / self.list_length
-        raw = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(current * ratio)
-        raw = max(1, min(self.max_replicas, raw))  # KEDA keeps the HPA's minReplicas at 1 while active
+        if current == 0:  # a target at zero: the HPA is inactive ("ScalingDisabled") until KEDA wakes it
+            return current
+        raw = self._per_metric(seen.backlog, self.list_length, current)
+        if self.pending_entries is not None:
+            raw = max(raw, self._per_metric(seen.in_flight, self.pending_entries, current))
+        raw = max(floor, min(self.max_replicas, raw))
         self._recommendations.append((seen.now, raw))
         while self._recommendations and self._recommendations[0][0] < seen.now - self.scale_down_window:
             self._recommendations.popleft()
@@ -129,7 +174,11 @@ class KedaHpa:
             limit = max(current * 2, current + 4)  # 100 % or 4 pods per 15 s, the larger
             return min(raw, limit)
         stable = max(r for _, r in self._recommendations)
-        return max(min(stable, current), 1)
+        return max(min(stable, current), floor)
+
+    def _per_metric(self, total: float, target: float, current: int) -> int:
+        ratio = (total / current) / target  # AverageValue: the total over the current replicas
+        return current if abs(ratio - 1.0) <= self.tolerance else math.ceil(current * ratio)
 
 
 def keda_tuned(concurrency: int, max_replicas: int) -> KedaHpa:
@@ -159,6 +208,7 @@ class KnativeKpa:
     max_scale_up_rate: float = 1000.0
     target_utilisation: float = 0.7
     scale_to_zero_grace: float = 30.0
+    phase: float = 0.0  # where in its tick the autoscaler is at time 0, in [0, 1)
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
     _panic_until: float = -math.inf
     _zero_since: float | None = None

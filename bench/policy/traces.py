@@ -65,6 +65,40 @@ def azure_shaped(rng: random.Random) -> Trace:
     return _poisson(lambda t: minutes[int(t // 60)], 20.0, rng, _exponential(rng))
 
 
+def pareto_tasks(rng: random.Random) -> Trace:
+    """Steady 2 tasks/s, Pareto service times (shape 1.5, mean 1 s): a few tasks take a minute or more."""
+    return _poisson(lambda t: 2.0, 2.0, rng, lambda: min(600.0, rng.paretovariate(1.5) / 3.0))
+
+
+def short_bursts(rng: random.Random) -> Trace:
+    """On/off bursts: 20 s at 16 tasks/s every two minutes, nothing in between."""
+    return _poisson(lambda t: 16.0 if t % 120 < 20 else 0.0, 16.0, rng, _exponential(rng))
+
+
+def slow_ramp(rng: random.Random) -> Trace:
+    """From nothing to 8 tasks/s over the 30 minutes, linearly."""
+    return _poisson(lambda t: 8.0 * t / DURATION, 8.0, rng, _exponential(rng))
+
+
+def overload_burst(rng: random.Random) -> Trace:
+    """12 000 tasks at once after two minutes: twice what 50 replicas of 4 slots drain in a 30 s SLO."""
+    service = _exponential(rng)
+    return [(120.0 + rng.random() * 0.5, service()) for _ in range(12_000)]
+
+
+def spike_random_phase(rng: random.Random) -> Trace:
+    """The spike of ``spike_from_zero`` at a random moment of a minute, so it meets every polling phase."""
+    at = 120.0 + rng.random() * 60.0
+    service = _exponential(rng)
+    return [(at + rng.random() * 0.5, service()) for _ in range(2000)]
+
+
+def spike_2s_tasks(rng: random.Random) -> Trace:
+    """The spike with 2 s tasks, for pools that keep ``taskSecondsHint`` at its default of 1 s."""
+    service = _exponential(rng, 2.0)
+    return [(120.0 + rng.random() * 0.5, service()) for _ in range(2000)]
+
+
 TRACES: dict[str, Callable[[random.Random], Trace]] = {
     "steady": steady,
     "diurnal": diurnal,
@@ -72,4 +106,10 @@ TRACES: dict[str, Callable[[random.Random], Trace]] = {
     "spike-from-zero": spike_from_zero,
     "heavy-tailed": heavy_tailed,
     "azure-shaped": azure_shaped,
+    "pareto-tasks": pareto_tasks,
+    "short-bursts": short_bursts,
+    "slow-ramp": slow_ramp,
+    "overload-burst": overload_burst,
+    "spike-random-phase": spike_random_phase,
+    "spike-2s-tasks": spike_2s_tasks,
 }

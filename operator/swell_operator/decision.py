@@ -3,19 +3,24 @@
 No clock, no I/O, no randomness: the operator and the benchmark simulator call the same ``decide`` with
 the same observations and get the same answer, and the tests can state every rule as a table.
 
-The rule, in words: enough replicas to drain the backlog within ``target_wait_seconds`` while keeping up
-with arrivals, never fewer than the work in flight needs; up at once, down only to the highest
-recommendation of the stabilisation window; to zero only after ``idle_seconds_before_zero`` with nothing
-queued or in flight. Demand is computed from the queue afresh at every call rather than from the
-current replica count, so pods that are still starting cannot cause a runaway (the backlog they will
-drain is the same backlog, not a larger one).
+The rule, in words. ``target_wait_seconds`` is a budget to spend, not a wait to avoid: the pool is sized
+so the backlog drains within it, and so that, over the next reaction time (a pod's start, learned from
+the pods the pool started), arrivals the pool cannot keep up with still leave every task inside it. A
+pool therefore runs its last replica at up to 100 % and lets a fraction of a replica's work queue,
+adding the replica only when the queue would outgrow the budget. New pods count for the part of the
+budget left once they have started. Replicas go down only to a count that would keep the budget over
+the stabilisation window too (a longer look ahead, so a pool does not flap), never below what the work
+in flight needs, and to zero after ``idle_seconds_before_zero`` with nothing queued or in flight, or
+sooner when the arrival rate seen while busy makes the silence so far implausible (the work stopped).
+Demand is computed from the queue afresh at every call rather than from the current replica count, so
+pods that are still starting cannot cause a runaway (the backlog they will drain is the same backlog).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Replicas are whole: 1.05 replicas' worth of work stays on 1 rather than doubling the pool. The 5 % the
@@ -26,6 +31,20 @@ ROUNDING_TOLERANCE = 0.1
 # ready replicas until the headroom shows (Knative's KPA targets the same 70 %). The in-flight figure is
 # the mean over the interval, so one busy instant does not scale a pool out.
 UNSEEN_BACKLOG_UTILISATION = 0.7
+# How long a new pod takes to serve, until the pool has timed one of its own: a Python worker image's
+# start plus a small model load. Learned per pool after its first scale-up (``Memory.startup_seconds``).
+STARTUP_GUESS_SECONDS = 10.0
+# New pods serve for at least this share of the budget even where they take longer than it to start.
+LEAST_BUDGET_SHARE = 0.25
+# Silence that the arrival rate seen while busy makes this unlikely (e^-10, 0.005 %) means the work stopped.
+EXPECTED_ARRIVALS_IN_SILENCE = 10.0
+# A budget of at least this many pod starts is met by scaling out when a backlog shows; a shorter one needs
+# headroom before it (the quantile rule).
+REACTIVE_BUDGET_STARTUPS = 1.0
+# The target wait is a p95 objective: the quantile rule keeps this share of tasks within it.
+WAIT_QUANTILE = 0.95
+# Smoothing of the learned pod start time (share of a new sample).
+STARTUP_LEARNING_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,26 +82,46 @@ class Memory:
 
     # The last time anything was queued or in flight (None: never seen busy since the pool was created).
     last_busy_at: float | None = None
-    # (time, replicas) recommended within the scale-down stabilisation window, oldest first.
-    recommendations: tuple[tuple[float, int], ...] = field(default_factory=tuple)
+    # The arrival rate at that moment: how much silence since then is plausible.
+    busy_arrival_rate: float = 0.0
+    # Since when pods have been starting (spec above ready), and how long a pod took to start.
+    starting_since: float | None = None
+    starting_replicas: int = 0
+    startup_seconds: float | None = None
+    # (time, replicas) the quantile rule called for within the stabilisation window, oldest first.
+    headroom: tuple[tuple[float, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"lastBusyAt": self.last_busy_at, "recommendations": [list(r) for r in self.recommendations]}
+        return {"lastBusyAt": self.last_busy_at, "busyArrivalRate": self.busy_arrival_rate,
+                "startingSince": self.starting_since, "startingReplicas": self.starting_replicas,
+                "startupSeconds": self.startup_seconds, "headroom": [list(h) for h in self.headroom]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Memory:
-        """Memory from status; anything unreadable starts afresh (the cost is one stabilisation window)."""
+        """Memory from status; anything unreadable starts afresh (the cost is one learned start time)."""
         if not isinstance(data, Mapping):
             return cls()
         try:
-            busy = data.get("lastBusyAt")
-            last_busy_at = None if busy is None else float(busy)
-            recommendations = tuple((float(t), int(r)) for t, r in data.get("recommendations") or ())
+            last_busy_at = _optional(data.get("lastBusyAt"))
+            rate = _optional(data.get("busyArrivalRate"))
+            starting_since = _optional(data.get("startingSince"))
+            startup = _optional(data.get("startupSeconds"))
+            starting_replicas = int(data.get("startingReplicas") or 0)
+            headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
         except (TypeError, ValueError):
             return cls()
-        if last_busy_at is not None and not math.isfinite(last_busy_at):
-            return cls()
-        return cls(last_busy_at=last_busy_at, recommendations=recommendations)
+        return cls(last_busy_at=last_busy_at, busy_arrival_rate=max(rate or 0.0, 0.0),
+                   starting_since=starting_since, starting_replicas=max(starting_replicas, 0), headroom=headroom,
+                   startup_seconds=None if startup is None or startup < 0 else startup)
+
+
+def _optional(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -105,29 +144,93 @@ def replica_capacity(observation: Observation, policy: Policy) -> float:
     return policy.concurrency / policy.task_seconds_hint
 
 
-def demand(observation: Observation, policy: Policy) -> tuple[int, str]:
-    """Replicas the queue needs now, before clamping and smoothing, and why."""
+@dataclass(frozen=True)
+class Need:
+    """Replicas the queue needs: ``up`` now, ``keep`` to hold the budget over the stabilisation window."""
+
+    up: int
+    keep: int
+    why: str
+    headroom: int = 0  # the quantile rule's share of ``up``: held for the stabilisation window
+
+
+def demand(observation: Observation, policy: Policy, startup_seconds: float = STARTUP_GUESS_SECONDS) -> Need:
+    """Replicas the queue needs now and over the stabilisation window, before clamping, and why."""
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
     for_in_flight, in_flight_why = _for_in_flight(in_flight, observation.backlog_visible, policy)
-    if backlog == 0:
-        if in_flight == 0:
-            return 0, "nothing queued or in flight"
-        return for_in_flight, in_flight_why
-    if observation.current_replicas == 0 and in_flight == 0 and backlog < policy.activation_backlog:
-        return 0, f"backlog {backlog} is below the activation threshold {policy.activation_backlog}"
-    capacity = replica_capacity(observation, policy)
     arrivals = max(observation.arrival_rate or 0.0, 0.0)
-    work_rate = arrivals + backlog / policy.target_wait_seconds
-    for_queue = max(math.ceil(work_rate / capacity - ROUNDING_TOLERANCE), 1)
-    needed = max(for_queue, for_in_flight)
+    if backlog == 0 and in_flight == 0 and arrivals == 0:
+        return Need(0, 0, "nothing queued or in flight")
+    if backlog > 0 and observation.current_replicas == 0 and in_flight == 0 and backlog < policy.activation_backlog:
+        return Need(0, 0, f"backlog {backlog} is below the activation threshold {policy.activation_backlog}")
+    capacity = replica_capacity(observation, policy)
+    budget = policy.target_wait_seconds
+    ready = min(max(observation.ready_replicas, 0), max(observation.current_replicas, 0))
+    # Drain: ready replicas serve for the whole budget, new ones for what is left after they start. A
+    # backlog the ready replicas clear before a new pod could start needs no new pod, however short the
+    # budget: queueing noise is the quantile rule's business, not the drain's.
+    horizon = max(budget, startup_seconds)
+    late_budget = max(budget - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    work = backlog / capacity
+    ready_share = ready * horizon
+    for_drain = work / horizon if work <= ready_share else ready + (work - ready * budget) / late_budget
+    for_quantile = 0
+    if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
+        for_quantile = _for_quantile(arrivals, capacity / policy.concurrency, policy.concurrency, budget,
+                                     policy.max_replicas)
+    # Keep up: over a horizon, arrivals beyond capacity queue; the queue then must still drain in budget.
+    for_arrivals = _for_horizon(backlog, arrivals, capacity, budget, startup_seconds)
+    for_window = _for_horizon(backlog, arrivals, capacity, budget,
+                              max(policy.scale_down_stabilization_seconds, startup_seconds))
+    up = max(_whole(for_drain), _whole(for_arrivals), for_quantile, for_in_flight, 1 if backlog > 0 else 0)
+    keep = max(up, _whole(for_window))
     source = "measured" if observation.service_rate_per_replica else "hinted"
-    why = (
-        f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
-        f"need {for_queue} to drain within {policy.target_wait_seconds:g}s"
-    )
-    if for_in_flight > for_queue:
+    why = "nothing queued or in flight; " if backlog == 0 and in_flight == 0 else ""
+    why += (f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
+           f"need {up} to stay within {budget:g}s (pods start in {startup_seconds:.0f}s)")
+    if keep > up:
+        why += f", {keep} to stay within it for {policy.scale_down_stabilization_seconds:g}s"
+    if for_in_flight >= up and in_flight_why:
         why += f"; {in_flight_why}"
-    return needed, why
+    return Need(up, keep, why, for_quantile)
+
+
+def _for_horizon(backlog: int, arrivals: float, capacity: float, budget: float, horizon: float) -> float:
+    """Replicas n for which the backlog in ``horizon`` seconds still drains within the budget:
+    backlog + (arrivals - n * capacity) * horizon <= n * capacity * budget."""
+    return (backlog + arrivals * horizon) / (capacity * (budget + horizon))
+
+
+def _for_quantile(arrivals: float, slot_rate: float, concurrency: int, budget: float, most: int) -> int:
+    """Replicas that keep the steady-state p95 wait within the budget (M/M/c, Erlang C), where that takes
+    headroom beyond merely keeping up; 0 where keeping up is enough, so the fluid rules may run the last
+    replica short and queue its shortfall within the budget."""
+    if arrivals <= 0 or slot_rate <= 0:
+        return 0
+    load = arrivals / slot_rate  # slots' worth of work
+    keeping_up = math.floor(load / concurrency) + 1
+    replicas = keeping_up
+    while replicas < most:
+        servers = replicas * concurrency
+        tail = _erlang_c(servers, load) * math.exp(-(servers * slot_rate - arrivals) * budget)
+        if tail <= 1.0 - WAIT_QUANTILE:
+            break
+        replicas += 1
+    return replicas if replicas > keeping_up else 0
+
+
+def _erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/``servers`` queue offered ``load`` Erlangs."""
+    if load >= servers:
+        return 1.0
+    blocking = 1.0
+    for k in range(1, servers + 1):
+        blocking = load * blocking / (k + load * blocking)
+    return servers * blocking / (servers - load * (1.0 - blocking))
+
+
+def _whole(replicas: float) -> int:
+    return max(math.ceil(replicas - ROUNDING_TOLERANCE), 0)
 
 
 def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy) -> tuple[int, str]:
@@ -145,47 +248,88 @@ def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy) -> t
     )
 
 
+def _learn_startup(observation: Observation, memory: Memory) -> Memory:
+    """Time pods take from being asked for to being ready, from this pool's own pods. A start that more
+    replicas join restarts the clock; one cut short by a scale-down teaches nothing."""
+    current, ready = observation.current_replicas, observation.ready_replicas
+    if ready < current:
+        if memory.starting_since is None or current > memory.starting_replicas:
+            return replace(memory, starting_since=observation.now, starting_replicas=current)
+        if current < memory.starting_replicas:
+            return replace(memory, starting_replicas=current)
+        return memory
+    if memory.starting_since is None:
+        return memory
+    if current < memory.starting_replicas:
+        return replace(memory, starting_since=None, starting_replicas=0)
+    sample = observation.now - memory.starting_since
+    learned = sample if memory.startup_seconds is None else (
+        memory.startup_seconds + STARTUP_LEARNING_WEIGHT * (sample - memory.startup_seconds))
+    return replace(memory, starting_since=None, starting_replicas=0, startup_seconds=learned)
+
+
 def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision:
     now, current = observation.now, observation.current_replicas
+    memory = _learn_startup(observation, memory)
+    startup = STARTUP_GUESS_SECONDS if memory.startup_seconds is None else memory.startup_seconds
     busy = observation.backlog > 0 or observation.in_flight > 0
-    last_busy_at = now if busy else memory.last_busy_at
-    needed, why = demand(observation, policy)
-
-    if needed == 0 and current > 0:
-        idle_for = math.inf if last_busy_at is None else now - last_busy_at
-        if idle_for < policy.idle_seconds_before_zero:
-            needed = 1
-            why += f"; idle for {idle_for:.0f}s of {policy.idle_seconds_before_zero:g}s before zero"
-        else:
-            why += f"; idle for {policy.idle_seconds_before_zero:g}s or more"
-
-    target = min(max(needed, policy.min_replicas), policy.max_replicas)
-    if target != needed:
-        why += f"; clamped to {'min' if target > needed else 'max'} {target}"
-
+    need = demand(observation, policy, startup)
+    up, keep, why = need.up, need.keep, need.why
+    # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.
     window_start = now - policy.scale_down_stabilization_seconds
-    recommendations = (*(r for r in memory.recommendations if r[0] > window_start), (now, target))
-    idle_to_zero = needed == 0
+    headroom = tuple(h for h in memory.headroom if h[0] > window_start)
+    if need.headroom:
+        headroom = (*headroom, (now, need.headroom))
+    if busy:
+        arrivals = max(observation.arrival_rate or 0.0, 0.0)
+        memory = replace(memory, last_busy_at=now, busy_arrival_rate=arrivals, headroom=headroom)
+    elif headroom != memory.headroom:
+        memory = replace(memory, headroom=headroom)
+    held = max((n for _, n in headroom), default=0)
+    if held > keep:
+        keep = held
+        why += f"; {held} for headroom called for in the last {policy.scale_down_stabilization_seconds:g}s"
 
-    if target > current:
-        replicas = target
-        if policy.max_step_up is not None and current + policy.max_step_up < target:
+    if not busy and current == 0:
+        up = keep = 0  # a pool asleep wakes for work, not for a rate
+    elif not busy:
+        idle_for = math.inf if memory.last_busy_at is None else now - memory.last_busy_at
+        expected = memory.busy_arrival_rate * idle_for
+        if idle_for >= policy.idle_seconds_before_zero:
+            up = keep = 0
+            why += f"; idle for {policy.idle_seconds_before_zero:g}s or more"
+        elif expected >= EXPECTED_ARRIVALS_IN_SILENCE:
+            up = keep = 0
+            why += (f"; idle for {idle_for:.0f}s where {memory.busy_arrival_rate:.2f} arrivals/s "
+                    f"would have sent {expected:.0f}: the work stopped")
+        else:
+            keep = max(keep, 1)
+            why += f"; idle for {idle_for:.0f}s of {policy.idle_seconds_before_zero:g}s before zero"
+
+    wanted = up
+    up = min(max(up, policy.min_replicas), policy.max_replicas)
+    keep = min(max(keep, policy.min_replicas), policy.max_replicas)
+    if up != wanted:
+        why += f"; clamped to {'min' if up > wanted else 'max'} {up}"
+
+    if up > current:
+        replicas = up
+        if policy.max_step_up is not None and current + policy.max_step_up < up:
             replicas = current + policy.max_step_up
             why += f"; step up limited to +{policy.max_step_up}"
-    elif target < current:
-        stable = target if idle_to_zero else max(r for _, r in recommendations)
-        replicas = min(stable, current)
-        if replicas > target:
-            why += (
-                f"; holding {replicas}, the highest recommendation of the last "
-                f"{policy.scale_down_stabilization_seconds:g}s"
-            )
+    elif keep < current and observation.backlog > 0:
+        # Each reading restarts the budget for the same waiting tasks; only an empty queue shows it was met.
+        replicas = current
+        why += f"; holding {current} until the backlog is drained"
+    elif keep < current:
+        replicas = keep
         if policy.max_step_down is not None and current - replicas > policy.max_step_down:
             replicas = current - policy.max_step_down
             why += f"; step down limited to -{policy.max_step_down}"
     else:
         replicas = current
+        if current > up:
+            why += f"; holding {current}, needed within the next {policy.scale_down_stabilization_seconds:g}s"
 
-    new_memory = replace(memory, last_busy_at=last_busy_at, recommendations=recommendations)
-    return Decision(replicas=replicas, reason=f"{why} -> {replicas} (from {current})", memory=new_memory,
+    return Decision(replicas=replicas, reason=f"{why} -> {replicas} (from {current})", memory=memory,
                     current=current)

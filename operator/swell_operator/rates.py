@@ -5,8 +5,16 @@ interval plus how much the queue (backlog and in flight) grew. A replica's capac
 service time, by Little's law (tasks in flight = throughput x service time), times its concurrency:
 unlike completions per replica, this is not biased low when the workers are not saturated. Without the
 concurrency, the per-replica rate is sampled only while a backlog waits (the workers are saturated).
-Both are smoothed with a time-based EWMA so uneven poll intervals weigh fairly. A completion counter
-that goes backwards (Redis restarted) skips one sample instead of producing a negative rate.
+Both are smoothed with a time-based EWMA so uneven poll intervals weigh fairly. The service time is the
+ratio of the smoothed work in flight to the smoothed completion rate, never a smoothed ratio: a second
+with two completions and one with four are not a service time of 2 s and 1 s averaged (Jensen's
+inequality made that estimate 20-30 % slow at 3 completions a second). Idle intervals carry no sample.
+
+Arrivals are followed by a fast and a slow average. The fast one is reported unless it runs far above
+the slow one while the latest interval brought little: that is a one-off batch, which is backlog (the
+decision drains it within its target wait), and counting it as a lasting rate would keep replicas for
+work that is not coming. A rate that falls, climbs or steps up and stays is followed at the fast pace.
+A completion counter that goes backwards (Redis restarted) skips one sample instead of a negative rate.
 """
 
 from __future__ import annotations
@@ -22,7 +30,17 @@ N = TypeVar("N", int, float)
 # decision already drains within its target wait; counting it as a rate too would double it. A burst of N
 # tasks adds about N / ARRIVAL_SMOOTHING_SECONDS to the arrival rate. Service times move faster.
 ARRIVAL_SMOOTHING_SECONDS = 60.0
+FAST_ARRIVAL_SMOOTHING_SECONDS = 10.0
+# The fast average is a burst, not a rate, when above BURST_RATIO x the slow one plus BURST_MARGIN tasks/s.
+BURST_RATIO = 1.5
+BURST_MARGIN = 0.5
+# ... unless each of the last two intervals brought at least this share of the fast average: a step up
+# in the rate (work that keeps coming), not a one-off batch followed by quiet.
+SUSTAINED_SHARE = 0.5
 SERVICE_SMOOTHING_SECONDS = 30.0
+# A change of the work in flight between two readings beyond this share (and beyond one pod's slots) marks
+# the interval as a transient that carries no service-time sample.
+TRANSIENT_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,11 @@ class RateEstimator:
     service_seconds: float | None = None
     arrival_rate: float | None = None
     service_rate_per_replica: float | None = None
+    slow_arrival_rate: float | None = None
+    fast_arrival_rate: float | None = None
+    busy_average: float | None = None  # smoothed tasks in flight while work completes
+    completion_average: float | None = None  # smoothed completions per second, same intervals
+    last_arrivals: float | None = None  # the latest interval's arrivals per second
 
     def observe(
         self,
@@ -45,10 +68,9 @@ class RateEstimator:
         concurrency: int | None = None,
     ) -> RateEstimator:
         queued = max(backlog, 0) + max(in_flight, 0)
-        fresh = replace(self, last_time=now, last_queued=queued, last_completed=completed_total,
-                        last_in_flight=max(in_flight, 0))
         if self.last_time is None or self.last_queued is None:
-            return fresh
+            return replace(self, last_time=now, last_queued=queued, last_completed=completed_total,
+                           last_in_flight=max(in_flight, 0))
         elapsed = now - self.last_time
         if elapsed <= 0:
             return self
@@ -60,22 +82,41 @@ class RateEstimator:
             arrivals = max(queued - self.last_queued, 0) / elapsed
         else:
             arrivals = max(completed + queued - self.last_queued, 0) / elapsed
-        arrival_rate = _smooth(self.arrival_rate or 0.0, arrivals, elapsed, ARRIVAL_SMOOTHING_SECONDS)
+        slow = _smooth(self.slow_arrival_rate or 0.0, arrivals, elapsed, ARRIVAL_SMOOTHING_SECONDS)
+        fast = _smooth(self.fast_arrival_rate or 0.0, arrivals, elapsed, FAST_ARRIVAL_SMOOTHING_SECONDS)
         service_rate, service_seconds = self.service_rate_per_replica, self.service_seconds
+        busy_average, completion_average = self.busy_average, self.completion_average
         busy = ((self.last_in_flight or 0) + max(in_flight, 0)) / 2
-        if concurrency is not None and completed and busy > 0:
-            sample = busy / (completed / elapsed)
-            service_seconds = sample if service_seconds is None else _smooth(
-                service_seconds, sample, elapsed, SERVICE_SMOOTHING_SECONDS
-            )
-            service_rate = concurrency / service_seconds
+        # Little's law holds in a steady state: an interval in which the work in flight jumped (pods just
+        # became ready and took a batch) says more about when the readings fell than about service times.
+        jump = abs(max(in_flight, 0) - (self.last_in_flight or 0))
+        settled = jump <= max(concurrency or 0, TRANSIENT_SHARE * max(in_flight, self.last_in_flight or 0))
+        if concurrency is not None and completed is not None and settled and (completed or busy > 0):
+            per_second = completed / elapsed
+            if completion_average is None or busy_average is None:
+                # Start at the first completion: the seconds before it would only say "slower than this".
+                if completed:
+                    busy_average, completion_average = busy, per_second
+            else:
+                busy_average = _smooth(busy_average, busy, elapsed, SERVICE_SMOOTHING_SECONDS)
+                completion_average = _smooth(completion_average, per_second, elapsed, SERVICE_SMOOTHING_SECONDS)
+            if completion_average and busy_average:
+                service_seconds = busy_average / completion_average
+                service_rate = concurrency / service_seconds
         elif concurrency is None and completed and ready_replicas > 0 and backlog > 0:
             per_replica = completed / elapsed / ready_replicas
             service_rate = per_replica if service_rate is None else _smooth(
                 service_rate, per_replica, elapsed, SERVICE_SMOOTHING_SECONDS
             )
-        return replace(fresh, arrival_rate=arrival_rate, service_rate_per_replica=service_rate,
-                       service_seconds=service_seconds)
+        latest_two = min(arrivals, self.last_arrivals if self.last_arrivals is not None else 0.0)
+        sustained = fast <= BURST_RATIO * slow + BURST_MARGIN or latest_two >= SUSTAINED_SHARE * fast
+        rate = fast if sustained else slow
+        return RateEstimator(
+            last_time=now, last_queued=queued, last_completed=completed_total, last_in_flight=max(in_flight, 0),
+            service_seconds=service_seconds, arrival_rate=rate, service_rate_per_replica=service_rate,
+            slow_arrival_rate=slow, fast_arrival_rate=fast, busy_average=busy_average,
+            completion_average=completion_average, last_arrivals=arrivals,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +127,11 @@ class RateEstimator:
             "serviceSeconds": self.service_seconds,
             "arrivalRate": self.arrival_rate,
             "serviceRatePerReplica": self.service_rate_per_replica,
+            "slowArrivalRate": self.slow_arrival_rate,
+            "fastArrivalRate": self.fast_arrival_rate,
+            "busyAverage": self.busy_average,
+            "completionAverage": self.completion_average,
+            "lastArrivals": self.last_arrivals,
         }
 
     @classmethod
@@ -101,6 +147,11 @@ class RateEstimator:
                 service_seconds=_number(data.get("serviceSeconds"), float),
                 arrival_rate=_number(data.get("arrivalRate"), float),
                 service_rate_per_replica=_number(data.get("serviceRatePerReplica"), float),
+                slow_arrival_rate=_number(data.get("slowArrivalRate"), float),
+                fast_arrival_rate=_number(data.get("fastArrivalRate"), float),
+                busy_average=_number(data.get("busyAverage"), float),
+                completion_average=_number(data.get("completionAverage"), float),
+                last_arrivals=_number(data.get("lastArrivals"), float),
             )
         except (TypeError, ValueError):
             return cls()

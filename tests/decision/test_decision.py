@@ -8,7 +8,15 @@ import random
 from dataclasses import replace
 
 import pytest
-from swell_operator.decision import Decision, Memory, Observation, Policy, decide
+from swell_operator.decision import (
+    EXPECTED_ARRIVALS_IN_SILENCE,
+    STARTUP_GUESS_SECONDS,
+    Decision,
+    Memory,
+    Observation,
+    Policy,
+    decide,
+)
 
 POLICY = Policy(
     min_replicas=0,
@@ -26,11 +34,12 @@ POLICY = Policy(
 
 def seen(
     backlog: int = 0,
-    in_flight: int = 0,
+    in_flight: float = 0,
     current: int = 0,
     now: float = 1000.0,
     arrival_rate: float | None = None,
     service_rate: float | None = None,
+    ready: int | None = None,
 ) -> Observation:
     return Observation(
         now=now,
@@ -40,7 +49,7 @@ def seen(
         arrival_rate=arrival_rate,
         service_rate_per_replica=service_rate,
         current_replicas=current,
-        ready_replicas=current,
+        ready_replicas=current if ready is None else ready,
     )
 
 
@@ -48,6 +57,8 @@ def test_zero_stays_zero_when_nothing_is_queued() -> None:
     decision = decide(seen(), POLICY, Memory())
     assert decision.replicas == 0 and not decision.changed
     assert "nothing queued or in flight" in decision.reason
+    # a rate left over from earlier work does not wake a sleeping pool either
+    assert decide(seen(arrival_rate=5.0), replace(POLICY, target_wait_seconds=0.5), Memory()).replicas == 0
 
 
 def test_first_task_activates_a_pool_at_zero() -> None:
@@ -65,54 +76,116 @@ def test_below_activation_threshold_a_pool_at_zero_waits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("backlog", "arrivals", "service", "expected"),
+    ("backlog", "current", "arrivals", "service", "expected"),
     [
-        (120, None, None, 1),  # 120/30 = 4 tasks/s, one replica does 4/s (hint)
-        (131, None, None, 1),  # 4.37/s is within the rounding tolerance of one replica
-        (140, None, None, 2),
-        (500, None, None, 5),  # 16.7/s over 4/s
-        (500, 10.0, None, 7),  # 26.7/s
-        (500, None, 2.0, 9),  # measured 2 tasks/s/replica: 16.7/2
-        (5000, None, None, 10),  # capped at max
+        # running pods (all ready) serve the backlog for the whole 30 s budget at 4 tasks/s each (hint)
+        (120, 1, None, None, 1),  # 30 s of work: one replica is exactly enough
+        (122, 1, None, None, 1),  # 30.5 s: within the rounding tolerance of one replica
+        (200, 1, None, None, 2),  # 50 s: the ready one does 30 s, the other 20 s goes to a new pod
+        (480, 4, None, None, 4),  # 120 s of work, 4 ready x 30 s
+        (500, 4, None, None, 5),  # 125 s: 5 s more than 4 ready can do, one new pod
+        (480, 4, None, 2.0, 10),  # measured 2 tasks/s/replica: 240 s of work, 120 s more -> 6 new pods
+        (5000, 4, None, None, 10),  # capped at max
+        # at zero every pod is new and serves only after its start: 30 s - 10 s
+        (80, 0, None, None, 1),  # 20 s of work
+        (120, 0, None, None, 2),  # 30 s of work: one new pod would take 10 + 30 s
+        (500, 0, None, None, 7),  # 125 s over 20 s each
     ],
 )
 def test_replicas_drain_the_backlog_within_the_target_wait(
-    backlog: int, arrivals: float | None, service: float | None, expected: int
+    backlog: int, current: int, arrivals: float | None, service: float | None, expected: int
 ) -> None:
-    decision = decide(seen(backlog=backlog, arrival_rate=arrivals, service_rate=service), POLICY, Memory())
+    observation = seen(backlog=backlog, current=current, arrival_rate=arrivals, service_rate=service,
+                       in_flight=4 * current)
+    decision = decide(observation, POLICY, Memory())
     assert decision.replicas == expected, decision.reason
 
 
 def test_reason_names_the_numbers_it_used() -> None:
     reason = decide(seen(backlog=5000), POLICY, Memory()).reason
     assert "backlog 5000" in reason and "4.00 tasks/s/replica (hinted)" in reason
+    assert f"pods start in {STARTUP_GUESS_SECONDS:.0f}s" in reason
     assert "clamped to max 10" in reason and reason.endswith("-> 10 (from 0)")
+
+
+def test_the_operator_test_floor_holds_for_500_tasks_at_zero() -> None:
+    """tests/operator/test_scaling.py pushes 500 tasks and expects between ceil(500/120) = 5 and 10."""
+    assert 5 <= decide(seen(backlog=500, arrival_rate=8.0), POLICY, Memory()).replicas <= 10
 
 
 def test_never_below_what_in_flight_work_needs() -> None:
     decision = decide(seen(in_flight=14, current=2), POLICY, Memory())
     assert decision.replicas == 4
     decision = decide(seen(in_flight=14, current=6, backlog=0), POLICY, Memory())
-    assert decision.replicas >= 4
+    assert decision.replicas == 4
 
 
 def test_scale_up_is_immediate_and_can_be_stepped() -> None:
-    assert decide(seen(backlog=500, current=1), POLICY, Memory()).replicas == 5
-    stepped = decide(seen(backlog=500, current=1), replace(POLICY, max_step_up=2), Memory())
+    # 125 s of work: the ready replica does 30 s, the other 95 s goes to new pods serving 20 s each
+    assert decide(seen(backlog=500, current=1, in_flight=4), POLICY, Memory()).replicas == 6
+    stepped = decide(seen(backlog=500, current=1, in_flight=4), replace(POLICY, max_step_up=2), Memory())
     assert stepped.replicas == 3 and "step up limited to +2" in stepped.reason
 
 
-def test_scale_down_waits_for_the_stabilisation_window() -> None:
-    memory = decide(seen(backlog=500, current=5, now=0), POLICY, Memory()).memory
-    lower = decide(seen(backlog=100, current=5, now=30), POLICY, memory)
-    assert lower.replicas == 5 and "highest recommendation" in lower.reason
-    later = decide(seen(backlog=100, current=5, now=61), POLICY, lower.memory)
-    assert later.replicas == 1
+# -- spending the budget: the last replica runs short, its shortfall queues within the budget -------------
+
+
+def test_the_last_replica_runs_short_while_the_queue_stays_inside_the_budget() -> None:
+    """5 tasks/s against 4/s per replica: one replica, the other 1/s queueing, until the queue reaches
+    what one replica still serves within the budget after the next pod start, (B + 5 x 10) / (4 x 40)."""
+    running = {"current": 1, "in_flight": 4, "service_rate": 4.0}
+    assert decide(seen(backlog=0, arrival_rate=5.0, **running), POLICY, Memory()).replicas == 1
+    assert decide(seen(backlog=100, arrival_rate=5.0, **running), POLICY, Memory()).replicas == 1
+    assert decide(seen(backlog=130, arrival_rate=5.0, **running), POLICY, Memory()).replicas == 2
+    # the same 100 waiting, with 8 tasks/s coming: in 10 s the queue would be beyond the budget
+    assert decide(seen(backlog=100, arrival_rate=8.0, **running), POLICY, Memory()).replicas == 2
+
+
+def test_a_short_budget_buys_headroom_before_the_queue_forms() -> None:
+    """With a 0.5 s budget and pods that take 10 s to start, reacting to a queue is too late: at 3 tasks/s
+    on 4 slots a replica's p95 wait is about 2.3 s (Erlang C), so a second one is kept warm."""
+    short = replace(POLICY, target_wait_seconds=0.5)
+    decision = decide(seen(current=1, in_flight=3, arrival_rate=3.0, service_rate=4.0), short, Memory())
+    assert decision.replicas == 2, decision.reason
+    # with the default 30 s budget the same load needs one
+    assert decide(seen(current=1, in_flight=3, arrival_rate=3.0, service_rate=4.0), POLICY, Memory()).replicas == 1
+
+
+def test_headroom_is_held_for_the_stabilisation_window() -> None:
+    short = replace(POLICY, target_wait_seconds=0.5)
+    first = decide(seen(current=1, in_flight=3, arrival_rate=3.0, service_rate=4.0, now=0), short, Memory())
+    assert first.replicas == 2
+    quieter = seen(current=2, in_flight=1, arrival_rate=1.0, service_rate=4.0)
+    held = decide(replace(quieter, now=30), short, first.memory)
+    assert held.replicas == 2 and "headroom called for" in held.reason
+    assert decide(replace(quieter, now=61), short, held.memory).replicas == 1
+
+
+# -- scale-down ---------------------------------------------------------------------------------------------
+
+
+def test_scale_down_goes_to_what_holds_the_budget_over_the_window() -> None:
+    # 3 tasks/s for the next 60 s at 4/s per replica: one replica keeps up, two are not needed
+    decision = decide(seen(current=5, in_flight=3, arrival_rate=3.0, service_rate=4.0), POLICY, Memory())
+    assert decision.replicas == 1, decision.reason
+    # 7 tasks/s: one replica would queue 3/s, 180 tasks in the window, more than it serves in 30 s
+    decision = decide(seen(current=5, in_flight=4, arrival_rate=7.0, service_rate=4.0), POLICY, Memory())
+    assert decision.replicas == 2, decision.reason
+
+
+def test_no_scale_down_while_a_backlog_waits() -> None:
+    """Every reading restarts the budget for the same waiting tasks: only an empty queue shows it was met."""
+    decision = decide(seen(backlog=100, current=5, in_flight=0), POLICY, Memory())
+    assert decision.replicas == 5 and "until the backlog is drained" in decision.reason
+    assert decide(seen(backlog=0, current=5, in_flight=4), POLICY, Memory()).replicas == 1
 
 
 def test_scale_down_step_limit() -> None:
-    decision = decide(seen(backlog=30, current=8, now=0), replace(POLICY, max_step_down=2), Memory())
+    decision = decide(seen(current=8, in_flight=4), replace(POLICY, max_step_down=2), Memory())
     assert decision.replicas == 6 and "step down limited to -2" in decision.reason
+
+
+# -- to zero ------------------------------------------------------------------------------------------------
 
 
 def test_to_zero_only_after_the_idle_time_with_nothing_left() -> None:
@@ -125,25 +198,71 @@ def test_to_zero_only_after_the_idle_time_with_nothing_left() -> None:
     assert decide(seen(current=1, now=40), POLICY, busy).replicas == 1
 
 
+def test_to_zero_sooner_when_the_silence_says_the_work_stopped() -> None:
+    """8 tasks/s until now: 2 s without a task would have brought 16, so the work has stopped."""
+    memory = decide(seen(in_flight=4, current=2, now=0, arrival_rate=8.0), POLICY, Memory()).memory
+    silent_for = EXPECTED_ARRIVALS_IN_SILENCE / 8.0
+    assert decide(seen(current=2, now=silent_for - 0.5, arrival_rate=6.0), POLICY, memory).replicas >= 1
+    stopped = decide(seen(current=2, now=silent_for, arrival_rate=6.0), POLICY, memory)
+    assert stopped.replicas == 0 and "the work stopped" in stopped.reason
+    # a trickle of 0.1 task/s makes no silence within the idle time implausible: the idle time rules
+    trickle = decide(seen(in_flight=1, current=1, now=0, arrival_rate=0.1), POLICY, Memory()).memory
+    assert decide(seen(current=1, now=29, arrival_rate=0.1), POLICY, trickle).replicas == 1
+
+
 def test_min_and_max_clamp() -> None:
     policy = replace(POLICY, min_replicas=2, max_replicas=3)
     assert decide(seen(current=0), policy, Memory()).replicas == 2
     assert decide(seen(backlog=10_000, current=2), policy, Memory()).replicas == 3
 
 
+# -- learning ------------------------------------------------------------------------------------------------
+
+
+def test_pod_start_time_is_learned_from_the_pools_own_pods() -> None:
+    memory = decide(seen(backlog=100, current=3, ready=0, now=0), POLICY, Memory()).memory
+    memory = decide(seen(backlog=100, current=3, ready=1, now=20), POLICY, memory).memory
+    assert memory.startup_seconds is None
+    learned = decide(seen(backlog=100, current=3, ready=3, now=40), POLICY, memory)
+    assert learned.memory.startup_seconds == 40.0 and "pods start in 40s" in learned.reason
+    # slow pods leave less of the budget: 1 ready, 120 tasks more than it drains in 30 s, new pods serve
+    # for max(30 - 40, 0.25 x 40) = 10 s
+    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, learned.memory)
+    assert slow.replicas == 1 + math.ceil(30 / 10 - 0.1), slow.reason
+
+
+def test_a_start_cut_short_by_a_scale_down_teaches_nothing() -> None:
+    memory = decide(seen(backlog=10, current=3, ready=1, now=0), POLICY, Memory()).memory
+    memory = decide(seen(backlog=10, current=1, ready=1, now=2), POLICY, memory).memory
+    assert memory.startup_seconds is None and memory.starting_since is None
+
+
+# -- memory -------------------------------------------------------------------------------------------------
+
+
 def test_memory_survives_json_and_garbage_starts_afresh() -> None:
-    decision = decide(seen(backlog=500, current=5, now=7.5), POLICY, Memory())
+    short = replace(POLICY, target_wait_seconds=0.5)
+    decision = decide(seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0), short,
+                      Memory(startup_seconds=12.0))
+    assert decision.memory.headroom and decision.memory.starting_since == 7.5
     text = json.dumps(decision.memory.to_json())
     assert Memory.from_json(json.loads(text)) == decision.memory
-    for garbage in (None, {}, {"lastBusyAt": "soon"}, {"recommendations": [["x", 1]]}, [1, 2], {"lastBusyAt": "nan"}):
+    for garbage in (None, {}, {"lastBusyAt": "soon"}, {"headroom": [["x", 1]]}, [1, 2], {"lastBusyAt": "nan"}):
         assert Memory.from_json(garbage) == Memory()  # type: ignore[arg-type]
+    # status written by the previous operator version (a recommendations list) still reads
+    assert Memory.from_json({"lastBusyAt": 3.0, "recommendations": [[1.0, 2]]}) == Memory(last_busy_at=3.0)
 
 
 def test_memory_stays_bounded_by_the_window() -> None:
     memory = Memory()
+    short = replace(POLICY, target_wait_seconds=0.5)
     for t in range(1000):
-        memory = decide(seen(backlog=t % 50, current=2, now=float(t)), POLICY, memory).memory
-    assert len(memory.recommendations) <= 61
+        memory = decide(seen(backlog=t % 50, current=2, now=float(t), arrival_rate=3.0 + t % 7), short,
+                        memory).memory
+    assert len(memory.headroom) <= 61
+
+
+# -- properties ---------------------------------------------------------------------------------------------
 
 
 def test_more_backlog_never_means_fewer_replicas() -> None:
@@ -153,12 +272,17 @@ def test_more_backlog_never_means_fewer_replicas() -> None:
         in_flight = rng.randint(0, 40)
         service = rng.choice([None, rng.uniform(0.1, 20)])
         arrivals = rng.choice([None, rng.uniform(0, 50)])
+        policy = replace(POLICY, target_wait_seconds=rng.choice([0.5, 5.0, 30.0]))
         backlog = rng.randint(0, 3000)
         more = backlog + rng.randint(1, 3000)
-        a = decide(seen(backlog, in_flight, current, arrival_rate=arrivals, service_rate=service), POLICY, Memory())
-        b = decide(seen(more, in_flight, current, arrival_rate=arrivals, service_rate=service), POLICY, Memory())
+        ready = rng.randint(0, current)
+        a = decide(seen(backlog, in_flight, current, arrival_rate=arrivals, service_rate=service, ready=ready),
+                   policy, Memory())
+        b = decide(seen(more, in_flight, current, arrival_rate=arrivals, service_rate=service, ready=ready),
+                   policy, Memory())
         assert b.replicas >= a.replicas
         assert POLICY.min_replicas <= a.replicas <= POLICY.max_replicas
+        assert a.replicas >= math.ceil(in_flight / POLICY.concurrency) or a.replicas == POLICY.max_replicas
 
 
 def test_steady_load_does_not_flap() -> None:
@@ -180,7 +304,8 @@ def test_steady_load_does_not_flap() -> None:
 
 def test_unknown_service_rate_uses_the_hint() -> None:
     slow = replace(POLICY, task_seconds_hint=10.0)
-    assert decide(seen(backlog=60), slow, Memory()).replicas == math.ceil(2 / 0.4)
+    # 60 tasks of 10 s on 4 slots: 150 s of work; at zero new pods serve 20 s each
+    assert decide(seen(backlog=60), slow, Memory()).replicas == math.ceil(150 / 20 - 0.1)
 
 
 # -- queues whose backlog cannot be seen (Pub/Sub) -----------------------------------------------------------

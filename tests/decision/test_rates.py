@@ -56,3 +56,49 @@ def test_capacity_from_littles_law_is_not_biased_by_idle_slots() -> None:
         estimator = estimator.observe(*sample)
     assert estimator.service_seconds is not None and abs(estimator.service_seconds - 1.0) < 0.01
     assert estimator.service_rate_per_replica is not None and abs(estimator.service_rate_per_replica - 4.0) < 0.05
+
+
+def test_service_time_is_a_ratio_of_averages_not_an_average_of_ratios() -> None:
+    """3 tasks in flight, 2 then 4 completions a second: 3 / 3 per second = 1 s. Averaging the per-second
+    ratios (1.5 s and 0.75 s) would say 1.125 s, 12 % slow; that bias scaled a steady pool out for nothing."""
+    estimator, completed = RateEstimator(), 0
+    for t in range(300):
+        completed += 2 if t % 2 else 4
+        estimator = estimator.observe(float(t), 0, 3, completed, 1, 4)
+    assert estimator.service_seconds is not None and abs(estimator.service_seconds - 1.0) < 0.02
+
+
+def test_pods_taking_a_batch_at_once_give_no_service_sample() -> None:
+    """Pods become ready between two readings and take 20 tasks: the interval's in-flight average is not
+    the 10 the two readings suggest, so it teaches nothing; the steady seconds after it do."""
+    estimator = RateEstimator().observe(0.0, 500, 0, 0, 5, 4)
+    estimator = estimator.observe(1.0, 480, 20, 12, 5, 4)  # a jump from 0 to 20 in flight
+    assert estimator.service_seconds is None
+    completed = 12
+    for t in range(2, 40):
+        completed += 10
+        estimator = estimator.observe(float(t), 480 - 10 * t, 20, completed, 5, 4)
+    assert estimator.service_seconds is not None and abs(estimator.service_seconds - 2.0) < 0.01
+
+
+def test_a_steady_ramp_is_followed_at_the_fast_pace() -> None:
+    """0 to 8 tasks/s over 10 minutes: the reported rate lags by about 10 s of the ramp, not 60 s."""
+    estimator, arrived = RateEstimator(), 0.0
+    for t in range(601):
+        arrived += 8.0 * t / 600
+        estimator = estimator.observe(float(t), 0, 0, int(arrived), 1)
+    assert estimator.arrival_rate is not None and estimator.slow_arrival_rate is not None
+    assert abs(estimator.arrival_rate - 8.0) < 0.3 and estimator.arrival_rate > estimator.slow_arrival_rate + 0.5
+
+
+def test_a_step_up_that_keeps_coming_is_a_rate_not_a_burst() -> None:
+    """Nothing, then 8 tasks/s: within 15 s the reported rate is the fast average, not the slow one."""
+    estimator = feed([(float(t), 0, 0, 0, 1) for t in range(60)])
+    for t in range(60, 75):
+        estimator = estimator.observe(float(t), 0, 0, 8 * (t - 59), 1)
+    assert estimator.fast_arrival_rate is not None and estimator.slow_arrival_rate is not None
+    assert estimator.fast_arrival_rate > 2 * estimator.slow_arrival_rate
+    assert estimator.arrival_rate == estimator.fast_arrival_rate and estimator.arrival_rate > 6.0
+    # the one-off batch of the burst test stays backlog once the next reading shows no more coming
+    burst = feed([(0.0, 0, 0, 0, 0), (1.0, 500, 0, 0, 0), (2.0, 500, 0, 0, 0)])
+    assert burst.arrival_rate == burst.slow_arrival_rate
