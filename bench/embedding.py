@@ -50,17 +50,29 @@ def direct(texts: list[str]) -> list[dict[str, Any]]:
     started = time.perf_counter()
     for i in range(0, len(texts), 64):
         int8.embed(texts[i : i + 64])
-    rows.append({"system": "onnx-int8 embed, batch 64, no queue",
-                 "docs_per_second": round(len(texts) / (time.perf_counter() - started), 1)})
+    rows.append(
+        {
+            "system": "onnx-int8 embed, batch 64, no queue",
+            "docs_per_second": round(len(texts) / (time.perf_counter() - started), 1),
+        }
+    )
     return rows
 
 
 async def through_queue(server: RedisServer, texts: list[str], embedder: str) -> dict[str, Any]:
     from swell_worker.client import SwellClient
 
-    worker = WorkerProcess({"SWELL_BACKEND": "redis-streams", "SWELL_REDIS_URL": server.url, "SWELL_QUEUE": "embed",
-                            "SWELL_HANDLERS": "embed", "SWELL_CONCURRENCY": "64", "SWELL_EMBEDDER": embedder,
-                            "SWELL_LOG_LEVEL": "WARNING"})
+    worker = WorkerProcess(
+        {
+            "SWELL_BACKEND": "redis-streams",
+            "SWELL_REDIS_URL": server.url,
+            "SWELL_QUEUE": "embed",
+            "SWELL_HANDLERS": "embed",
+            "SWELL_CONCURRENCY": "64",
+            "SWELL_EMBEDDER": embedder,
+            "SWELL_LOG_LEVEL": "WARNING",
+        }
+    )
     try:
         worker.wait_ready(120)
         async with SwellClient.for_redis(server.url, "embed", backend="redis-streams") as client:
@@ -72,10 +84,12 @@ async def through_queue(server: RedisServer, texts: list[str], embedder: str) ->
             seconds = time.perf_counter() - started
             latencies = {t: ((await client.status(t)).updated_at or 0) - at for t, at in submitted.items()}
         ordered = sorted(latencies.values())
-        return {"system": f"swell worker, {embedder}, 1 text per task",
-                "docs_per_second": round(len(texts) / seconds, 1),
-                "p50_latency_s": round(ordered[len(ordered) // 2], 3),
-                "p95_latency_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3)}
+        return {
+            "system": f"swell worker, {embedder}, 1 text per task",
+            "docs_per_second": round(len(texts) / seconds, 1),
+            "p50_latency_s": round(ordered[len(ordered) // 2], 3),
+            "p95_latency_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+        }
     finally:
         worker.stop()
 
@@ -97,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     limit = rows[0]["docs_per_second"]
     for row in rows:
         row["ratio_to_limit"] = round(row["docs_per_second"] / limit, 3)
-        print(f"{row['system']:48} {row['docs_per_second']:>8.1f} docs/s  {row['ratio_to_limit']:>6.0%} of the limit"
-              + (f"  p50 {row['p50_latency_s']}s p95 {row['p95_latency_s']}s" if "p50_latency_s" in row else ""))
-    save_comparison("embedding", rows, "docs_per_second", "documents embedded per second (same machine)",
-                    docs=args.docs)
+        print(
+            f"{row['system']:48} {row['docs_per_second']:>8.1f} docs/s  {row['ratio_to_limit']:>6.0%} of the limit"
+            + (f"  p50 {row['p50_latency_s']}s p95 {row['p95_latency_s']}s" if "p50_latency_s" in row else "")
+        )
+    save_comparison(
+        "embedding", rows, "docs_per_second", "documents embedded per second (same machine)", docs=args.docs
+    )
     return 0
 
 

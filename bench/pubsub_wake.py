@@ -72,12 +72,19 @@ def stack(mode: str) -> Iterator[dict[str, Any]]:
     redis.start()
     port = free_port()
     activator = f"http://127.0.0.1:{port}"
-    operator = OperatorProcess(cluster, namespace, extra_args=("--activator-port", str(port),
-                                                               "--activator-url", activator)).wait_up()
+    operator = OperatorProcess(
+        cluster, namespace, extra_args=("--activator-port", str(port), "--activator-url", activator)
+    ).wait_up()
     try:
         secrets(cluster, namespace, redis.url)
-        yield {"cluster": cluster, "namespace": namespace, "redis": redis, "emulator": emulator,
-               "activator": activator, "operator": operator}
+        yield {
+            "cluster": cluster,
+            "namespace": namespace,
+            "redis": redis,
+            "emulator": emulator,
+            "activator": activator,
+            "operator": operator,
+        }
     except Exception:
         print(operator.log()[-6000:], file=sys.stderr)
         raise
@@ -99,14 +106,30 @@ def run_mode(mode: str, trials: int) -> dict[str, list[float]]:
         if mode == "push":
             proxy = exits.enter_context(ServiceProxy(cluster.kubeconfig, namespace, "pool"))
             workers = f"{proxy.url}/pubsub/push"
-            emulator.create(names["topic"], names["sub"], ack_deadline_seconds=10,
-                            push_config={"push_endpoint": f"{workers}?token={TOKEN}"})
+            emulator.create(
+                names["topic"],
+                names["sub"],
+                ack_deadline_seconds=10,
+                push_config={"push_endpoint": f"{workers}?token={TOKEN}"},
+            )
         else:
             emulator.create(names["topic"], names["sub"], ack_deadline_seconds=10)
 
         def pool(minimum: int) -> None:
-            apply(cluster, namespace, pubsub_pool(emulator, names, ["echo"], mode=mode, concurrency=2,
-                                                  replicas=(minimum, 2), scaling=SCALING, push_endpoint=workers))
+            apply(
+                cluster,
+                namespace,
+                pubsub_pool(
+                    emulator,
+                    names,
+                    ["echo"],
+                    mode=mode,
+                    concurrency=2,
+                    replicas=(minimum, 2),
+                    scaling=SCALING,
+                    push_endpoint=workers,
+                ),
+            )
 
         def asleep() -> bool:
             if replicas_of(cluster, namespace, "pool") != 0:
@@ -147,8 +170,11 @@ def run_mode(mode: str, trials: int) -> dict[str, list[float]]:
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(samples), 3), "min": round(min(samples), 3),
-            "max": round(max(samples), 3)}
+    return {
+        "median": round(statistics.median(samples), 3),
+        "min": round(min(samples), 3),
+        "max": round(max(samples), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,23 +188,41 @@ def main(argv: list[str] | None = None) -> None:
         samples = run_mode(mode, args.trials)
         raw[mode] = {key: [round(s, 3) for s in values] for key, values in samples.items()}
         cold, warm = summary(samples["to_done"]), summary(samples["warm_to_done"])
-        rows.append({"system": f"{mode}: pool at zero, publish -> replicas >= 1",
-                     **summary(samples["to_replica"]), "x_baseline": None})
-        rows.append({"system": f"{mode}: pool at zero, publish -> task done", **cold,
-                     "x_baseline": round(cold["median"] / warm["median"], 2)})
-        rows.append({"system": f"{mode}: one worker running (baseline), publish -> task done", **warm,
-                     "x_baseline": 1.0})
+        rows.append(
+            {
+                "system": f"{mode}: pool at zero, publish -> replicas >= 1",
+                **summary(samples["to_replica"]),
+                "x_baseline": None,
+            }
+        )
+        rows.append(
+            {
+                "system": f"{mode}: pool at zero, publish -> task done",
+                **cold,
+                "x_baseline": round(cold["median"] / warm["median"], 2),
+            }
+        )
+        rows.append(
+            {"system": f"{mode}: one worker running (baseline), publish -> task done", **warm, "x_baseline": 1.0}
+        )
     save_comparison(
-        "pubsub_wake", rows, value="median", xlabel="seconds (median)", trials=args.trials,
+        "pubsub_wake",
+        rows,
+        value="median",
+        xlabel="seconds (median)",
+        trials=args.trials,
         what="seconds from publishing one task to a Pub/Sub pool at zero, against the same pool with one "
-             "worker running; emulator, local control plane, real operator and workers",
+        "worker running; emulator, local control plane, real operator and workers",
         keda_gcp_pubsub="Cloud Monitoring num_undelivered_messages: sampled every 60 s, visible up to a few "
-                        "minutes later (cloud.google.com/pubsub/docs/monitoring); KEDA pollingInterval 30 s",
-        samples_seconds=raw, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "minutes later (cloud.google.com/pubsub/docs/monitoring); KEDA pollingInterval 30 s",
+        samples_seconds=raw,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     for row in rows:
-        print(f"{row['system']}: median {row['median']:.2f}s (min {row['min']:.2f}, max {row['max']:.2f})"
-              + (f", x{row['x_baseline']} the baseline" if row["x_baseline"] else ""))
+        print(
+            f"{row['system']}: median {row['median']:.2f}s (min {row['min']:.2f}, max {row['max']:.2f})"
+            + (f", x{row['x_baseline']} the baseline" if row["x_baseline"] else "")
+        )
 
 
 if __name__ == "__main__":

@@ -63,10 +63,18 @@ class ExistingCluster:
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["kubectl", *args], input=input, text=True, capture_output=True, check=check,
-                              timeout=timeout, env={**os.environ, **self.env()})
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            check=check,
+            timeout=timeout,
+            env={**os.environ, **self.env()},
+        )
 
 
 @contextlib.contextmanager
@@ -95,8 +103,9 @@ def environment(kubeconfig: Path | None) -> Iterator[tuple[Any, str, RedisServer
             try:
                 yield cluster, namespace, redis, operator
             finally:
-                cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=30s",
-                                check=False)
+                cluster.kubectl(
+                    "delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=30s", check=False
+                )
                 operator.stop()
                 cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     finally:
@@ -119,10 +128,16 @@ def deployment_reader(cluster: Any, namespace: str) -> Any:
 def run(trials: int, backend: str, kubeconfig: Path | None) -> dict[str, Any]:
     samples: list[float] = []
     with environment(kubeconfig) as (cluster, namespace, redis, operator):
-        apply(cluster, namespace, pool_manifest(
-            "pool", backend, "tasks",
-            scaling={"idleSecondsBeforeZero": 0.5, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 1},
-        ))
+        apply(
+            cluster,
+            namespace,
+            pool_manifest(
+                "pool",
+                backend,
+                "tasks",
+                scaling={"idleSecondsBeforeZero": 0.5, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 1},
+            ),
+        )
         wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "the Deployment at zero")
         wait_for(lambda: status_of(cluster, namespace, "pool").get("lastDecision"), 60, "a first decision")
         replicas = deployment_reader(cluster, namespace)
@@ -179,8 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--backend", choices=["redis-streams", "redis-list"], default="redis-streams")
-    parser.add_argument("--kubeconfig", type=Path, default=None,
-                        help="Use this running cluster instead of starting the local control plane.")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="Use this running cluster instead of starting the local control plane.",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "reaction_local.json")
     args = parser.parse_args(argv)
     result = run(args.trials, args.backend, args.kubeconfig)

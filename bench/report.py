@@ -14,8 +14,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def save_comparison(name: str, rows: list[dict[str, Any]], value: str, xlabel: str, **extra: Any) -> None:
     """Write bench/results/<name>.json (machine, command, rows) and <name>.png (one bar per row's ``value``)."""
     command = f"python -m bench.{name}"
-    report = {"name": name, "command": command, "machine": platform.platform(), "cores": os.cpu_count(),
-              **extra, "rows": rows}
+    report = {
+        "name": name,
+        "command": command,
+        "machine": platform.platform(),
+        "cores": os.cpu_count(),
+        **extra,
+        "rows": rows,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     import matplotlib

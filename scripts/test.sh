@@ -3,6 +3,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ruff check . || exit 1
+ruff format --check . || exit 1
 mypy || exit 1
 python3 -m pytest -p no:cacheprovider -ra "$@"
 rc=$?

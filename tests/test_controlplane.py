@@ -43,19 +43,21 @@ def deployment(name: str, replicas: int, *, command: list[str] | None = None, gr
     if command is not None:
         container["command"] = command
         annotations = {"swell.dev/run-locally": "true"}
-    return yaml.safe_dump({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": annotations},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": grace},
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": annotations},
+                    "spec": {"containers": [container], "terminationGracePeriodSeconds": grace},
+                },
             },
-        },
-    })
+        }
+    )
 
 
 def pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, object]]:
@@ -65,25 +67,31 @@ def pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, object]]:
 
 
 def running(cluster: Cluster, namespace: str, app: str) -> list[str]:
-    return [p["metadata"]["name"] for p in pods(cluster, namespace, app)  # type: ignore[index]
-            if p["status"].get("phase") == "Running"]  # type: ignore[attr-defined]
+    return [
+        p["metadata"]["name"]
+        for p in pods(cluster, namespace, app)  # type: ignore[index]
+        if p["status"].get("phase") == "Running"
+    ]  # type: ignore[attr-defined]
 
 
-def test_deployment_gets_running_pods_scales_to_zero_and_is_garbage_collected(
-    cluster: Cluster, namespace: str
-) -> None:
+def test_deployment_gets_running_pods_scales_to_zero_and_is_garbage_collected(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=deployment("web", 3))
-    names = wait_for(lambda: len(running(cluster, namespace, "web")) == 3 and running(cluster, namespace, "web"),
-                     "3 running pods")
-    nodes = {json.loads(cluster.kubectl("get", "pod", n, "-n", namespace, "-o", "json").stdout)["spec"]["nodeName"]
-             for n in names}
+    names = wait_for(
+        lambda: len(running(cluster, namespace, "web")) == 3 and running(cluster, namespace, "web"), "3 running pods"
+    )
+    nodes = {
+        json.loads(cluster.kubectl("get", "pod", n, "-n", namespace, "-o", "json").stdout)["spec"]["nodeName"]
+        for n in names
+    }
     assert all(node.startswith("node-") for node in nodes)
     cluster.kubectl("scale", "deployment/web", "-n", namespace, "--replicas=0")
     wait_for(lambda: not cluster.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout.strip(), "pods gone")
     assert cluster.kubectl("get", "rs", "-n", namespace, "-o", "name").stdout.strip()
     cluster.kubectl("delete", "deployment/web", "-n", namespace)
-    wait_for(lambda: not cluster.kubectl("get", "rs", "-n", namespace, "-o", "name").stdout.strip(),
-             "the ReplicaSet garbage-collected")
+    wait_for(
+        lambda: not cluster.kubectl("get", "rs", "-n", namespace, "-o", "name").stdout.strip(),
+        "the ReplicaSet garbage-collected",
+    )
 
 
 SIGTERM_SCRIPT = (
@@ -104,8 +112,9 @@ def test_pod_runner_runs_pods_and_deletion_cost_picks_who_goes(
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     ]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
-    names = wait_for(lambda: len(running(cluster, namespace, "w")) == 2 and running(cluster, namespace, "w"),
-                     "2 running pods")
+    names = wait_for(
+        lambda: len(running(cluster, namespace, "w")) == 2 and running(cluster, namespace, "w"), "2 running pods"
+    )
     processes = {n: pod_runner.wait_for_process(namespace, n) for n in names}
     wait_for(lambda: all("running as" in p.log() for p in processes.values()), "both processes running")
     assert {p.popen.pid for p in processes.values()}.__len__() == 2
@@ -125,10 +134,13 @@ def test_pod_runner_runs_pods_and_deletion_cost_picks_who_goes(
 
 
 def test_grace_period_ends_with_sigkill(cluster: Cluster, namespace: str, pod_runner: PodRunner) -> None:
-    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n" \
-               "while True: time.sleep(0.1)\n"
-    cluster.kubectl("apply", "-n", namespace, "-f", "-",
-                    input=deployment("s", 1, command=[sys.executable, "-c", stubborn], grace=1))
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n"
+        "while True: time.sleep(0.1)\n"
+    )
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=deployment("s", 1, command=[sys.executable, "-c", stubborn], grace=1)
+    )
     (name,) = wait_for(lambda: running(cluster, namespace, "s"), "a running pod")
     process = pod_runner.wait_for_process(namespace, name)
     wait_for(lambda: "up" in process.log(), "the process started")
@@ -146,13 +158,25 @@ CRD = {
         "group": "example.swell.dev",
         "scope": "Namespaced",
         "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
-                "type": "object", "required": ["size"],
-                "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 5}},
-            }}}},
-        }],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 5}},
+                            }
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -162,12 +186,20 @@ def test_structural_crd_rejects_an_invalid_object_with_the_servers_message(clust
     cluster.kubectl("wait", "--for=condition=Established", "crd/gadgets.example.swell.dev", timeout=60)
 
     def gadget(size: object) -> str:
-        return yaml.safe_dump({"apiVersion": "example.swell.dev/v1", "kind": "Gadget",
-                               "metadata": {"name": f"g{size}".lower()}, "spec": {"size": size}})
+        return yaml.safe_dump(
+            {
+                "apiVersion": "example.swell.dev/v1",
+                "kind": "Gadget",
+                "metadata": {"name": f"g{size}".lower()},
+                "spec": {"size": size},
+            }
+        )
 
     assert cluster.kubectl("apply", "-n", namespace, "-f", "-", input=gadget(3)).returncode == 0
-    refused = wait_for(lambda: cluster.kubectl("apply", "-n", namespace, "-f", "-", input=gadget(9), check=False),
-                       "the server answered")
+    refused = wait_for(
+        lambda: cluster.kubectl("apply", "-n", namespace, "-f", "-", input=gadget(9), check=False),
+        "the server answered",
+    )
     assert refused.returncode != 0
     assert "spec.size: Invalid value: 9: spec.size in body should be less than or equal to 5" in refused.stderr
 
@@ -210,16 +242,19 @@ def echo_deployment(name: str, replicas: int) -> str:
 
 
 def service(name: str) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        }
+    )
 
 
-def fetch(url: str, *, method: str = "GET", body: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def fetch(
+    url: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """Status and JSON body, for any status."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -239,9 +274,13 @@ def answer_from(url: str) -> dict[str, Any] | None:
 
 def pod_ips(cluster: Cluster, namespace: str, app: str, count: int) -> dict[str, str]:
     def assigned() -> dict[str, str]:
-        found = {p["metadata"]["name"]: p["status"].get("podIP", "")  # type: ignore[index]
-                 for p in pods(cluster, namespace, app) if p["status"].get("phase") == "Running"}  # type: ignore[attr-defined]
+        found = {
+            p["metadata"]["name"]: p["status"].get("podIP", "")  # type: ignore[index]
+            for p in pods(cluster, namespace, app)
+            if p["status"].get("phase") == "Running"
+        }  # type: ignore[attr-defined]
         return found if len(found) == count and all(found.values()) else {}
+
     return wait_for(assigned, f"{count} running pods with IPs")
 
 
@@ -274,11 +313,19 @@ def test_service_proxy_forwards_to_ready_pods_and_answers_503_without_any(
         assert {e.address for e in proxy.endpoints()} == set(ips.values())
         assert {e.port for e in proxy.endpoints()} == {8080}
 
-        status, reply = fetch(f"{proxy.url}/submit?x=1&y=two", method="POST", body=b'{"n": 1}',
-                              headers={"X-Test": "kept", "Content-Type": "application/json"})
+        status, reply = fetch(
+            f"{proxy.url}/submit?x=1&y=two",
+            method="POST",
+            body=b'{"n": 1}',
+            headers={"X-Test": "kept", "Content-Type": "application/json"},
+        )
         assert status == 200
-        assert (reply["method"], reply["path"], reply["body"], reply["header"]) == \
-            ("POST", "/submit?x=1&y=two", '{"n": 1}', "kept")
+        assert (reply["method"], reply["path"], reply["body"], reply["header"]) == (
+            "POST",
+            "/submit?x=1&y=two",
+            '{"n": 1}',
+            "kept",
+        )
         assert ips[reply["pod"]] == reply["podIP"]
         status, reply = fetch(f"{proxy.url}/status/418")
         assert status == 418, "the upstream status must pass through"
@@ -287,8 +334,9 @@ def test_service_proxy_forwards_to_ready_pods_and_answers_503_without_any(
         assert seen == set(ips), "requests should spread over both ready pods"
 
         cluster.kubectl("scale", "deployment/echo", "-n", namespace, "--replicas=0")
-        status, reply = wait_for(lambda: (answer := fetch(f"{proxy.url}/"))[0] == 503 and answer,
-                                 "503 once no pod is ready")
+        status, reply = wait_for(
+            lambda: (answer := fetch(f"{proxy.url}/"))[0] == 503 and answer, "503 once no pod is ready"
+        )
         assert "no ready endpoint" in reply["error"]
 
 

@@ -22,7 +22,11 @@ def test_the_demo_scales_out_indexes_every_document_returns_to_zero_and_finds_on
     assert swell, "the `swell` command is not installed (pip install -e .)"
     finished = subprocess.run(
         [swell, "demo", "--local", "--tasks", str(DOCUMENTS), "--output", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -41,13 +41,30 @@ SLO_SECONDS = 30.0
 FAMILIES = ("swell", "keda", "kpa")
 P95_TIE_SECONDS = STEP  # waits are measured on the simulator's 0.1 s clock
 # The settings a reader knows by name; each is also a point of its family's sweep.
-KEDA_DEFAULT = {"polling_interval": 30.0, "cooldown_period": 300.0, "list_length": 5.0,
-                "scale_down_window": 300.0, "pending_entries": None, "min_replica_count": 0}
-KEDA_EXPERT = {"polling_interval": 5.0, "cooldown_period": 60.0, "list_length": 20.0,
-               "scale_down_window": 60.0, "pending_entries": 3.0, "min_replica_count": 0}
+KEDA_DEFAULT = {
+    "polling_interval": 30.0,
+    "cooldown_period": 300.0,
+    "list_length": 5.0,
+    "scale_down_window": 300.0,
+    "pending_entries": None,
+    "min_replica_count": 0,
+}
+KEDA_EXPERT = {
+    "polling_interval": 5.0,
+    "cooldown_period": 60.0,
+    "list_length": 20.0,
+    "scale_down_window": 60.0,
+    "pending_entries": 3.0,
+    "min_replica_count": 0,
+}
 KPA_DEFAULT = {"target_utilisation": 0.7, "stable_window": 60.0}
-SWELL_DEFAULT = {"target_wait_seconds": 30.0, "idle_seconds_before_zero": 30.0,
-                 "scale_down_stabilization_seconds": 60.0, "min_replicas": 0, "activation_backlog": 1}
+SWELL_DEFAULT = {
+    "target_wait_seconds": 30.0,
+    "idle_seconds_before_zero": 30.0,
+    "scale_down_stabilization_seconds": 60.0,
+    "min_replicas": 0,
+    "activation_backlog": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -71,22 +88,57 @@ def swell_settings(quick: bool) -> list[Setting]:
     """targetWaitSeconds x (idleSecondsBeforeZero, scaleDownStabilizationSeconds), a few pools that batch
     at zero (activationBacklog) and a few kept warm (replicas.min 1). A 15 s window lets short budgets
     hold their headroom part-time."""
-    waits = (0.1, 1, 5, 10, 20, 30, 60) if quick else (
-        0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
-    grid = [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=float(i),
-                     scale_down_stabilization_seconds=60.0, min_replicas=0, activation_backlog=1)
-            for w, i in itertools.product(waits, (5, 30))]
-    grid += [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=5.0,
-                      scale_down_stabilization_seconds=15.0, min_replicas=0, activation_backlog=1)
-             for w in waits if w <= 10]
+    waits = (
+        (0.1, 1, 5, 10, 20, 30, 60) if quick else (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
+    )
+    grid = [
+        _setting(
+            "swell",
+            target_wait_seconds=float(w),
+            idle_seconds_before_zero=float(i),
+            scale_down_stabilization_seconds=60.0,
+            min_replicas=0,
+            activation_backlog=1,
+        )
+        for w, i in itertools.product(waits, (5, 30))
+    ]
+    grid += [
+        _setting(
+            "swell",
+            target_wait_seconds=float(w),
+            idle_seconds_before_zero=5.0,
+            scale_down_stabilization_seconds=15.0,
+            min_replicas=0,
+            activation_backlog=1,
+        )
+        for w in waits
+        if w <= 10
+    ]
     # Budget spent at zero too: the pool leaves at once and wakes for a batch (activationBacklog).
     batches = ((30, 10),) if quick else ((15, 5), (30, 5), (30, 10), (30, 20), (60, 40))
-    grid += [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=0.0,
-                      scale_down_stabilization_seconds=60.0, min_replicas=0, activation_backlog=a)
-             for w, a in batches]
+    grid += [
+        _setting(
+            "swell",
+            target_wait_seconds=float(w),
+            idle_seconds_before_zero=0.0,
+            scale_down_stabilization_seconds=60.0,
+            min_replicas=0,
+            activation_backlog=a,
+        )
+        for w, a in batches
+    ]
     warm = (0.1, 2) if quick else (0.1, 0.5, 2, 10)
-    grid += [_setting("swell", target_wait_seconds=float(w), idle_seconds_before_zero=5.0,
-                      scale_down_stabilization_seconds=60.0, min_replicas=1, activation_backlog=1) for w in warm]
+    grid += [
+        _setting(
+            "swell",
+            target_wait_seconds=float(w),
+            idle_seconds_before_zero=5.0,
+            scale_down_stabilization_seconds=60.0,
+            min_replicas=1,
+            activation_backlog=1,
+        )
+        for w in warm
+    ]
     return grid
 
 
@@ -98,8 +150,15 @@ def keda_settings(quick: bool) -> list[Setting]:
     windows = (60.0, 300.0) if quick else (0.0, 60.0, 300.0)
     in_flight = (None, 3.0)
     grid = {
-        _setting("keda", polling_interval=p, cooldown_period=c, min_replica_count=m, list_length=n,
-                 scale_down_window=w, pending_entries=f)
+        _setting(
+            "keda",
+            polling_interval=p,
+            cooldown_period=c,
+            min_replica_count=m,
+            list_length=n,
+            scale_down_window=w,
+            pending_entries=f,
+        )
         for (p, c, m), n, w, f in itertools.product(loops, list_lengths, windows, in_flight)
     }
     grid |= {_setting("keda", **KEDA_DEFAULT), _setting("keda", **KEDA_EXPERT)}
@@ -123,8 +182,9 @@ def make_scaler(setting: Setting, phase: float, task_seconds_hint: float = 1.0) 
     if setting.family == "keda":
         return KedaHpa(CONCURRENCY, MAX_REPLICAS, phase=phase, **params)
     if setting.family == "kpa":  # panic-window-percentage 10 % of the stable window (Knative default)
-        return KnativeKpa(CONCURRENCY, MAX_REPLICAS, phase=phase, panic_window=max(params["stable_window"] * 0.1, 1.0),
-                          **params)
+        return KnativeKpa(
+            CONCURRENCY, MAX_REPLICAS, phase=phase, panic_window=max(params["stable_window"] * 0.1, 1.0), **params
+        )
     raise ValueError(setting.family)
 
 
@@ -147,8 +207,15 @@ def measure(job: tuple[str, Setting, tuple[int, ...], float]) -> dict[str, Any]:
     results = []
     for seed in seeds:
         scaler = make_scaler(setting, phase_of(seed))
-        results.append(simulate(trace_of(trace_name, seed), scaler, concurrency=CONCURRENCY,
-                                startup_seconds=startup, drain_idle_first=setting.family == "swell"))
+        results.append(
+            simulate(
+                trace_of(trace_name, seed),
+                scaler,
+                concurrency=CONCURRENCY,
+                startup_seconds=startup,
+                drain_idle_first=setting.family == "swell",
+            )
+        )
     waits = [w for r in results for w in r.waits]
     return {
         "trace": trace_name,
@@ -206,17 +273,29 @@ def dominance(swell: Sequence[Point], baseline: Sequence[Point]) -> dict[str, An
         if ratio < 1.0:
             beaten += 1
         else:
-            not_beaten.append({"p95": point.p95, "replica_seconds": point.replica_seconds,
-                               "swell_replica_seconds": ours.replica_seconds, "swell_p95": ours.p95})
-    return {"beaten": beaten, "not_beaten": not_beaten, "out_of_reach": out_of_reach,
-            "worst_ratio": round(max(ratios), 3) if ratios else None,
-            "dominates": not not_beaten and not out_of_reach}
+            not_beaten.append(
+                {
+                    "p95": point.p95,
+                    "replica_seconds": point.replica_seconds,
+                    "swell_replica_seconds": ours.replica_seconds,
+                    "swell_p95": ours.p95,
+                }
+            )
+    return {
+        "beaten": beaten,
+        "not_beaten": not_beaten,
+        "out_of_reach": out_of_reach,
+        "worst_ratio": round(max(ratios), 3) if ratios else None,
+        "dominates": not not_beaten and not out_of_reach,
+    }
 
 
 def headline(trace: str, rows: list[dict[str, Any]], bound: float) -> dict[str, Any]:
     """One trace's comparison: frontiers, Swell against each baseline, and the done-when checks."""
-    points = {f: [Point(r["wait_p95_s"], r["replica_seconds"], r["setting"]) for r in rows if r["family"] == f]
-              for f in FAMILIES}
+    points = {
+        f: [Point(r["wait_p95_s"], r["replica_seconds"], r["setting"]) for r in rows if r["family"] == f]
+        for f in FAMILIES
+    }
     fronts = {f: frontier(points[f]) for f in FAMILIES}
     swell = fronts["swell"]
     keda_default = next(r for r in rows if r["family"] == "keda" and r["setting"] == _normal(KEDA_DEFAULT))
@@ -225,11 +304,13 @@ def headline(trace: str, rows: list[dict[str, Any]], bound: float) -> dict[str, 
     at_slo = {f: cheapest_within(fronts[f], SLO_SECONDS) for f in FAMILIES}
     baselines_at_slo = [p for f in ("keda", "kpa") if (p := at_slo[f]) is not None]
     best_baseline = min(baselines_at_slo, key=lambda p: p.replica_seconds) if baselines_at_slo else None
-    best_family = None if best_baseline is None else next(
-        f for f in ("keda", "kpa") if at_slo[f] is best_baseline)
+    best_family = None if best_baseline is None else next(f for f in ("keda", "kpa") if at_slo[f] is best_baseline)
     swell_at_slo = at_slo["swell"]
-    ratio_at_slo = (None if swell_at_slo is None or best_baseline is None
-                    else round(swell_at_slo.replica_seconds / best_baseline.replica_seconds, 3))
+    ratio_at_slo = (
+        None
+        if swell_at_slo is None or best_baseline is None
+        else round(swell_at_slo.replica_seconds / best_baseline.replica_seconds, 3)
+    )
     against = {f: dominance(swell, fronts[f]) for f in ("keda", "kpa")}
     saving = None
     if swell_vs_default is not None:
@@ -278,8 +359,10 @@ def run(traces: Sequence[str], seeds: Sequence[int], startup: float, quick: bool
 
 
 def table(summaries: list[dict[str, Any]]) -> str:
-    head = (f"{'trace':19} {'bound':>6} {'KEDA dflt rs/p95':>17} {'Swell rs/p95 (better)':>22} {'saving':>7} "
-            f"{'Swell@SLO':>10} {'best base@SLO':>18} {'ratio':>6} {'xLB':>5} {'dominates':>9}")
+    head = (
+        f"{'trace':19} {'bound':>6} {'KEDA dflt rs/p95':>17} {'Swell rs/p95 (better)':>22} {'saving':>7} "
+        f"{'Swell@SLO':>10} {'best base@SLO':>18} {'ratio':>6} {'xLB':>5} {'dominates':>9}"
+    )
     lines = [head, "-" * len(head)]
     for s in summaries:
         kd, sv, slo = s["keda_default"], s["swell_better_wait_than_keda_default"], s["at_slo"]
@@ -306,8 +389,12 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        kd, sv, slo, best = s["keda_default"], s["swell_better_wait_than_keda_default"], s["at_slo"], s[
-            "best_baseline_at_slo"]
+        kd, sv, slo, best = (
+            s["keda_default"],
+            s["swell_better_wait_than_keda_default"],
+            s["at_slo"],
+            s["best_baseline_at_slo"],
+        )
         beaten = sum(a["beaten"] for a in s["against"].values())
         not_beaten = sum(len(a["not_beaten"]) for a in s["against"].values())
         out = sum(len(a["out_of_reach"]) for a in s["against"].values())
@@ -317,11 +404,18 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
             f"{kd['replica_seconds']:.0f} / {kd['p95']:.1f} s | "
             + (f"{sv['replica_seconds']:.0f} / {sv['p95']:.1f} s" if sv else "-")
             + f" | {_pct(s['saving_vs_keda_default'])} | "
-            + (f"{swell_slo['replica_seconds']:.0f} / {swell_slo['p95']:.1f} s "
-               f"({s['swell_at_slo_over_lower_bound']:.2f}x)" if swell_slo else "none")
+            + (
+                f"{swell_slo['replica_seconds']:.0f} / {swell_slo['p95']:.1f} s "
+                f"({s['swell_at_slo_over_lower_bound']:.2f}x)"
+                if swell_slo
+                else "none"
+            )
             + " | "
-            + (f"{'KEDA' if best == 'keda' else 'KPA'} {slo[best]['replica_seconds']:.0f} / {slo[best]['p95']:.1f} s"
-               if best else "none")
+            + (
+                f"{'KEDA' if best == 'keda' else 'KPA'} {slo[best]['replica_seconds']:.0f} / {slo[best]['p95']:.1f} s"
+                if best
+                else "none"
+            )
             + f" | {_num(s['swell_over_best_baseline_at_slo'])} | {beaten} / {not_beaten} / {out} |"
         )
     return "\n".join(lines)
@@ -349,11 +443,24 @@ def plot(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path
     for ax, summary in zip(axes.flat, summaries, strict=False):
         for family in FAMILIES:
             everything = [r for r in rows if r["trace"] == summary["trace"] and r["family"] == family]
-            ax.scatter([r["wait_p95_s"] for r in everything], [r["replica_seconds"] for r in everything],
-                       s=5, alpha=0.25, color=colours[family])
+            ax.scatter(
+                [r["wait_p95_s"] for r in everything],
+                [r["replica_seconds"] for r in everything],
+                s=5,
+                alpha=0.25,
+                color=colours[family],
+            )
             front = summary["frontiers"][family]
-            ax.step([p["p95"] for p in front], [p["replica_seconds"] for p in front], where="post",
-                    color=colours[family], lw=1.6, label=names[family], marker="o", ms=2.5)
+            ax.step(
+                [p["p95"] for p in front],
+                [p["replica_seconds"] for p in front],
+                where="post",
+                color=colours[family],
+                lw=1.6,
+                label=names[family],
+                marker="o",
+                ms=2.5,
+            )
         kd = summary["keda_default"]
         ax.scatter([kd["p95"]], [kd["replica_seconds"]], marker="x", s=40, color="black", label="KEDA defaults")
         ax.axhline(summary["lower_bound_replica_seconds"], color="grey", ls=":", lw=1, label="lower bound")
@@ -364,7 +471,7 @@ def plot(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path
         ax.set_yscale("log")
         ax.set_title(summary["trace"], fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(summaries):]:
+    for ax in axes.flat[len(summaries) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("replica-seconds", fontsize=8)
@@ -372,8 +479,11 @@ def plot(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path
         ax.set_xlabel("p95 queue wait (s)", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.suptitle("Replica-seconds against p95 wait: every setting (dots) and each policy's Pareto frontier (line); "
-                 "lower and further left is better", fontsize=10)
+    fig.suptitle(
+        "Replica-seconds against p95 wait: every setting (dots) and each policy's Pareto frontier (line); "
+        "lower and further left is better",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=90)
 
@@ -407,8 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         "max_replicas": MAX_REPLICAS,
         "slo_seconds": SLO_SECONDS,
         "p95_tie_seconds": P95_TIE_SECONDS,
-        "named_settings": {"keda_default": KEDA_DEFAULT, "keda_expert": KEDA_EXPERT, "kpa_default": KPA_DEFAULT,
-                           "swell_default": SWELL_DEFAULT},
+        "named_settings": {
+            "keda_default": KEDA_DEFAULT,
+            "keda_expert": KEDA_EXPERT,
+            "kpa_default": KPA_DEFAULT,
+            "swell_default": SWELL_DEFAULT,
+        },
         "settings_per_family": {f: sum(1 for s in all_settings(args.quick) if s.family == f) for f in FAMILIES},
         "traces": outcome["traces"],
         "rows": outcome["rows"],

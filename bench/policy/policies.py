@@ -74,16 +74,26 @@ class Swell:
             seen.now, seen.backlog, seen.in_flight, seen.completed_total, seen.ready, self.concurrency
         )
         policy = Policy(
-            min_replicas=self.min_replicas, max_replicas=self.max_replicas, concurrency=self.concurrency,
-            target_wait_seconds=self.target_wait_seconds, activation_backlog=self.activation_backlog,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            concurrency=self.concurrency,
+            target_wait_seconds=self.target_wait_seconds,
+            activation_backlog=self.activation_backlog,
             idle_seconds_before_zero=self.idle_seconds_before_zero,
-            scale_down_stabilization_seconds=self.scale_down_stabilization_seconds, max_step_up=None,
-            max_step_down=None, task_seconds_hint=self.task_seconds_hint,
+            scale_down_stabilization_seconds=self.scale_down_stabilization_seconds,
+            max_step_up=None,
+            max_step_down=None,
+            task_seconds_hint=self.task_seconds_hint,
         )
         observation = Observation(
-            now=seen.now, backlog=seen.backlog, in_flight=seen.in_flight, per_consumer_in_flight={},
-            arrival_rate=self.rates.arrival_rate, service_rate_per_replica=self.rates.service_rate_per_replica,
-            current_replicas=seen.replicas, ready_replicas=seen.ready,
+            now=seen.now,
+            backlog=seen.backlog,
+            in_flight=seen.in_flight,
+            per_consumer_in_flight={},
+            arrival_rate=self.rates.arrival_rate,
+            service_rate_per_replica=self.rates.service_rate_per_replica,
+            current_replicas=seen.replicas,
+            ready_replicas=seen.ready,
         )
         decision = decide(observation, policy, self.memory)
         self.memory, self._decided_at = decision.memory, seen.now
@@ -184,8 +194,15 @@ class KedaHpa:
 def keda_tuned(concurrency: int, max_replicas: int) -> KedaHpa:
     """What a careful user sets: poll every 5 s, cool down 60 s, a 60 s HPA scale-down window, and a
     listLength equal to what one pod drains in ~5 s (concurrency x 5 s / 1 s per task)."""
-    return KedaHpa(concurrency, max_replicas, name="keda-tuned", polling_interval=5.0, cooldown_period=60.0,
-                   list_length=float(concurrency * 5), scale_down_window=60.0)
+    return KedaHpa(
+        concurrency,
+        max_replicas,
+        name="keda-tuned",
+        polling_interval=5.0,
+        cooldown_period=60.0,
+        list_length=float(concurrency * 5),
+        scale_down_window=60.0,
+    )
 
 
 # --- Knative KPA ---------------------------------------------------------------------------------------------

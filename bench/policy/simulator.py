@@ -41,8 +41,9 @@ class Result:
     unfinished: int
 
 
-def simulate(trace: Trace, scaler: Scaler, *, concurrency: int, startup_seconds: float,
-             drain_idle_first: bool) -> Result:
+def simulate(
+    trace: Trace, scaler: Scaler, *, concurrency: int, startup_seconds: float, drain_idle_first: bool
+) -> Result:
     arrivals = deque(sorted(trace))
     queue: deque[tuple[float, float]] = deque()
     pods: list[Pod] = []
@@ -83,8 +84,14 @@ def simulate(trace: Trace, scaler: Scaler, *, concurrency: int, startup_seconds:
                     break
         if now >= next_decision - 1e-9:
             serving = [p for p in pods if not p.leaving]
-            seen = Seen(now=now, backlog=len(queue), in_flight=in_flight, completed_total=completed,
-                        replicas=spec_replicas, ready=sum(p.ready_at <= now for p in serving))
+            seen = Seen(
+                now=now,
+                backlog=len(queue),
+                in_flight=in_flight,
+                completed_total=completed,
+                replicas=spec_replicas,
+                ready=sum(p.ready_at <= now for p in serving),
+            )
             wanted = scaler.desired(seen)
             if wanted != spec_replicas:
                 actions += 1
@@ -114,8 +121,9 @@ def simulate(trace: Trace, scaler: Scaler, *, concurrency: int, startup_seconds:
         following = min(following, last_step + 1)
         replica_seconds += len(pods) * STEP * (following - step)
         step = following
-    return Result(replica_seconds=replica_seconds, waits=waits, scaling_actions=actions,
-                  unfinished=len(queue) + len(arrivals))
+    return Result(
+        replica_seconds=replica_seconds, waits=waits, scaling_actions=actions, unfinished=len(queue) + len(arrivals)
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -35,8 +35,10 @@ def steady(rng: random.Random) -> Trace:
 
 def diurnal(rng: random.Random) -> Trace:
     """A day compressed into 30 minutes: 0.2 to 8 tasks/s along a sine."""
+
     def rate(t: float) -> float:
         return 0.2 + 3.9 * (1 - math.cos(2 * math.pi * t / DURATION))
+
     return _poisson(rate, 8.0, rng, _exponential(rng))
 
 

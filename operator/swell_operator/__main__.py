@@ -17,32 +17,52 @@ from swell_operator.model import VECTOR_URI_PATTERN
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="swell-operator", description="Scale WorkerPools from queue depth.")
-    parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="Namespace to watch; repeat for several. Default: all namespaces.")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="Namespace to watch; repeat for several. Default: all namespaces.",
+    )
     parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off).")
     parser.add_argument("--health-port", type=int, default=8081, help="Liveness endpoint port (/healthz).")
-    parser.add_argument("--lease-namespace", default=None,
-                        help="Namespace of the leader-election Lease. Default: $POD_NAMESPACE, else the first "
-                        "watched namespace, else 'default'.")
+    parser.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="Namespace of the leader-election Lease. Default: $POD_NAMESPACE, else the first "
+        "watched namespace, else 'default'.",
+    )
     parser.add_argument("--identity", default=None, help="Leader-election identity. Default: $POD_NAME or host-pid.")
-    parser.add_argument("--no-leader-election", action="store_true",
-                        help="Act without a Lease (only safe with a single replica).")
-    parser.add_argument("--activator-port", type=int, default=0,
-                        help="Serve the Pub/Sub push activator on this port (0: off).")
-    parser.add_argument("--activator-url", default=None,
-                        help="URL at which Pub/Sub reaches the activator (e.g. your Ingress to the activator "
-                        "Service); push pools at zero have their subscription pointed there.")
-    parser.add_argument("--worker-image", default=os.environ.get("SWELL_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
-                        help="Image of the bundled worker for pools that do not name one (default: "
-                        f"$SWELL_WORKER_IMAGE, else {DEFAULT_WORKER_IMAGE}). Pools follow it when it changes.")
-    parser.add_argument("--default-vector-uri", default=os.environ.get("SWELL_DEFAULT_VECTOR_URI") or None,
-                        help="Shared Milvus server for pools serving index or search that name none "
-                        "(default: $SWELL_DEFAULT_VECTOR_URI). Without either such a pool gets no workers.")
+    parser.add_argument(
+        "--no-leader-election", action="store_true", help="Act without a Lease (only safe with a single replica)."
+    )
+    parser.add_argument(
+        "--activator-port", type=int, default=0, help="Serve the Pub/Sub push activator on this port (0: off)."
+    )
+    parser.add_argument(
+        "--activator-url",
+        default=None,
+        help="URL at which Pub/Sub reaches the activator (e.g. your Ingress to the activator "
+        "Service); push pools at zero have their subscription pointed there.",
+    )
+    parser.add_argument(
+        "--worker-image",
+        default=os.environ.get("SWELL_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
+        help="Image of the bundled worker for pools that do not name one (default: "
+        f"$SWELL_WORKER_IMAGE, else {DEFAULT_WORKER_IMAGE}). Pools follow it when it changes.",
+    )
+    parser.add_argument(
+        "--default-vector-uri",
+        default=os.environ.get("SWELL_DEFAULT_VECTOR_URI") or None,
+        help="Shared Milvus server for pools serving index or search that name none "
+        "(default: $SWELL_DEFAULT_VECTOR_URI). Without either such a pool gets no workers.",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging.")
     args = parser.parse_args(argv)
     if args.default_vector_uri and not re.match(VECTOR_URI_PATTERN, args.default_vector_uri):
-        parser.error(f"--default-vector-uri must be a Milvus server URI (http://host:19530); "
-                     f"got {args.default_vector_uri!r}")
+        parser.error(
+            f"--default-vector-uri must be a Milvus server URI (http://host:19530); got {args.default_vector_uri!r}"
+        )
     return args
 
 

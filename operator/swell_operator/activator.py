@@ -69,13 +69,15 @@ class Activator:
     api: client.ApiClient | None = None
     gates: dict[tuple[str, str], PushAuthenticator] = field(default_factory=dict)
     woken: dict[tuple[str, str], float] = field(default_factory=dict)
-    tokens: GoogleIdTokens = field(default_factory=lambda: GoogleIdTokens(
-        threads=VERIFY_THREADS, max_waiting=MAX_WAITING_VERIFICATIONS))
+    tokens: GoogleIdTokens = field(
+        default_factory=lambda: GoogleIdTokens(threads=VERIFY_THREADS, max_waiting=MAX_WAITING_VERIFICATIONS)
+    )
     max_in_flight: int = MAX_IN_FLIGHT
     in_flight: int = 0
 
-    def register(self, namespace: str, pool: str, *, shared_token: str | None, audience: str | None,
-                 service_account: str | None) -> None:
+    def register(
+        self, namespace: str, pool: str, *, shared_token: str | None, audience: str | None, service_account: str | None
+    ) -> None:
         """How pushes for this pool are checked; ValueError for a rule that would leave the endpoint open."""
         gate = PushAuthenticator(shared_token, audience, service_account, self.tokens)
         self.gates[(namespace, pool)] = gate
@@ -147,7 +149,8 @@ async def serve(api: client.ApiClient, host: str, port: int) -> web.AppRunner:
     """Serve the activator; ``SWELL_OIDC_CERTS_URL`` and ``SWELL_OIDC_TIMEOUT_SECONDS`` as on the worker."""
     ACTIVATOR.api = api
     ACTIVATOR.tokens = GoogleIdTokens(
-        os.environ.get("SWELL_OIDC_CERTS_URL") or GOOGLE_CERTS_URL, threads=VERIFY_THREADS,
+        os.environ.get("SWELL_OIDC_CERTS_URL") or GOOGLE_CERTS_URL,
+        threads=VERIFY_THREADS,
         timeout=float(os.environ.get("SWELL_OIDC_TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_SECONDS),
         max_waiting=MAX_WAITING_VERIFICATIONS,
     )

@@ -92,9 +92,14 @@ class Memory:
     headroom: tuple[tuple[float, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"lastBusyAt": self.last_busy_at, "busyArrivalRate": self.busy_arrival_rate,
-                "startingSince": self.starting_since, "startingReplicas": self.starting_replicas,
-                "startupSeconds": self.startup_seconds, "headroom": [list(h) for h in self.headroom]}
+        return {
+            "lastBusyAt": self.last_busy_at,
+            "busyArrivalRate": self.busy_arrival_rate,
+            "startingSince": self.starting_since,
+            "startingReplicas": self.starting_replicas,
+            "startupSeconds": self.startup_seconds,
+            "headroom": [list(h) for h in self.headroom],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Memory:
@@ -110,9 +115,14 @@ class Memory:
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
         except (TypeError, ValueError):
             return cls()
-        return cls(last_busy_at=last_busy_at, busy_arrival_rate=max(rate or 0.0, 0.0),
-                   starting_since=starting_since, starting_replicas=max(starting_replicas, 0), headroom=headroom,
-                   startup_seconds=None if startup is None or startup < 0 else startup)
+        return cls(
+            last_busy_at=last_busy_at,
+            busy_arrival_rate=max(rate or 0.0, 0.0),
+            starting_since=starting_since,
+            starting_replicas=max(starting_replicas, 0),
+            headroom=headroom,
+            startup_seconds=None if startup is None or startup < 0 else startup,
+        )
 
 
 def _optional(value: Any) -> float | None:
@@ -176,18 +186,22 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     for_drain = work / horizon if work <= ready_share else ready + (work - ready * budget) / late_budget
     for_quantile = 0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
-        for_quantile = _for_quantile(arrivals, capacity / policy.concurrency, policy.concurrency, budget,
-                                     policy.max_replicas)
+        for_quantile = _for_quantile(
+            arrivals, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
+        )
     # Keep up: over a horizon, arrivals beyond capacity queue; the queue then must still drain in budget.
     for_arrivals = _for_horizon(backlog, arrivals, capacity, budget, startup_seconds)
-    for_window = _for_horizon(backlog, arrivals, capacity, budget,
-                              max(policy.scale_down_stabilization_seconds, startup_seconds))
+    for_window = _for_horizon(
+        backlog, arrivals, capacity, budget, max(policy.scale_down_stabilization_seconds, startup_seconds)
+    )
     up = max(_whole(for_drain), _whole(for_arrivals), for_quantile, for_in_flight, 1 if backlog > 0 else 0)
     keep = max(up, _whole(for_window))
     source = "measured" if observation.service_rate_per_replica else "hinted"
     why = "nothing queued or in flight; " if backlog == 0 and in_flight == 0 else ""
-    why += (f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
-           f"need {up} to stay within {budget:g}s (pods start in {startup_seconds:.0f}s)")
+    why += (
+        f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
+        f"need {up} to stay within {budget:g}s (pods start in {startup_seconds:.0f}s)"
+    )
     if keep > up:
         why += f", {keep} to stay within it for {policy.scale_down_stabilization_seconds:g}s"
     if for_in_flight >= up and in_flight_why:
@@ -263,8 +277,11 @@ def _learn_startup(observation: Observation, memory: Memory) -> Memory:
     if current < memory.starting_replicas:
         return replace(memory, starting_since=None, starting_replicas=0)
     sample = observation.now - memory.starting_since
-    learned = sample if memory.startup_seconds is None else (
-        memory.startup_seconds + STARTUP_LEARNING_WEIGHT * (sample - memory.startup_seconds))
+    learned = (
+        sample
+        if memory.startup_seconds is None
+        else (memory.startup_seconds + STARTUP_LEARNING_WEIGHT * (sample - memory.startup_seconds))
+    )
     return replace(memory, starting_since=None, starting_replicas=0, startup_seconds=learned)
 
 
@@ -300,8 +317,10 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
             why += f"; idle for {policy.idle_seconds_before_zero:g}s or more"
         elif expected >= EXPECTED_ARRIVALS_IN_SILENCE:
             up = keep = 0
-            why += (f"; idle for {idle_for:.0f}s where {memory.busy_arrival_rate:.2f} arrivals/s "
-                    f"would have sent {expected:.0f}: the work stopped")
+            why += (
+                f"; idle for {idle_for:.0f}s where {memory.busy_arrival_rate:.2f} arrivals/s "
+                f"would have sent {expected:.0f}: the work stopped"
+            )
         else:
             keep = max(keep, 1)
             why += f"; idle for {idle_for:.0f}s of {policy.idle_seconds_before_zero:g}s before zero"
@@ -331,5 +350,4 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         if current > up:
             why += f"; holding {current}, needed within the next {policy.scale_down_stabilization_seconds:g}s"
 
-    return Decision(replicas=replicas, reason=f"{why} -> {replicas} (from {current})", memory=memory,
-                    current=current)
+    return Decision(replicas=replicas, reason=f"{why} -> {replicas} (from {current})", memory=memory, current=current)

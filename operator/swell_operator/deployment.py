@@ -312,6 +312,4 @@ async def read_replicas(api: client.ApiClient, namespace: str, name: str) -> Rep
 
 async def scale_deployment(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
     """Through the scale subresource, the narrowest write that changes replicas (a strategic merge patch)."""
-    await client.AppsV1Api(api).patch_namespaced_deployment_scale(
-        name, namespace, {"spec": {"replicas": replicas}}
-    )
+    await client.AppsV1Api(api).patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})

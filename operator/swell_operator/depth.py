@@ -81,16 +81,18 @@ class QueueReader:
         try:
             redis = open_redis(url, password, socket_timeout=5.0, max_connections=4)
         except ValueError as exc:
-            raise DepthUnavailable(f"the Redis URL in Secret {queue.redis.url_secret_ref.name} is invalid: "
-                                   f"{type(exc).__name__}") from None
+            raise DepthUnavailable(
+                f"the Redis URL in Secret {queue.redis.url_secret_ref.name} is invalid: {type(exc).__name__}"
+            ) from None
         where = describe(url)
         self._connection = (redis, where)
         if queue.backend == "redis-streams":
             from swell_worker.backends.redis_streams import RedisStreamsBackend
 
             assert queue.streams is not None  # the CRD's CEL rule requires it
-            return RedisStreamsBackend(redis, queue.streams.streams, OPERATOR_CONSUMER,
-                                       group=queue.streams.group, where=where)
+            return RedisStreamsBackend(
+                redis, queue.streams.streams, OPERATOR_CONSUMER, group=queue.streams.group, where=where
+            )
         from swell_worker.backends.redis_list import RedisListBackend
 
         assert queue.list is not None  # the CRD's CEL rule requires it

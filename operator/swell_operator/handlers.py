@@ -179,8 +179,14 @@ async def scale(
     while _runtime is None and not stopped:
         await stopped.wait(0.1)
     current = runtime()
-    scaler = PoolScaler(current.api, namespace, name, QueueReader(current.api, namespace), current.elector,
-                        activator_url=OPTIONS.activator_url)
+    scaler = PoolScaler(
+        current.api,
+        namespace,
+        name,
+        QueueReader(current.api, namespace),
+        current.elector,
+        activator_url=OPTIONS.activator_url,
+    )
     reported: str | None = None  # the reason this pool cannot run, once reported
     try:
         while not stopped:
@@ -217,16 +223,19 @@ async def _scale_to_zero_if_present(namespace: str, deployment: str) -> None:
             raise
 
 
-async def _report_unrunnable(
-    api: client.ApiClient, namespace: str, name: str, body: kopf.Body, problem: str
-) -> None:
+async def _report_unrunnable(api: client.ApiClient, namespace: str, name: str, body: kopf.Body, problem: str) -> None:
     """Degraded and not Ready with the reason, plus one Warning Event, instead of workers."""
     kopf.event(body, type="Warning", reason=NO_VECTOR_STORE, message=problem)
     spec = body.get("spec") or {}
     previous = (body.get("status") or {}).get("conditions") or []
     health = Health(
-        paused=bool((spec.get("scaling") or {}).get("paused")), error=problem, desired=0, current=None, ready=None,
-        error_reason=NO_VECTOR_STORE, generation=(body.get("metadata") or {}).get("generation"),
+        paused=bool((spec.get("scaling") or {}).get("paused")),
+        error=problem,
+        desired=0,
+        current=None,
+        ready=None,
+        error_reason=NO_VECTOR_STORE,
+        generation=(body.get("metadata") or {}).get("generation"),
     )
     status = {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),

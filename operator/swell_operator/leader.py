@@ -76,8 +76,13 @@ class LeaderElector:
                 except (TimeoutError, OSError) as exc:
                     log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
                 if self.is_leader != was:
-                    log.info("%s %s leadership of %s/%s", self.identity,
-                             "took" if self.is_leader else "lost", self.namespace, self.name)
+                    log.info(
+                        "%s %s leadership of %s/%s",
+                        self.identity,
+                        "took" if self.is_leader else "lost",
+                        self.namespace,
+                        self.name,
+                    )
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._renew_seconds)
         finally:
@@ -106,8 +111,11 @@ class LeaderElector:
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": self.namespace,
-                         "resourceVersion": lease.metadata.resource_version},
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version,
+            },
             "spec": {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": self._lease_seconds,
@@ -139,8 +147,10 @@ class LeaderElector:
             await leases.patch_namespaced_lease(
                 self.name,
                 self.namespace,
-                {"metadata": {"resourceVersion": lease.metadata.resource_version},
-                 "spec": {"holderIdentity": None, "renewTime": None, "acquireTime": None}},
+                {
+                    "metadata": {"resourceVersion": lease.metadata.resource_version},
+                    "spec": {"holderIdentity": None, "renewTime": None, "acquireTime": None},
+                },
             )
         except (TimeoutError, ApiException, OSError) as exc:
             log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc)

@@ -9,14 +9,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 REGISTRY = CollectorRegistry()
 _LABELS = ("namespace", "workerpool")
 
-QUEUE_BACKLOG = Gauge("swell_operator_queue_backlog", "Tasks waiting in the pool's queue.", _LABELS,
-                      registry=REGISTRY)
-IN_FLIGHT = Gauge("swell_operator_in_flight", "Tasks delivered to workers and not yet settled.", _LABELS,
-                  registry=REGISTRY)
-REPLICAS_DESIRED = Gauge("swell_operator_replicas_desired", "Replicas the last decision asked for.", _LABELS,
-                         registry=REGISTRY)
-REPLICAS_CURRENT = Gauge("swell_operator_replicas_current", "Replicas the Deployment has now.", _LABELS,
-                         registry=REGISTRY)
+QUEUE_BACKLOG = Gauge("swell_operator_queue_backlog", "Tasks waiting in the pool's queue.", _LABELS, registry=REGISTRY)
+IN_FLIGHT = Gauge(
+    "swell_operator_in_flight", "Tasks delivered to workers and not yet settled.", _LABELS, registry=REGISTRY
+)
+REPLICAS_DESIRED = Gauge(
+    "swell_operator_replicas_desired", "Replicas the last decision asked for.", _LABELS, registry=REGISTRY
+)
+REPLICAS_CURRENT = Gauge(
+    "swell_operator_replicas_current", "Replicas the Deployment has now.", _LABELS, registry=REGISTRY
+)
 DECISION_SECONDS = Histogram(
     "swell_operator_decision_seconds",
     "Time from the start of a queue read to the applied decision.",

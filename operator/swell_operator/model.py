@@ -71,9 +71,7 @@ class RedisListQueue(Spec):
 
 
 class RedisStreamsQueue(Spec):
-    streams: list[str] = Field(
-        min_length=1, max_length=16, description="Stream names, highest priority first."
-    )
+    streams: list[str] = Field(min_length=1, max_length=16, description="Stream names, highest priority first.")
     group: str = Field(default="swell", min_length=1, max_length=200, description="Consumer group.")
 
 
@@ -172,9 +170,7 @@ class Queue(Spec):
     )
     redis: RedisConnection | None = Field(default=None, description="Redis connection (Redis backends).")
     list: RedisListQueue | None = Field(default=None, description="Redis list queue (`redis-list`).")
-    streams: RedisStreamsQueue | None = Field(
-        default=None, description="Redis Streams queue (`redis-streams`)."
-    )
+    streams: RedisStreamsQueue | None = Field(default=None, description="Redis Streams queue (`redis-streams`).")
     pubsub: PubSubQueue | None = Field(default=None, description="Pub/Sub subscription (`pubsub`).")
 
 
@@ -347,7 +343,9 @@ class WorkerPoolStatus(Spec):
     current_replicas: int | None = Field(default=None, description="Replicas the Deployment has now.")
     ready_replicas: int | None = Field(default=None, description="Replicas ready to take tasks.")
     last_decision: LastDecision | None = Field(default=None, description="The latest scaling decision.")
-    target: str | None = Field(default=None, description="What is scaled: the bundled Deployment or the scaleTargetRef.")
+    target: str | None = Field(
+        default=None, description="What is scaled: the bundled Deployment or the scaleTargetRef."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Active, Degraded and Paused.",

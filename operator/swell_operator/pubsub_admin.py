@@ -86,8 +86,10 @@ async def _credentials(api: client.ApiClient, namespace: str, queue: PubSubQueue
         try:  # may ask the metadata server, hence the thread
             found, _ = await asyncio.to_thread(google.auth.default, scopes=SCOPES)
         except auth_exceptions.GoogleAuthError:
-            raise PubSubAdminError("no Google credentials: set credentialsSecretRef or configure Workload "
-                                   "Identity (Application Default Credentials were not found)") from None
+            raise PubSubAdminError(
+                "no Google credentials: set credentialsSecretRef or configure Workload "
+                "Identity (Application Default Credentials were not found)"
+            ) from None
         adc: gcredentials.Credentials = found
         return adc
     from google.oauth2 import service_account
@@ -104,16 +106,22 @@ async def _credentials(api: client.ApiClient, namespace: str, queue: PubSubQueue
         from_info = service_account.Credentials.from_service_account_info
         sa: gcredentials.Credentials = from_info(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, KeyError, auth_exceptions.GoogleAuthError):
-        raise PubSubAdminError(f"Secret {namespace}/{ref.name} key {ref.key!r} is not a service-account "
-                               "JSON key") from None
+        raise PubSubAdminError(
+            f"Secret {namespace}/{ref.name} key {ref.key!r} is not a service-account JSON key"
+        ) from None
     return sa
 
 
 class PubSubAdmin:
     """One pool's subscription as the operator sees it. Build with ``open``; ``close`` when the pool goes."""
 
-    def __init__(self, queue: PubSubQueue, subscriber: SubscriberClient, publisher: PublisherClient,
-                 monitoring: MetricServiceClient | None = None) -> None:
+    def __init__(
+        self,
+        queue: PubSubQueue,
+        subscriber: SubscriberClient,
+        publisher: PublisherClient,
+        monitoring: MetricServiceClient | None = None,
+    ) -> None:
         self.queue = queue
         self._subscriber = subscriber
         self._publisher = publisher
@@ -130,18 +138,24 @@ class PubSubAdmin:
         if queue.emulator_host:
             host = queue.emulator_host
             anonymous = gcredentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
-            subscriber_transport = SubscriberGrpcTransport(host=host, credentials=anonymous,
-                                                           channel=grpc.insecure_channel(host))
-            publisher_transport = PublisherGrpcTransport(host=host, credentials=anonymous,
-                                                         channel=grpc.insecure_channel(host))
+            subscriber_transport = SubscriberGrpcTransport(
+                host=host, credentials=anonymous, channel=grpc.insecure_channel(host)
+            )
+            publisher_transport = PublisherGrpcTransport(
+                host=host, credentials=anonymous, channel=grpc.insecure_channel(host)
+            )
         else:
             found = await _credentials(api, namespace, queue)
             subscriber_transport = SubscriberGrpcTransport(credentials=found, always_use_jwt_access=True)
             publisher_transport = PublisherGrpcTransport(credentials=found, always_use_jwt_access=True)
             monitoring = MetricServiceClient(credentials=found)
         # A transport instance also stops the clients from reading PUBSUB_EMULATOR_HOST.
-        return cls(queue, SubscriberClient(transport=subscriber_transport),
-                   PublisherClient(transport=publisher_transport), monitoring)
+        return cls(
+            queue,
+            SubscriberClient(transport=subscriber_transport),
+            PublisherClient(transport=publisher_transport),
+            monitoring,
+        )
 
     async def _call(self, what: str, resource: str, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         try:
@@ -150,8 +164,13 @@ class PubSubAdmin:
             raise _safe_error(exc, what, resource) from None
 
     async def _get_subscription(self) -> Subscription:
-        return await self._call("read", f"subscription {self.subscription}", self._subscriber.get_subscription,
-                                subscription=self.subscription, timeout=CALL_TIMEOUT_SECONDS)
+        return await self._call(
+            "read",
+            f"subscription {self.subscription}",
+            self._subscriber.get_subscription,
+            subscription=self.subscription,
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
 
     async def peek(self, timeout: float = PEEK_TIMEOUT_SECONDS) -> bool:
         """Whether a message waits: Pub/Sub has no cheap backlog count (Cloud Monitoring is minutes late).
@@ -167,8 +186,10 @@ class PubSubAdmin:
             # One attempt: retrying UNAVAILABLE until the deadline could end in DEADLINE_EXCEEDED, which here
             # means "empty", so an unreachable server would look like an idle one.
             response = await asyncio.to_thread(
-                self._subscriber.pull, request={"subscription": self.subscription, "max_messages": 1},
-                retry=None, timeout=timeout,
+                self._subscriber.pull,
+                request={"subscription": self.subscription, "max_messages": 1},
+                retry=None,
+                timeout=timeout,
             )
         except gexc.DeadlineExceeded:
             return False  # a Pull waits for messages; none came
@@ -178,9 +199,15 @@ class PubSubAdmin:
         if not ack_ids:
             return False
         try:
-            await self._call("release a peeked message on", resource, self._subscriber.modify_ack_deadline,
-                             subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=0,
-                             timeout=CALL_TIMEOUT_SECONDS)
+            await self._call(
+                "release a peeked message on",
+                resource,
+                self._subscriber.modify_ack_deadline,
+                subscription=self.subscription,
+                ack_ids=ack_ids,
+                ack_deadline_seconds=0,
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
         except PubSubAdminError as exc:
             # The message exists either way; it only comes back after the subscription's ack deadline.
             log.warning("%s; the message is redelivered after the ack deadline", exc)
@@ -201,9 +228,14 @@ class PubSubAdmin:
         if url:
             PushConfig.copy_from(config, current)
             config.push_endpoint = url
-        await self._call("change the push endpoint of", f"subscription {self.subscription}",
-                         self._subscriber.modify_push_config, subscription=self.subscription, push_config=config,
-                         timeout=CALL_TIMEOUT_SECONDS)
+        await self._call(
+            "change the push endpoint of",
+            f"subscription {self.subscription}",
+            self._subscriber.modify_push_config,
+            subscription=self.subscription,
+            push_config=config,
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
 
     def _dead_letter_topic_path(self, topic: str) -> str:
         """A bare id lives in the pool's project; a full ``projects/*/topics/*`` path may point elsewhere."""
@@ -220,42 +252,67 @@ class PubSubAdmin:
         if not self.queue.dead_letter_topic:
             message = "no deadLetterTopic in the spec"
             if current.dead_letter_topic:
-                message += (f"; the subscription's own policy sends messages to {current.dead_letter_topic} "
-                            f"after {current.max_delivery_attempts} deliveries")
-            return {"topic": None, "topicExists": None, "maxDeliveryAttempts": None, "policy": "not configured",
-                    "message": message}
+                message += (
+                    f"; the subscription's own policy sends messages to {current.dead_letter_topic} "
+                    f"after {current.max_delivery_attempts} deliveries"
+                )
+            return {
+                "topic": None,
+                "topicExists": None,
+                "maxDeliveryAttempts": None,
+                "policy": "not configured",
+                "message": message,
+            }
         topic = self._dead_letter_topic_path(self.queue.dead_letter_topic)
         status: dict[str, Any] = {"topic": topic, "topicExists": True, "maxDeliveryAttempts": wanted_attempts}
         try:
             await asyncio.to_thread(self._publisher.get_topic, topic=topic, timeout=CALL_TIMEOUT_SECONDS)
         except gexc.NotFound:
-            return {**status, "topicExists": False, "policy": "not set",
-                    "message": f"dead-letter topic {topic} does not exist; create it (Swell does not)"}
+            return {
+                **status,
+                "topicExists": False,
+                "policy": "not set",
+                "message": f"dead-letter topic {topic} does not exist; create it (Swell does not)",
+            }
         except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise _safe_error(exc, "read", f"topic {topic}") from None
         if current.dead_letter_topic == topic and current.max_delivery_attempts == wanted_attempts:
-            return {**status, "policy": "already set",
-                    "message": f"messages go to {topic} after {wanted_attempts} delivery attempts"}
+            return {
+                **status,
+                "policy": "already set",
+                "message": f"messages go to {topic} after {wanted_attempts} delivery attempts",
+            }
         wanted = DeadLetterPolicy(dead_letter_topic=topic, max_delivery_attempts=wanted_attempts)
         try:
             updated = await asyncio.to_thread(
                 self._subscriber.update_subscription,
-                request={"subscription": {"name": self.subscription, "dead_letter_policy": wanted},
-                         "update_mask": {"paths": ["dead_letter_policy"]}},
+                request={
+                    "subscription": {"name": self.subscription, "dead_letter_policy": wanted},
+                    "update_mask": {"paths": ["dead_letter_policy"]},
+                },
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         except gexc.MethodNotImplemented:
-            return {**status, "policy": "unsupported",
-                    "message": "this Pub/Sub server does not implement dead-letter policies"}
+            return {
+                **status,
+                "policy": "unsupported",
+                "message": "this Pub/Sub server does not implement dead-letter policies",
+            }
         except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise _safe_error(exc, "set the dead-letter policy of", f"subscription {self.subscription}") from None
         kept = updated.dead_letter_policy
         if kept.dead_letter_topic != topic or kept.max_delivery_attempts != wanted_attempts:
-            return {**status, "policy": "unsupported",
-                    "message": "this Pub/Sub server accepted the dead-letter policy but did not keep it"}
-        return {**status, "policy": "set",
-                "message": f"messages go to {topic} after {wanted_attempts} delivery attempts, once Pub/Sub's "
-                           "service agent may publish to the topic and subscribe to the subscription"}
+            return {
+                **status,
+                "policy": "unsupported",
+                "message": "this Pub/Sub server accepted the dead-letter policy but did not keep it",
+            }
+        return {
+            **status,
+            "policy": "set",
+            "message": f"messages go to {topic} after {wanted_attempts} delivery attempts, once Pub/Sub's "
+            "service agent may publish to the topic and subscribe to the subscription",
+        }
 
     async def monitored_backlog(self) -> MonitoredBacklog | None:
         """The newest Cloud Monitoring sample of the backlog; None without Monitoring or without a recent point."""
@@ -263,20 +320,23 @@ class PubSubAdmin:
             return None
         monitoring = self._monitoring
         now = time.time()
-        interval = TimeInterval(start_time={"seconds": int(now - BACKLOG_LOOKBACK_SECONDS)},
-                                end_time={"seconds": int(now) + 1})
+        interval = TimeInterval(
+            start_time={"seconds": int(now - BACKLOG_LOOKBACK_SECONDS)}, end_time={"seconds": int(now) + 1}
+        )
 
         def newest(metric: str) -> tuple[float, int] | None:
             request = ListTimeSeriesRequest(
                 name=f"projects/{self.queue.project}",
                 filter=f'metric.type = "{metric}" AND resource.type = "pubsub_subscription" '
-                       f'AND resource.labels.subscription_id = "{self.queue.subscription}"',
+                f'AND resource.labels.subscription_id = "{self.queue.subscription}"',
                 interval=interval,
                 view=ListTimeSeriesRequest.TimeSeriesView.FULL,
             )
-            points = [(point.interval.end_time.timestamp(), int(point.value.int64_value))
-                      for series in monitoring.list_time_series(request=request, timeout=CALL_TIMEOUT_SECONDS)
-                      for point in series.points]
+            points = [
+                (point.interval.end_time.timestamp(), int(point.value.int64_value))
+                for series in monitoring.list_time_series(request=request, timeout=CALL_TIMEOUT_SECONDS)
+                for point in series.points
+            ]
             return max(points) if points else None
 
         resource = f"the backlog of subscription {self.subscription} from Cloud Monitoring"
@@ -284,8 +344,11 @@ class PubSubAdmin:
         if undelivered is None:
             return None
         age = await self._call("read", resource, newest, OLDEST_UNACKED_AGE)
-        return MonitoredBacklog(messages=undelivered[1], oldest_age_seconds=None if age is None else float(age[1]),
-                                sampled_at=undelivered[0])
+        return MonitoredBacklog(
+            messages=undelivered[1],
+            oldest_age_seconds=None if age is None else float(age[1]),
+            sampled_at=undelivered[0],
+        )
 
     async def close(self) -> None:
         for transport in (self._subscriber.transport, self._publisher.transport):

@@ -120,8 +120,10 @@ class PubSubPool:
         queue = spec.queue.pubsub
         assert queue is not None  # the CRD's CEL rule requires it
         if spec.worker is None:
-            raise DepthUnavailable("Pub/Sub depth comes from the bundled worker's metrics: a scaleTargetRef pool "
-                                   "cannot be scaled from a Pub/Sub subscription")
+            raise DepthUnavailable(
+                "Pub/Sub depth comes from the bundled worker's metrics: a scaleTargetRef pool "
+                "cannot be scaled from a Pub/Sub subscription"
+            )
         admin = await self._admin_for(queue)
         self._note_activation((body.get("metadata") or {}).get("annotations"))
         if not at_zero:
@@ -159,8 +161,10 @@ class PubSubPool:
         if queue.push_endpoint and self.activator_url:
             return
         self._warned_cannot_wake = True
-        message = ("a push pool at zero cannot be woken by a push: set spec.queue.pubsub.pushEndpoint and run the "
-                   "operator with the activator (chart activator.enabled and activator.url), or set replicas.min >= 1")
+        message = (
+            "a push pool at zero cannot be woken by a push: set spec.queue.pubsub.pushEndpoint and run the "
+            "operator with the activator (chart activator.enabled and activator.url), or set replicas.min >= 1"
+        )
         log.warning("%s/%s: %s", self.namespace, self.name, message)
         events.cannot_wake(body, message)
 
@@ -212,8 +216,13 @@ class PubSubPool:
             if queue.push_token_secret_ref is not None:
                 self._token = await read_secret_key(self.api, self.namespace, queue.push_token_secret_ref)
             if queue.mode == "push":
-                ACTIVATOR.register(self.namespace, self.name, shared_token=self._token, audience=queue.push_audience,
-                                   service_account=queue.push_service_account)
+                ACTIVATOR.register(
+                    self.namespace,
+                    self.name,
+                    shared_token=self._token,
+                    audience=queue.push_audience,
+                    service_account=queue.push_service_account,
+                )
             else:
                 ACTIVATOR.forget(self.namespace, self.name)
             self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)

@@ -69,8 +69,13 @@ class RateEstimator:
     ) -> RateEstimator:
         queued = max(backlog, 0) + max(in_flight, 0)
         if self.last_time is None or self.last_queued is None:
-            return replace(self, last_time=now, last_queued=queued, last_completed=completed_total,
-                           last_in_flight=max(in_flight, 0))
+            return replace(
+                self,
+                last_time=now,
+                last_queued=queued,
+                last_completed=completed_total,
+                last_in_flight=max(in_flight, 0),
+            )
         elapsed = now - self.last_time
         if elapsed <= 0:
             return self
@@ -105,17 +110,27 @@ class RateEstimator:
                 service_rate = concurrency / service_seconds
         elif concurrency is None and completed and ready_replicas > 0 and backlog > 0:
             per_replica = completed / elapsed / ready_replicas
-            service_rate = per_replica if service_rate is None else _smooth(
-                service_rate, per_replica, elapsed, SERVICE_SMOOTHING_SECONDS
+            service_rate = (
+                per_replica
+                if service_rate is None
+                else _smooth(service_rate, per_replica, elapsed, SERVICE_SMOOTHING_SECONDS)
             )
         latest_two = min(arrivals, self.last_arrivals if self.last_arrivals is not None else 0.0)
         sustained = fast <= BURST_RATIO * slow + BURST_MARGIN or latest_two >= SUSTAINED_SHARE * fast
         rate = fast if sustained else slow
         return RateEstimator(
-            last_time=now, last_queued=queued, last_completed=completed_total, last_in_flight=max(in_flight, 0),
-            service_seconds=service_seconds, arrival_rate=rate, service_rate_per_replica=service_rate,
-            slow_arrival_rate=slow, fast_arrival_rate=fast, busy_average=busy_average,
-            completion_average=completion_average, last_arrivals=arrivals,
+            last_time=now,
+            last_queued=queued,
+            last_completed=completed_total,
+            last_in_flight=max(in_flight, 0),
+            service_seconds=service_seconds,
+            arrival_rate=rate,
+            service_rate_per_replica=service_rate,
+            slow_arrival_rate=slow,
+            fast_arrival_rate=fast,
+            busy_average=busy_average,
+            completion_average=completion_average,
+            last_arrivals=arrivals,
         )
 
     def to_json(self) -> dict[str, Any]:

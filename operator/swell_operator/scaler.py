@@ -148,16 +148,16 @@ class PoolScaler:
             events.redis_not_durable(body, durability)
         self.state.durability_warned = durability
         if self.state.failures:
-            log.info("queue of %s/%s readable again after %d failures", self.namespace, self.name,
-                     self.state.failures)
+            log.info("queue of %s/%s readable again after %d failures", self.namespace, self.name, self.state.failures)
             if leading:
                 events.queue_recovered(body)
         self.state.failures, self.state.last_error = 0, None
 
         replicas = await self._replicas(spec, depth)
         if replicas is None:
-            await self._report(body, spec, depth, None, leading, error=self.state.last_error,
-                               error_reason="TargetUnavailable")
+            await self._report(
+                body, spec, depth, None, leading, error=self.state.last_error, error_reason="TargetUnavailable"
+            )
             return spec.scaling.poll_interval_seconds
         metrics.REPLICAS_CURRENT.labels(*labels).set(replicas.spec)
         now = time.time()
@@ -245,15 +245,14 @@ class PoolScaler:
             log.warning("%s", message)
             events.scale_failed(body, message)
             return
-        log.info("%s/%s: replicas %d -> %d: %s", self.namespace, self.name, replicas.spec, decision.replicas,
-                 decision.reason)
+        log.info(
+            "%s/%s: replicas %d -> %d: %s", self.namespace, self.name, replicas.spec, decision.replicas, decision.reason
+        )
         events.scaled(body, replicas.spec, decision.replicas, decision.reason)
         self.state.replicas = Replicas(decision.replicas, replicas.ready, replicas.selector)
         self.state.replicas_read_at = time.monotonic()
 
-    async def _on_read_failure(
-        self, body: Mapping[str, Any], spec: WorkerPoolSpec, error: str, leading: bool
-    ) -> float:
+    async def _on_read_failure(self, body: Mapping[str, Any], spec: WorkerPoolSpec, error: str, leading: bool) -> float:
         labels = (self.namespace, self.name)
         metrics.QUEUE_READ_ERRORS.labels(*labels).inc()
         self.state.failures += 1

@@ -43,8 +43,7 @@ def conditions(health: Health, previous: Iterable[Mapping[str, Any]], now: str) 
     wanted: list[Condition] = []
     degraded = health.error is not None
     if degraded:
-        wanted.append(Condition(type="Degraded", status="True", reason=health.error_reason,
-                                message=health.error or ""))
+        wanted.append(Condition(type="Degraded", status="True", reason=health.error_reason, message=health.error or ""))
     else:
         wanted.append(Condition(type="Degraded", status="False", reason="Healthy"))
     if health.paused:
@@ -58,16 +57,17 @@ def conditions(health: Health, previous: Iterable[Mapping[str, Any]], now: str) 
         wanted.append(Condition(type="Active", status="False", reason="ScaledToZero"))
     ready = health.ready or 0
     if degraded:
-        wanted.append(Condition(type="Ready", status="False", reason=health.error_reason,
-                                message=health.error or ""))
+        wanted.append(Condition(type="Ready", status="False", reason=health.error_reason, message=health.error or ""))
     elif health.current is None:
         wanted.append(Condition(type="Ready", status="Unknown", reason="NoDeployment"))
     elif ready >= current:
-        wanted.append(Condition(type="Ready", status="True", reason="AllReplicasReady",
-                                message=f"{ready}/{current} ready"))
+        wanted.append(
+            Condition(type="Ready", status="True", reason="AllReplicasReady", message=f"{ready}/{current} ready")
+        )
     else:
-        wanted.append(Condition(type="Ready", status="False", reason="ReplicasStarting",
-                                message=f"{ready}/{current} ready"))
+        wanted.append(
+            Condition(type="Ready", status="False", reason="ReplicasStarting", message=f"{ready}/{current} ready")
+        )
     out = []
     for condition in wanted:
         before = old.get(condition.type)
@@ -80,8 +80,17 @@ def conditions(health: Health, previous: Iterable[Mapping[str, Any]], now: str) 
 
 def visible(status: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a status worth a write of its own (rates and memory ride along with the next one)."""
-    keep = ("backlog", "inFlight", "desiredReplicas", "currentReplicas", "readyReplicas", "lastDecision",
-            "deadLetter", "target", "observedGeneration")
+    keep = (
+        "backlog",
+        "inFlight",
+        "desiredReplicas",
+        "currentReplicas",
+        "readyReplicas",
+        "lastDecision",
+        "deadLetter",
+        "target",
+        "observedGeneration",
+    )
     shown = {key: status.get(key) for key in keep}
     shown["conditions"] = [
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in status.get("conditions") or ()

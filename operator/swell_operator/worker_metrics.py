@@ -70,9 +70,7 @@ def parse_counters(text: str, at: float) -> PodCounters:
 
 def _is_ready(pod: Any) -> bool:
     conditions = pod.status.conditions or []
-    return pod.metadata.deletion_timestamp is None and any(
-        c.type == "Ready" and c.status == "True" for c in conditions
-    )
+    return pod.metadata.deletion_timestamp is None and any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 class WorkerScraper:
@@ -118,8 +116,15 @@ class WorkerScraper:
             self._settled_total += counters.settled - before.settled
             refused += max(counters.refused - before.refused, 0.0)
         self._previous = current
-        return PoolFigures(answered=len(current), ready_answered=ready, in_flight=in_flight, mean_in_flight=mean,
-                           per_pod=per_pod, settled_total=round(self._settled_total), refused=round(refused))
+        return PoolFigures(
+            answered=len(current),
+            ready_answered=ready,
+            in_flight=in_flight,
+            mean_in_flight=mean,
+            per_pod=per_pod,
+            settled_total=round(self._settled_total),
+            refused=round(refused),
+        )
 
     async def _scrape(self, ip: str) -> PodCounters | None:
         assert self._session is not None

@@ -22,11 +22,22 @@ from tests.chart.schemas import write_schemas
 from tests.fixtures.cluster import Cluster
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "swell"
-KINDS = {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-         "ConfigMap"}
+KINDS = {
+    "Deployment",
+    "Service",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ConfigMap",
+}
 VALID_SPEC = {
-    "queue": {"backend": "redis-streams", "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
-              "streams": {"streams": ["tasks"]}},
+    "queue": {
+        "backend": "redis-streams",
+        "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+        "streams": {"streams": ["tasks"]},
+    },
     "worker": {"handlers": ["noop"]},
 }
 VARIANTS = {
@@ -61,8 +72,13 @@ def test_helm_lint_is_clean(cluster: Cluster) -> None:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_manifests_are_valid_for_this_kubernetes(cluster: Cluster, schema_location: str, variant: str) -> None:
     text = helm(cluster, "template", "swell", str(CHART), "--namespace", "swell-system", *VARIANTS[variant]).stdout
-    checked = subprocess.run([str(cluster.kubeconform), "-strict", "-summary", "-schema-location", schema_location],
-                             input=text, capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [str(cluster.kubeconform), "-strict", "-summary", "-schema-location", schema_location],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "Invalid: 0, Errors: 0, Skipped: 0" in checked.stdout
 
@@ -70,8 +86,13 @@ def test_manifests_are_valid_for_this_kubernetes(cluster: Cluster, schema_locati
 def test_kubeconform_catches_a_misspelt_field(cluster: Cluster, schema_location: str) -> None:
     text = helm(cluster, "template", "swell", str(CHART), "--namespace", "swell-system").stdout
     broken = text.replace("readOnlyRootFilesystem: true", "readOnlyRootFilesytem: true", 1)
-    checked = subprocess.run([str(cluster.kubeconform), "-strict", "-schema-location", schema_location],
-                             input=broken, capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [str(cluster.kubeconform), "-strict", "-schema-location", schema_location],
+        input=broken,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 1 and "readOnlyRootFilesytem" in checked.stdout
 
 
@@ -88,7 +109,9 @@ def test_the_operator_pod_is_restricted(cluster: Cluster) -> None:
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
     }
     assert container["command"] == ["python", "-m", "swell_operator"]
 
@@ -135,8 +158,17 @@ def test_two_replicas_prefer_different_nodes(cluster: Cluster) -> None:
 
 
 def test_monitors_select_the_operator_service_and_the_worker_pods(cluster: Cluster) -> None:
-    docs = render(cluster, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
-                  "--set", "activator.enabled=true", "--set", "watchNamespaces={team-a}")
+    docs = render(
+        cluster,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "activator.enabled=true",
+        "--set",
+        "watchNamespaces={team-a}",
+    )
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [d for d in docs if d["kind"] == "Service"]
@@ -170,8 +202,17 @@ def test_dashboard_reads_the_series_the_code_exports(cluster: Cluster) -> None:
 @pytest.fixture
 def installed(cluster: Cluster, namespace: str) -> Iterator[str]:
     release = f"swell-{namespace}"
-    helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}",
-         "--wait=false")
+    helm(
+        cluster,
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+        "--wait=false",
+    )
     yield release
     helm(cluster, "uninstall", release, "--namespace", namespace, check=False)
 
@@ -187,10 +228,16 @@ def test_install_grants_what_the_operator_needs_and_nothing_more(
     sa = f"system:serviceaccount:{namespace}:{installed}-operator"
     cluster.kubectl("get", "deployment", f"{installed}-operator", "-n", namespace)
     for verb_resource in (
-        ("watch", "workerpools.swell.dev"), ("patch", "workerpools.swell.dev/status"),
-        ("create", "deployments.apps"), ("patch", "deployments.apps/scale"), ("patch", "pods"),
-        ("get", "secrets"), ("create", "events"), ("update", "leases.coordination.k8s.io"),
-        ("create", "services"), ("patch", "services"),
+        ("watch", "workerpools.swell.dev"),
+        ("patch", "workerpools.swell.dev/status"),
+        ("create", "deployments.apps"),
+        ("patch", "deployments.apps/scale"),
+        ("patch", "pods"),
+        ("get", "secrets"),
+        ("create", "events"),
+        ("update", "leases.coordination.k8s.io"),
+        ("create", "services"),
+        ("patch", "services"),
     ):
         assert can_i(cluster, sa, *verb_resource, "-n", namespace), verb_resource
     assert not can_i(cluster, sa, "list", "secrets", "-n", namespace)
@@ -208,15 +255,27 @@ def test_a_clusterwide_install_reaches_every_namespace_but_no_further(cluster: C
     helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--wait=false")
     try:
         sa = f"system:serviceaccount:{namespace}:{release}-operator"
-        for verb_resource in (("watch", "workerpools.swell.dev"), ("patch", "workerpools.swell.dev/status"),
-                              ("create", "deployments.apps"), ("patch", "pods"), ("get", "secrets")):
+        for verb_resource in (
+            ("watch", "workerpools.swell.dev"),
+            ("patch", "workerpools.swell.dev/status"),
+            ("create", "deployments.apps"),
+            ("patch", "pods"),
+            ("get", "secrets"),
+        ):
             assert can_i(cluster, sa, *verb_resource, "--all-namespaces"), verb_resource
         assert can_i(cluster, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io")
         assert can_i(cluster, sa, "update", "leases.coordination.k8s.io", "-n", namespace)
-        for verb_resource in (("list", "secrets"), ("watch", "secrets"), ("list", "namespaces"), ("delete", "nodes"),
-                              ("update", "workerpools.swell.dev"), ("update", "leases.coordination.k8s.io"),
-                              ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
-                              ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("create", "pods")):
+        for verb_resource in (
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("list", "namespaces"),
+            ("delete", "nodes"),
+            ("update", "workerpools.swell.dev"),
+            ("update", "leases.coordination.k8s.io"),
+            ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+            ("create", "pods"),
+        ):
             assert not can_i(cluster, sa, *verb_resource, "--all-namespaces"), verb_resource
     finally:
         helm(cluster, "uninstall", release, "--namespace", namespace, check=False)
@@ -242,10 +301,17 @@ def test_worker_image_and_default_vector_store_are_operator_settings(cluster: Cl
     defaults = operator_args()
     assert defaults.worker_image == f"swell-worker:{chart['appVersion']}"  # the tag scripts/images/build.sh makes
     assert defaults.default_vector_uri is None
-    chosen = operator_args("--set", "worker.image.repository=registry.example/swell-worker",
-                           "--set", "worker.image.tag=2.0.1", "--set", "vectorStore.defaultUri=http://milvus.db:19530")
+    chosen = operator_args(
+        "--set",
+        "worker.image.repository=registry.example/swell-worker",
+        "--set",
+        "worker.image.tag=2.0.1",
+        "--set",
+        "vectorStore.defaultUri=http://milvus.db:19530",
+    )
     assert chosen.worker_image == "registry.example/swell-worker:2.0.1"
     assert chosen.default_vector_uri == "http://milvus.db:19530"
-    refused = helm(cluster, "template", "swell", str(CHART), "--set", "vectorStore.defaultUri=/tmp/vectors.db",
-                   check=False)
+    refused = helm(
+        cluster, "template", "swell", str(CHART), "--set", "vectorStore.defaultUri=/tmp/vectors.db", check=False
+    )
     assert refused.returncode != 0 and "defaultUri" in refused.stderr

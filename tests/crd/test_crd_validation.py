@@ -21,8 +21,11 @@ VALID: dict[str, Any] = {
     "kind": "WorkerPool",
     "metadata": {"name": "pool"},
     "spec": {
-        "queue": {"backend": "redis-streams", "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
-                  "streams": {"streams": ["tasks"]}},
+        "queue": {
+            "backend": "redis-streams",
+            "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+            "streams": {"streams": ["tasks"]},
+        },
         "replicas": {"min": 0, "max": 10},
         "worker": {"handlers": ["noop"]},
     },
@@ -61,34 +64,82 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
     ("spec", "message"),
     [
         ({"replicas": {"min": 5, "max": 2}}, "replicas.min must be <= replicas.max"),
-        ({"queue": {"backend": "kafka", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}},
-         'spec.queue.backend: Unsupported value: "kafka"'),
+        (
+            {"queue": {"backend": "kafka", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}},
+            'spec.queue.backend: Unsupported value: "kafka"',
+        ),
         ({"scaleTargetRef": {"name": "celery-worker"}}, "set exactly one of worker"),
         ({"worker": None}, "set exactly one of worker"),
-        ({"queue": {"backend": "redis-streams", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}},
-         "backend redis-streams needs queue.streams"),
-        ({"queue": {"backend": "pubsub", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}},
-         "pubsub needs queue.pubsub"),
+        (
+            {"queue": {"backend": "redis-streams", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}},
+            "backend redis-streams needs queue.streams",
+        ),
+        (
+            {"queue": {"backend": "pubsub", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}},
+            "pubsub needs queue.pubsub",
+        ),
         ({"concurrency": 0}, "spec.concurrency: Invalid value: 0"),
         ({"worker": {"handlers": ["translate"]}}, 'Unsupported value: "translate"'),
         ({"surprise": True}, 'unknown field "spec.surprise"'),
-        ({"worker": {"env": [{"name": "TOKEN", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}]}},
-         "env: set value or secretKeyRef, not both"),
-        ({"queue": {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "u"}},
-                    "list": {"keys": []}}},
-         "spec.queue.list.keys: Invalid value: 0: spec.queue.list.keys in body should have at least 1 items"),
-        ({"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": "push"}}},
-         "push mode needs pushTokenSecretRef or pushAudience"),
-        ({"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s",
-                                                    "pushEndpoint": "https://x/pubsub/push"}}},
-         "pushEndpoint is for push mode only"),
-        ({"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": "push",
-                                                    "pushAudience": "a", "pushEndpoint": "https://x/?token=t"}}},
-         "spec.queue.pubsub.pushEndpoint in body should match"),
+        (
+            {"worker": {"env": [{"name": "TOKEN", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}]}},
+            "env: set value or secretKeyRef, not both",
+        ),
+        (
+            {
+                "queue": {
+                    "backend": "redis-list",
+                    "redis": {"urlSecretRef": {"name": "r", "key": "u"}},
+                    "list": {"keys": []},
+                }
+            },
+            "spec.queue.list.keys: Invalid value: 0: spec.queue.list.keys in body should have at least 1 items",
+        ),
+        (
+            {"queue": {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": "push"}}},
+            "push mode needs pushTokenSecretRef or pushAudience",
+        ),
+        (
+            {
+                "queue": {
+                    "backend": "pubsub",
+                    "pubsub": {"project": "p", "subscription": "s", "pushEndpoint": "https://x/pubsub/push"},
+                }
+            },
+            "pushEndpoint is for push mode only",
+        ),
+        (
+            {
+                "queue": {
+                    "backend": "pubsub",
+                    "pubsub": {
+                        "project": "p",
+                        "subscription": "s",
+                        "mode": "push",
+                        "pushAudience": "a",
+                        "pushEndpoint": "https://x/?token=t",
+                    },
+                }
+            },
+            "spec.queue.pubsub.pushEndpoint in body should match",
+        ),
     ],
-    ids=["min>max", "unknown-backend", "both-worker-and-target", "neither", "streams-missing", "pubsub-missing",
-         "zero-concurrency", "unknown-handler", "unknown-field", "env-both", "no-list-keys", "open-push",
-         "pull-push-endpoint", "token-in-push-endpoint"],
+    ids=[
+        "min>max",
+        "unknown-backend",
+        "both-worker-and-target",
+        "neither",
+        "streams-missing",
+        "pubsub-missing",
+        "zero-concurrency",
+        "unknown-handler",
+        "unknown-field",
+        "env-both",
+        "no-list-keys",
+        "open-push",
+        "pull-push-endpoint",
+        "token-in-push-endpoint",
+    ],
 )
 def test_invalid_pools_are_refused_with_the_reason(
     cluster: Cluster, namespace: str, crd: None, spec: dict[str, Any], message: str
@@ -124,8 +175,22 @@ def test_swell_status_lists_pools_like_kubectl_get_wp(cluster: Cluster, namespac
     import sys
 
     def status(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "swell_cli", "status", "--kubeconfig", str(cluster.kubeconfig),
-                               "-n", namespace, *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "swell_cli",
+                "status",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "-n",
+                namespace,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     empty = status()
     assert empty.returncode == 0 and "No WorkerPools found." in empty.stdout

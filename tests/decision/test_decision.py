@@ -95,8 +95,9 @@ def test_below_activation_threshold_a_pool_at_zero_waits() -> None:
 def test_replicas_drain_the_backlog_within_the_target_wait(
     backlog: int, current: int, arrivals: float | None, service: float | None, expected: int
 ) -> None:
-    observation = seen(backlog=backlog, current=current, arrival_rate=arrivals, service_rate=service,
-                       in_flight=4 * current)
+    observation = seen(
+        backlog=backlog, current=current, arrival_rate=arrivals, service_rate=service, in_flight=4 * current
+    )
     decision = decide(observation, POLICY, Memory())
     assert decision.replicas == expected, decision.reason
 
@@ -242,8 +243,9 @@ def test_a_start_cut_short_by_a_scale_down_teaches_nothing() -> None:
 
 def test_memory_survives_json_and_garbage_starts_afresh() -> None:
     short = replace(POLICY, target_wait_seconds=0.5)
-    decision = decide(seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0), short,
-                      Memory(startup_seconds=12.0))
+    decision = decide(
+        seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0), short, Memory(startup_seconds=12.0)
+    )
     assert decision.memory.headroom and decision.memory.starting_since == 7.5
     text = json.dumps(decision.memory.to_json())
     assert Memory.from_json(json.loads(text)) == decision.memory
@@ -257,8 +259,7 @@ def test_memory_stays_bounded_by_the_window() -> None:
     memory = Memory()
     short = replace(POLICY, target_wait_seconds=0.5)
     for t in range(1000):
-        memory = decide(seen(backlog=t % 50, current=2, now=float(t), arrival_rate=3.0 + t % 7), short,
-                        memory).memory
+        memory = decide(seen(backlog=t % 50, current=2, now=float(t), arrival_rate=3.0 + t % 7), short, memory).memory
     assert len(memory.headroom) <= 61
 
 
@@ -276,10 +277,14 @@ def test_more_backlog_never_means_fewer_replicas() -> None:
         backlog = rng.randint(0, 3000)
         more = backlog + rng.randint(1, 3000)
         ready = rng.randint(0, current)
-        a = decide(seen(backlog, in_flight, current, arrival_rate=arrivals, service_rate=service, ready=ready),
-                   policy, Memory())
-        b = decide(seen(more, in_flight, current, arrival_rate=arrivals, service_rate=service, ready=ready),
-                   policy, Memory())
+        a = decide(
+            seen(backlog, in_flight, current, arrival_rate=arrivals, service_rate=service, ready=ready),
+            policy,
+            Memory(),
+        )
+        b = decide(
+            seen(more, in_flight, current, arrival_rate=arrivals, service_rate=service, ready=ready), policy, Memory()
+        )
         assert b.replicas >= a.replicas
         assert POLICY.min_replicas <= a.replicas <= POLICY.max_replicas
         assert a.replicas >= math.ceil(in_flight / POLICY.concurrency) or a.replicas == POLICY.max_replicas
@@ -291,8 +296,14 @@ def test_steady_load_does_not_flap() -> None:
     for t in range(600):
         backlog = max(0, int(rng.gauss(200, 20)))
         decision: Decision = decide(
-            seen(backlog=backlog, in_flight=4 * replicas, current=replicas, now=float(t), arrival_rate=8.0,
-                 service_rate=4.0),
+            seen(
+                backlog=backlog,
+                in_flight=4 * replicas,
+                current=replicas,
+                now=float(t),
+                arrival_rate=8.0,
+                service_rate=4.0,
+            ),
             POLICY,
             memory,
         )
@@ -312,8 +323,12 @@ def test_unknown_service_rate_uses_the_hint() -> None:
 
 
 def unseen(in_flight: float, current: int, backlog: int = 0, ready: int | None = None) -> Observation:
-    return replace(seen(backlog=backlog, current=current), in_flight=in_flight, backlog_visible=False,
-                   ready_replicas=current if ready is None else ready)
+    return replace(
+        seen(backlog=backlog, current=current),
+        in_flight=in_flight,
+        backlog_visible=False,
+        ready_replicas=current if ready is None else ready,
+    )
 
 
 def test_saturated_workers_with_an_unseen_backlog_grow_by_headroom() -> None:
@@ -321,8 +336,7 @@ def test_saturated_workers_with_an_unseen_backlog_grow_by_headroom() -> None:
     sizes = [1]
     for _ in range(4):
         current = sizes[-1]
-        sizes.append(decide(unseen(in_flight=current * POLICY.concurrency, current=current), POLICY,
-                            Memory()).replicas)
+        sizes.append(decide(unseen(in_flight=current * POLICY.concurrency, current=current), POLICY, Memory()).replicas)
     assert sizes == [1, 2, 3, 5, 8]
     reason = decide(unseen(in_flight=4, current=1), POLICY, Memory()).reason
     assert "70% busy" in reason and "not visible" in reason

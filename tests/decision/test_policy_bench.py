@@ -44,8 +44,7 @@ def test_the_keda_poll_phase_moves_a_burst_wait() -> None:
 
 def test_frontier_keeps_only_points_nothing_beats_on_both() -> None:
     points = [Point(1.0, 500), Point(2.0, 400), Point(2.5, 450), Point(3.0, 300), Point(0.5, 900), Point(3.0, 350)]
-    assert [(p.p95, p.replica_seconds) for p in frontier(points)] == [(0.5, 900), (1.0, 500), (2.0, 400),
-                                                                        (3.0, 300)]
+    assert [(p.p95, p.replica_seconds) for p in frontier(points)] == [(0.5, 900), (1.0, 500), (2.0, 400), (3.0, 300)]
     assert cheapest_within(frontier(points), 2.7) == Point(2.0, 400)
     assert cheapest_within(frontier(points), 0.4) is None
 

@@ -136,8 +136,14 @@ async def test_worker_container_serves_embed_tasks_from_a_loopback_redis(
     """The image's own entrypoint, hardened as the operator runs it, on the host network to reach Redis."""
     from swell_worker.client import SwellClient
 
-    env = {"SWELL_BACKEND": "redis-streams", "SWELL_REDIS_URL": redis_url, "SWELL_QUEUE": "embed",
-           "SWELL_HANDLERS": "embed", "SWELL_HTTP_PORT": str(free_port()), "SWELL_CONSUMER": "image-test"}
+    env = {
+        "SWELL_BACKEND": "redis-streams",
+        "SWELL_REDIS_URL": redis_url,
+        "SWELL_QUEUE": "embed",
+        "SWELL_HANDLERS": "embed",
+        "SWELL_HTTP_PORT": str(free_port()),
+        "SWELL_CONSUMER": "image-test",
+    }
     flags = [item for key, value in env.items() for item in ("--env", f"{key}={value}")]
     started = must(docker("run", "--detach", *HARDENED[1:-2], "--network", "host", *flags, images["worker"]))
     container = started.strip()

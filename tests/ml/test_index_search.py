@@ -25,8 +25,11 @@ TOPICS = ["astronomy", "cooking", "football", "finance", "gardening", "music", "
 def corpus(n: int) -> list[dict[str, object]]:
     """Short documents, each with a distinctive serial phrase so a search can find exactly it."""
     return [
-        {"id": f"doc-{i}", "text": f"Note {i} about {TOPICS[i % len(TOPICS)]}: item number {i} in the archive.",
-         "metadata": {"topic": TOPICS[i % len(TOPICS)], "n": i}}
+        {
+            "id": f"doc-{i}",
+            "text": f"Note {i} about {TOPICS[i % len(TOPICS)]}: item number {i} in the archive.",
+            "metadata": {"topic": TOPICS[i % len(TOPICS)], "n": i},
+        }
         for i in range(n)
     ]
 
@@ -36,8 +39,13 @@ def task(handler: str, payload: dict[str, object], task_id: str = "t") -> Task:
 
 
 async def test_index_1000_documents_then_search_finds_them(tmp_path: Path) -> None:
-    config = WorkerConfig(backend="redis-streams", redis_url="redis://127.0.0.1:1/0", queues=("unused",),
-                          vector_uri=str(tmp_path / "v.db"), vector_collection="docs")
+    config = WorkerConfig(
+        backend="redis-streams",
+        redis_url="redis://127.0.0.1:1/0",
+        queues=("unused",),
+        vector_uri=str(tmp_path / "v.db"),
+        vector_collection="docs",
+    )
     resources = Resources(config)
     handlers = create_handlers(["index", "search"], config, resources)
     for handler in handlers.values():
@@ -73,10 +81,15 @@ async def test_index_1000_documents_then_search_finds_them(tmp_path: Path) -> No
         ("embed", {"texts": "not a list"}, "payload 'texts' must be a non-empty list of strings"),
     ],
 )
-async def test_bad_payloads_are_permanent_errors(tmp_path: Path, handler: str, payload: dict[str, object],
-                                                 reason: str) -> None:
-    config = WorkerConfig(backend="redis-streams", redis_url="redis://127.0.0.1:1/0", queues=("unused",),
-                          vector_uri=str(tmp_path / "v.db"))
+async def test_bad_payloads_are_permanent_errors(
+    tmp_path: Path, handler: str, payload: dict[str, object], reason: str
+) -> None:
+    config = WorkerConfig(
+        backend="redis-streams",
+        redis_url="redis://127.0.0.1:1/0",
+        queues=("unused",),
+        vector_uri=str(tmp_path / "v.db"),
+    )
     resources = Resources(config)
     (runner,) = create_handlers([handler], config, resources).values()
     await runner.startup()
@@ -90,9 +103,15 @@ async def test_workers_index_through_the_queue_and_a_sigkill_loses_nothing(
     start_worker: StartWorker, redis_url: str, milvus_server: MilvusServer
 ) -> None:
     env = {
-        "SWELL_BACKEND": "redis-streams", "SWELL_REDIS_URL": redis_url, "SWELL_QUEUE": "index",
-        "SWELL_HANDLERS": "index,search", "SWELL_CONCURRENCY": "4", "SWELL_VECTOR_URI": milvus_server.uri,
-        "SWELL_VECTOR_COLLECTION": "e2e", "SWELL_CONSUMER_TIMEOUT_SECONDS": "3", "SWELL_MODEL_THREADS": "1",
+        "SWELL_BACKEND": "redis-streams",
+        "SWELL_REDIS_URL": redis_url,
+        "SWELL_QUEUE": "index",
+        "SWELL_HANDLERS": "index,search",
+        "SWELL_CONCURRENCY": "4",
+        "SWELL_VECTOR_URI": milvus_server.uri,
+        "SWELL_VECTOR_COLLECTION": "e2e",
+        "SWELL_CONSUMER_TIMEOUT_SECONDS": "3",
+        "SWELL_MODEL_THREADS": "1",
     }
     docs = corpus(1000)
     async with SwellClient.for_redis(redis_url, "index", backend="redis-streams") as client:

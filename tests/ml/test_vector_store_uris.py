@@ -42,8 +42,15 @@ def _record_raised_in(function_name: str) -> logging.LogRecord:
         namespace[function_name]()  # type: ignore[operator]
     except NotImplementedError:
         exc_info = sys.exc_info()
-    return logging.LogRecord("grpc._server", logging.ERROR, __file__, 1, "Exception calling application: %s",
-                             ("Method not implemented!",), exc_info)
+    return logging.LogRecord(
+        "grpc._server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Exception calling application: %s",
+        ("Method not implemented!",),
+        exc_info,
+    )
 
 
 def test_only_the_methods_pymilvus_ignores_are_silenced() -> None:

@@ -11,8 +11,9 @@ from celery import Celery
 REDIS_URL = os.environ.get("BYO_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 celery_app = Celery("swell_byo", broker=REDIS_URL)
-celery_app.conf.update(task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1,
-                       worker_hijack_root_logger=False)
+celery_app.conf.update(
+    task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1, worker_hijack_root_logger=False
+)
 
 
 def record(job: str, seconds: float) -> None:

@@ -98,15 +98,22 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def events_for(cluster: Any, namespace: str, pool: str) -> list[dict[str, Any]]:
     result = cluster.kubectl(
-        "get", "events", "-n", namespace, "--field-selector",
-        f"involvedObject.kind=WorkerPool,involvedObject.name={pool}", "-o", "json",
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind=WorkerPool,involvedObject.name={pool}",
+        "-o",
+        "json",
     )
     items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
     return items
 
 
-def push_tasks(redis_url: str, backend: str, queue: str, count: int, handler: str = "noop",
-               payload: dict[str, Any] | None = None) -> list[str]:
+def push_tasks(
+    redis_url: str, backend: str, queue: str, count: int, handler: str = "noop", payload: dict[str, Any] | None = None
+) -> list[str]:
     """Enqueue task envelopes the way producers do (LPUSH / XADD), returning their ids."""
     import uuid
 
@@ -118,8 +125,16 @@ def push_tasks(redis_url: str, backend: str, queue: str, count: int, handler: st
     for _ in range(count):
         task_id = uuid.uuid4().hex
         ids.append(task_id)
-        body = json.dumps({"id": task_id, "handler": handler, "payload": payload or {},
-                           "submitted_at": time.time(), "reply_to": None, "priority": 0})
+        body = json.dumps(
+            {
+                "id": task_id,
+                "handler": handler,
+                "payload": payload or {},
+                "submitted_at": time.time(),
+                "reply_to": None,
+                "priority": 0,
+            }
+        )
         if backend == "redis-streams":
             pipe.xadd(queue, {"body": body})
         else:

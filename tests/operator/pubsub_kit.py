@@ -19,26 +19,49 @@ def secrets(cluster: Any, namespace: str, redis_url: str) -> None:
     cluster.kubectl("create", "secret", "generic", "push", "-n", namespace, f"--from-literal=token={TOKEN}")
 
 
-def pubsub_pool(emulator: PubSubEmulator, names: dict[str, str], handlers: list[str], *, mode: str,
-                concurrency: int, replicas: tuple[int, int], scaling: dict[str, Any],
-                push_endpoint: str | None = None) -> dict[str, Any]:
-    pubsub: dict[str, Any] = {"project": emulator.project, "subscription": names["sub"], "topic": names["topic"],
-                              "mode": mode, "emulatorHost": emulator.host, "deadLetterTopic": names["dead"]}
+def pubsub_pool(
+    emulator: PubSubEmulator,
+    names: dict[str, str],
+    handlers: list[str],
+    *,
+    mode: str,
+    concurrency: int,
+    replicas: tuple[int, int],
+    scaling: dict[str, Any],
+    push_endpoint: str | None = None,
+) -> dict[str, Any]:
+    pubsub: dict[str, Any] = {
+        "project": emulator.project,
+        "subscription": names["sub"],
+        "topic": names["topic"],
+        "mode": mode,
+        "emulatorHost": emulator.host,
+        "deadLetterTopic": names["dead"],
+    }
     if mode == "push":
         pubsub |= {"pushTokenSecretRef": {"name": "push", "key": "token"}, "pushEndpoint": push_endpoint}
     return {
-        "apiVersion": "swell.dev/v1alpha1", "kind": "WorkerPool", "metadata": {"name": "pool"},
+        "apiVersion": "swell.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": "pool"},
         "spec": {
             "queue": {"backend": "pubsub", "pubsub": pubsub},
             "concurrency": concurrency,
             "replicas": {"min": replicas[0], "max": replicas[1]},
             "scaling": {"pollIntervalSeconds": 0.5, "targetWaitSeconds": 10, "taskSecondsHint": 1, **scaling},
             "worker": {
-                "image": "swell-worker:test", "handlers": handlers, "terminationGracePeriodSeconds": 20,
+                "image": "swell-worker:test",
+                "handlers": handlers,
+                "terminationGracePeriodSeconds": 20,
                 "env": [{"name": "SWELL_RESULT_REDIS_URL", "secretKeyRef": {"name": "results", "key": "url"}}],
-                "podTemplate": {"metadata": {"annotations": {
-                    "swell.dev/run-locally": "true", "swell.dev/local-bind-env": "SWELL_HTTP_HOST",
-                }}},
+                "podTemplate": {
+                    "metadata": {
+                        "annotations": {
+                            "swell.dev/run-locally": "true",
+                            "swell.dev/local-bind-env": "SWELL_HTTP_HOST",
+                        }
+                    }
+                },
             },
         },
     }
@@ -50,15 +73,19 @@ def push_endpoint(emulator: PubSubEmulator, subscription: str) -> str:
     subscriber = pubsub_v1.SubscriberClient()
     try:
         found = subscriber.get_subscription(
-            request={"subscription": subscriber.subscription_path(emulator.project, subscription)})
+            request={"subscription": subscriber.subscription_path(emulator.project, subscription)}
+        )
         return str(found.push_config.push_endpoint)
     finally:
         subscriber.close()
 
 
 def client_for(emulator: PubSubEmulator, names: dict[str, str], redis_url: str) -> SyncSwellClient:
-    return SyncSwellClient.from_config(WorkerConfig(
-        backend="pubsub", pubsub_project=emulator.project, pubsub_topic=names["topic"], result_redis_url=redis_url))
+    return SyncSwellClient.from_config(
+        WorkerConfig(
+            backend="pubsub", pubsub_project=emulator.project, pubsub_topic=names["topic"], result_redis_url=redis_url
+        )
+    )
 
 
 def effects(redis_url: str, name: str) -> dict[str, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from swell_operator.durability import durability_problem
+
 from tests.operator.kube import apply, events_for, pool_manifest, redis_secret, wait_for
 
 
@@ -43,7 +43,10 @@ def test_a_pool_on_a_redis_without_aof_gets_one_warning_event(
     (event,) = wait_for(lambda: warnings("fragile"), 30, "a RedisNotDurable Event on the pool without AOF")
     assert event["type"] == "Warning" and "appendonly yes" in event["message"]
     assert "127.0.0.1" in event["message"] and "password" not in event["message"]
-    wait_for(lambda: "lastDecision" in (cluster.kubectl("get", "wp", "durable", "-n", namespace, "-o", "json").stdout),
-             30, "the durable pool read and decided")
+    wait_for(
+        lambda: "lastDecision" in (cluster.kubectl("get", "wp", "durable", "-n", namespace, "-o", "json").stdout),
+        30,
+        "the durable pool read and decided",
+    )
     assert warnings("durable") == [], "a Redis with AOF was reported as not durable"
     assert len(warnings("fragile")) == 1, "the warning is posted once, not per poll"

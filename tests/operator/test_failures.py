@@ -35,8 +35,11 @@ def test_redis_down_sets_degraded_and_holds_replicas_then_recovers(
     held = wait_for(lambda: replicas_of(cluster, namespace, "pool"), 30, "scale-out under backlog")
 
     own_redis.stop()
-    down = wait_for(lambda: (d := degraded(cluster, namespace, "pool")).get("status") == "True" and d, 30,
-                    "Degraded=True while Redis is down")
+    down = wait_for(
+        lambda: (d := degraded(cluster, namespace, "pool")).get("status") == "True" and d,
+        30,
+        "Degraded=True while Redis is down",
+    )
     assert "Redis" in down["message"]
     assert condition(status_of(cluster, namespace, "pool"), "Ready")["status"] == "False"
     # Without a fallback the replicas stay as they were, however long Redis is away.
@@ -44,27 +47,40 @@ def test_redis_down_sets_degraded_and_holds_replicas_then_recovers(
     assert replicas_of(cluster, namespace, "pool") == held
     assert operator_process.process.poll() is None, operator_process.log()
     assert 'swell_operator_queue_read_errors_total{namespace="' in operator_process.metrics()
-    wait_for(lambda: [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "QueueUnreadable"], 30,
-             "a QueueUnreadable Event")
+    wait_for(
+        lambda: [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "QueueUnreadable"],
+        30,
+        "a QueueUnreadable Event",
+    )
 
     own_redis.start()  # same port, empty: the tasks are gone with the process
-    wait_for(lambda: degraded(cluster, namespace, "pool").get("status") == "False", 30,
-             "Degraded=False once Redis is back")
-    wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60,
-             "decisions resume (the now-empty queue scales to zero)")
+    wait_for(
+        lambda: degraded(cluster, namespace, "pool").get("status") == "False", 30, "Degraded=False once Redis is back"
+    )
+    wait_for(
+        lambda: replicas_of(cluster, namespace, "pool") == 0,
+        60,
+        "decisions resume (the now-empty queue scales to zero)",
+    )
 
 
 def test_missing_secret_is_reported_without_values_and_picked_up_when_created(
     cluster: Any, namespace: str, redis_url: str, operator_process: Any
 ) -> None:
     apply(cluster, namespace, pool_manifest("pool", "redis-list", "jobs", secret="absent"))
-    down = wait_for(lambda: (d := degraded(cluster, namespace, "pool")).get("status") == "True" and d, 30,
-                    "Degraded=True for a missing Secret")
+    down = wait_for(
+        lambda: (d := degraded(cluster, namespace, "pool")).get("status") == "True" and d,
+        30,
+        "Degraded=True for a missing Secret",
+    )
     assert f"Secret {namespace}/absent does not exist" in down["message"]
 
     cluster.kubectl("create", "secret", "generic", "absent", "-n", namespace, "--from-literal=wrong=x")
-    wrong_key = wait_for(lambda: "no key" in (m := degraded(cluster, namespace, "pool").get("message", "")) and m,
-                         30, "Degraded naming the missing key")
+    wrong_key = wait_for(
+        lambda: "no key" in (m := degraded(cluster, namespace, "pool").get("message", "")) and m,
+        30,
+        "Degraded naming the missing key",
+    )
     assert "'url'" in wrong_key
 
     cluster.kubectl("delete", "secret", "absent", "-n", namespace)
@@ -81,8 +97,11 @@ def test_wrong_credential_never_leaks_into_status_or_events(
     secret_url = f"redis://default:hunter2-not-shown@127.0.0.1:{own_redis.port}/0"
     redis_secret(cluster, namespace, secret_url)
     apply(cluster, namespace, pool_manifest("pool", "redis-list", "jobs"))
-    down = wait_for(lambda: (d := degraded(cluster, namespace, "pool")).get("status") == "True" and d, 30,
-                    "Degraded=True for a password the server refuses")
+    down = wait_for(
+        lambda: (d := degraded(cluster, namespace, "pool")).get("status") == "True" and d,
+        30,
+        "Degraded=True for a password the server refuses",
+    )
     assert "hunter2" not in str(status_of(cluster, namespace, "pool"))
     assert "hunter2" not in str(events_for(cluster, namespace, "pool"))
     assert "hunter2" not in operator_process.log()
@@ -92,10 +111,17 @@ def test_wrong_credential_never_leaks_into_status_or_events(
 def test_fallback_replicas_apply_after_repeated_failed_reads(
     cluster: Any, namespace: str, operator_process: Any
 ) -> None:
-    apply(cluster, namespace, pool_manifest(
-        "pool", "redis-streams", "jobs", secret="absent",
-        scaling={"fallback": {"afterFailedReads": 2, "replicas": 2}},
-    ))
+    apply(
+        cluster,
+        namespace,
+        pool_manifest(
+            "pool",
+            "redis-streams",
+            "jobs",
+            secret="absent",
+            scaling={"fallback": {"afterFailedReads": 2, "replicas": 2}},
+        ),
+    )
     wait_for(lambda: replicas_of(cluster, namespace, "pool") == 2, 60, "the fallback of 2 replicas")
     reason = status_of(cluster, namespace, "pool")["lastDecision"]["reason"]
     assert "fallback" in reason
@@ -106,16 +132,30 @@ def test_missing_scale_target_is_reported_and_picked_up_when_created(
 ) -> None:
     redis_secret(cluster, namespace, redis_url)
     apply(cluster, namespace, pool_manifest("byo", "redis-list", "jobs", scale_target="celery-workers"))
-    down = wait_for(lambda: (d := degraded(cluster, namespace, "byo")).get("status") == "True" and d, 30,
-                    "Degraded=True for a missing scaleTargetRef Deployment")
+    down = wait_for(
+        lambda: (d := degraded(cluster, namespace, "byo")).get("status") == "True" and d,
+        30,
+        "Degraded=True for a missing scaleTargetRef Deployment",
+    )
     assert down["reason"] == "TargetUnavailable"
     assert "celery-workers" in down["message"]
-    apply(cluster, namespace, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "celery-workers"},
-        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "celery"}},
-                 "template": {"metadata": {"labels": {"app": "celery"}},
-                              "spec": {"containers": [{"name": "celery", "image": "celery:test"}]}}},
-    })
+    apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "celery-workers"},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "celery"}},
+                "template": {
+                    "metadata": {"labels": {"app": "celery"}},
+                    "spec": {"containers": [{"name": "celery", "image": "celery:test"}]},
+                },
+            },
+        },
+    )
     wait_for(lambda: degraded(cluster, namespace, "byo").get("status") == "False", 30, "recovery")
     push_tasks(redis_url, "redis-list", "jobs", 5)
     wait_for(lambda: (replicas_of(cluster, namespace, "celery-workers") or 0) >= 1, 30, "the target scaled")

@@ -26,8 +26,11 @@ def test_two_operators_do_not_fight_and_the_standby_takes_over(
     first = start_operator(identity="op-a")
     second = start_operator(identity="op-b")
     holder = wait_for(lambda: lease_holder(cluster, namespace), 30, "a Lease holder")
-    leaders = wait_for(lambda: (found := [op for op in (first, second) if op.is_leader()]) and found, 30,
-                       "a leader reported by the health probe")
+    leaders = wait_for(
+        lambda: (found := [op for op in (first, second) if op.is_leader()]) and found,
+        30,
+        "a leader reported by the health probe",
+    )
     assert [op.identity for op in leaders] == [holder]
     leader, standby = (first, second) if holder == first.identity else (second, first)
     assert not standby.is_leader()

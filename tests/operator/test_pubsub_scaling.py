@@ -29,8 +29,14 @@ def names(pubsub_emulator: PubSubEmulator) -> dict[str, str]:
 
 @pytest.mark.parametrize("answering", ["leader", "standby"])
 def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
-    cluster: Any, namespace: str, redis_url: str, pubsub_emulator: PubSubEmulator, names: dict[str, str],
-    pod_runner: Any, start_operator: Any, answering: str,
+    cluster: Any,
+    namespace: str,
+    redis_url: str,
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    pod_runner: Any,
+    start_operator: Any,
+    answering: str,
 ) -> None:
     """With two operators, Pub/Sub may reach the activator of the one that does not lead: it still wakes."""
     port = free_port()
@@ -38,24 +44,43 @@ def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
     if answering == "leader":
         start_operator(extra_args=("--activator-port", str(port), "--activator-url", activator))
     else:  # the leader routes pushes to the standby's activator, as a Service might
-        leader = start_operator(identity="op-lead", extra_args=("--activator-port", str(free_port()),
-                                                                "--activator-url", activator))
+        leader = start_operator(
+            identity="op-lead", extra_args=("--activator-port", str(free_port()), "--activator-url", activator)
+        )
         wait_for(leader.is_leader, 30, "the first operator leading")
-        standby = start_operator(identity="op-standby",
-                                 extra_args=("--activator-port", str(port), "--activator-url", activator))
+        standby = start_operator(
+            identity="op-standby", extra_args=("--activator-port", str(port), "--activator-url", activator)
+        )
     secrets(cluster, namespace, redis_url)
     with ServiceProxy(cluster.kubeconfig, namespace, "pool") as ingress:
         workers = f"{ingress.url}/pubsub/push"
-        pubsub_emulator.create(names["topic"], names["sub"], ack_deadline_seconds=10,
-                               push_config={"push_endpoint": f"{workers}?token={TOKEN}"})
-        apply(cluster, namespace, pubsub_pool(
-            pubsub_emulator, names, ["echo"], mode="push", concurrency=2, replicas=(0, 2), push_endpoint=workers,
-            # A short idle time: the pool must still be up when Pub/Sub retries the push it refused.
-            scaling={"idleSecondsBeforeZero": 1, "scaleDownStabilizationSeconds": 0},
-        ))
+        pubsub_emulator.create(
+            names["topic"],
+            names["sub"],
+            ack_deadline_seconds=10,
+            push_config={"push_endpoint": f"{workers}?token={TOKEN}"},
+        )
+        apply(
+            cluster,
+            namespace,
+            pubsub_pool(
+                pubsub_emulator,
+                names,
+                ["echo"],
+                mode="push",
+                concurrency=2,
+                replicas=(0, 2),
+                push_endpoint=workers,
+                # A short idle time: the pool must still be up when Pub/Sub retries the push it refused.
+                scaling={"idleSecondsBeforeZero": 1, "scaleDownStabilizationSeconds": 0},
+            ),
+        )
         at_activator = f"{activator}/pubsub/push/{namespace}/pool?token={TOKEN}"
-        wait_for(lambda: push_endpoint(pubsub_emulator, names["sub"]) == at_activator, 30,
-                 "the idle pool's subscription pointed at the activator")
+        wait_for(
+            lambda: push_endpoint(pubsub_emulator, names["sub"]) == at_activator,
+            30,
+            "the idle pool's subscription pointed at the activator",
+        )
         assert get(cluster, namespace, "service", "pool") is not None, "no Service in front of the push workers"
 
         with client_for(pubsub_emulator, names, redis_url) as client:
@@ -63,8 +88,11 @@ def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
             task_id = client.submit("echo", {"incr": "push"})
             wait_for(lambda: (replicas_of(cluster, namespace, "pool") or 0) >= 1, 30, "0 -> 1 on the first push")
             scaled = time.monotonic() - published
-            wait_for(lambda: push_endpoint(pubsub_emulator, names["sub"]) == f"{workers}?token={TOKEN}", 60,
-                     "pushes routed to the ready worker")
+            wait_for(
+                lambda: push_endpoint(pubsub_emulator, names["sub"]) == f"{workers}?token={TOKEN}",
+                60,
+                "pushes routed to the ready worker",
+            )
             routed = time.monotonic() - published
             wait_for(lambda: client.status(task_id).state == "succeeded", 120, "the first push delivered and run")
             done = time.monotonic() - published
@@ -73,28 +101,47 @@ def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
         annotations = get(cluster, namespace, "workerpools.swell.dev", "pool")["metadata"]["annotations"]
         assert "swell.dev/activated-at" in annotations
         assert status["deadLetter"]["topicExists"] is True, status.get("deadLetter")
-        print(f"\npush at zero ({answering}'s activator): replicas >= 1 after {scaled:.2f}s, pushes routed to "
-              f"the worker after {routed:.2f}s, task done after {done:.2f}s")
+        print(
+            f"\npush at zero ({answering}'s activator): replicas >= 1 after {scaled:.2f}s, pushes routed to "
+            f"the worker after {routed:.2f}s, task done after {done:.2f}s"
+        )
         if answering == "standby":
             assert not standby.is_leader()
             assert "waking the pool" in standby.log() and "waking the pool" not in leader.log()
 
         wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "back to zero after the idle time")
-        wait_for(lambda: push_endpoint(pubsub_emulator, names["sub"]) == at_activator, 30,
-                 "pushes routed to the activator again at zero")
+        wait_for(
+            lambda: push_endpoint(pubsub_emulator, names["sub"]) == at_activator,
+            30,
+            "pushes routed to the activator again at zero",
+        )
 
 
 def test_a_pull_pool_scales_out_to_a_steady_rate_and_back_to_zero(
-    cluster: Any, namespace: str, redis_url: str, pubsub_emulator: PubSubEmulator, names: dict[str, str],
-    pod_runner: Any, operator_process: Any,
+    cluster: Any,
+    namespace: str,
+    redis_url: str,
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    pod_runner: Any,
+    operator_process: Any,
 ) -> None:
     """8 tasks/s of 0.5 s each is 4 busy slots: more than one worker of concurrency 2 can hold."""
     secrets(cluster, namespace, redis_url)
     pubsub_emulator.create(names["topic"], names["sub"], ack_deadline_seconds=10)
-    apply(cluster, namespace, pubsub_pool(
-        pubsub_emulator, names, ["sleep"], mode="pull", concurrency=2, replicas=(0, 6),
-        scaling={"idleSecondsBeforeZero": 5, "scaleDownStabilizationSeconds": 5},
-    ))
+    apply(
+        cluster,
+        namespace,
+        pubsub_pool(
+            pubsub_emulator,
+            names,
+            ["sleep"],
+            mode="pull",
+            concurrency=2,
+            replicas=(0, 6),
+            scaling={"idleSecondsBeforeZero": 5, "scaleDownStabilizationSeconds": 5},
+        ),
+    )
     wait_for(lambda: status_of(cluster, namespace, "pool").get("lastDecision"), 30, "a first decision")
     assert replicas_of(cluster, namespace, "pool") == 0
 
@@ -125,8 +172,10 @@ def test_a_pull_pool_scales_out_to_a_steady_rate_and_back_to_zero(
     counts = [n for _, n in seen]
     settled = sorted(n for at, n in seen if last_published - 15 <= at <= last_published)
     steady = settled[len(settled) // 2]
-    print(f"\npull at {rate}/s: replicas over time {counts}; steady (median of the last 15 s) {steady}; "
-          f"last task done {drained:.1f}s after the last publish")
+    print(
+        f"\npull at {rate}/s: replicas over time {counts}; steady (median of the last 15 s) {steady}; "
+        f"last task done {drained:.1f}s after the last publish"
+    )
     assert max(counts) >= 3, f"one worker holds 2 of the 4 busy slots this rate needs; replicas seen: {counts}"
     # 4 busy slots at 70 % of 2 per worker is 3 workers; the wake-up burst may take more, briefly.
     assert 3 <= steady <= 4, f"the steady rate was not met with about 3 workers: {settled}"
@@ -136,16 +185,35 @@ def test_a_pull_pool_scales_out_to_a_steady_rate_and_back_to_zero(
 
 
 def test_a_push_pool_that_nothing_could_wake_says_so(
-    cluster: Any, namespace: str, redis_url: str, pubsub_emulator: PubSubEmulator, names: dict[str, str],
+    cluster: Any,
+    namespace: str,
+    redis_url: str,
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
     operator_process: Any,
 ) -> None:
     """No activator on this operator: at zero, pushes go nowhere that can wake the pool, and the user is told."""
     secrets(cluster, namespace, redis_url)
     pubsub_emulator.create(names["topic"], names["sub"], push_config={"push_endpoint": "http://127.0.0.1:9/push"})
-    apply(cluster, namespace, pubsub_pool(pubsub_emulator, names, ["echo"], mode="push", concurrency=2,
-                                          replicas=(0, 2), scaling={}, push_endpoint="http://127.0.0.1:9/push"))
-    warned = wait_for(lambda: [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "CannotWake"],
-                      30, "a CannotWake Event")
+    apply(
+        cluster,
+        namespace,
+        pubsub_pool(
+            pubsub_emulator,
+            names,
+            ["echo"],
+            mode="push",
+            concurrency=2,
+            replicas=(0, 2),
+            scaling={},
+            push_endpoint="http://127.0.0.1:9/push",
+        ),
+    )
+    warned = wait_for(
+        lambda: [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "CannotWake"],
+        30,
+        "a CannotWake Event",
+    )
     assert "activator" in warned[0]["message"] and warned[0]["type"] == "Warning"
     time.sleep(3)  # six more polls
     again = [e for e in events_for(cluster, namespace, "pool") if e["reason"] == "CannotWake"]

@@ -36,8 +36,10 @@ def env_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_secrets_enter_the_pod_only_by_reference() -> None:
     env = env_of(render_deployment("pool", pool_spec(), 0))
-    assert env["SWELL_REDIS_URL"] == {"name": "SWELL_REDIS_URL",
-                                      "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}}}
+    assert env["SWELL_REDIS_URL"] == {
+        "name": "SWELL_REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
+    }
     assert env["SWELL_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis", "key": "password"}
     assert "value" not in env["SWELL_REDIS_URL"]
     assert env["SWELL_CONSUMER"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -72,13 +74,15 @@ def test_deployment_is_restricted_and_probed() -> None:
 
 
 def test_pod_template_merges_without_losing_the_selector_label() -> None:
-    spec = pool_spec(worker={
-        "image": "w",
-        "podTemplate": {
-            "metadata": {"labels": {POOL_LABEL: "other", "team": "ml"}, "annotations": {"a": "b"}},
-            "spec": {"nodeSelector": {"gpu": "yes"}},
-        },
-    })
+    spec = pool_spec(
+        worker={
+            "image": "w",
+            "podTemplate": {
+                "metadata": {"labels": {POOL_LABEL: "other", "team": "ml"}, "annotations": {"a": "b"}},
+                "spec": {"nodeSelector": {"gpu": "yes"}},
+            },
+        }
+    )
     template = render_deployment("pool", spec, 2)["spec"]["template"]
     assert template["metadata"]["labels"][POOL_LABEL] == "pool"
     assert template["metadata"]["labels"]["team"] == "ml"
@@ -98,8 +102,16 @@ def test_scale_target_pools_own_no_deployment() -> None:
 
 
 def pubsub_queue(mode: str) -> dict[str, Any]:
-    return {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "s", "mode": mode,
-                                            "deadLetterTopic": "dead", "pushAudience": "https://a"}}
+    return {
+        "backend": "pubsub",
+        "pubsub": {
+            "project": "p",
+            "subscription": "s",
+            "mode": mode,
+            "deadLetterTopic": "dead",
+            "pushAudience": "https://a",
+        },
+    }
 
 
 def test_a_push_pool_gets_a_service_over_its_workers_and_a_pull_pool_none() -> None:
@@ -130,8 +142,9 @@ def test_degraded_condition_carries_the_error_and_keeps_transition_times() -> No
     assert by_type["Active"]["status"] == "True"
     again = {c["type"]: c for c in conditions(health, first, "T2")}
     assert again["Degraded"]["lastTransitionTime"] == "T1"
-    healed = {c["type"]: c for c in conditions(
-        Health(paused=False, error=None, desired=0, current=0, ready=0), first, "T3")}
+    healed = {
+        c["type"]: c for c in conditions(Health(paused=False, error=None, desired=0, current=0, ready=0), first, "T3")
+    }
     assert healed["Degraded"]["status"] == "False"
     assert healed["Degraded"]["lastTransitionTime"] == "T3"
     assert healed["Active"]["status"] == "False"
@@ -142,8 +155,15 @@ def test_policy_carries_every_scaling_setting_of_the_spec() -> None:
 
     spec = pool_spec(
         replicas={"min": 1, "max": 7},
-        scaling={"targetWaitSeconds": 5, "activationBacklog": 3, "idleSecondsBeforeZero": 9,
-                 "scaleDownStabilizationSeconds": 11, "maxStepUp": 2, "maxStepDown": 1, "taskSecondsHint": 0.5},
+        scaling={
+            "targetWaitSeconds": 5,
+            "activationBacklog": 3,
+            "idleSecondsBeforeZero": 9,
+            "scaleDownStabilizationSeconds": 11,
+            "maxStepUp": 2,
+            "maxStepDown": 1,
+            "taskSecondsHint": 0.5,
+        },
     )
     policy = policy_of(spec)
     assert (policy.min_replicas, policy.max_replicas, policy.concurrency) == (1, 7, 3)

@@ -21,15 +21,28 @@ def live_pods(cluster: Any, namespace: str) -> dict[str, dict[str, Any]]:
     return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
 
 
-def test_scale_in_removes_the_pods_that_hold_no_tasks(cluster: Any, namespace: str, redis_url: str,
-                                                      operator_process: Any) -> None:
+def test_scale_in_removes_the_pods_that_hold_no_tasks(
+    cluster: Any, namespace: str, redis_url: str, operator_process: Any
+) -> None:
     """The queue side played by the test: one pod's consumer holds a task, the others hold none."""
     redis_secret(cluster, namespace, redis_url)
-    apply(cluster, namespace, pool_manifest(
-        "pool", "redis-streams", "jobs", concurrency=1, replicas=(0, 3),
-        scaling={"targetWaitSeconds": 1, "taskSecondsHint": 10, "scaleDownStabilizationSeconds": 2,
-                 "idleSecondsBeforeZero": 120},
-    ))
+    apply(
+        cluster,
+        namespace,
+        pool_manifest(
+            "pool",
+            "redis-streams",
+            "jobs",
+            concurrency=1,
+            replicas=(0, 3),
+            scaling={
+                "targetWaitSeconds": 1,
+                "taskSecondsHint": 10,
+                "scaleDownStabilizationSeconds": 2,
+                "idleSecondsBeforeZero": 120,
+            },
+        ),
+    )
     push_tasks(redis_url, "redis-streams", "jobs", 3)
     wait_for(lambda: replicas_of(cluster, namespace, "pool") == 3, 60, "three replicas for three tasks")
     pods = sorted(wait_for(lambda: (p := live_pods(cluster, namespace)) and len(p) == 3 and p, 60, "three pods"))
@@ -58,16 +71,34 @@ def test_scale_in_removes_idle_pods_and_lets_the_busy_one_finish(
         "handlers": ["sleep"],
         "terminationGracePeriodSeconds": 40,
         "env": [{"name": "SWELL_HTTP_HOST", "value": "127.0.0.1"}],
-        "podTemplate": {"metadata": {"annotations": {
-            "swell.dev/run-locally": "true", "swell.dev/local-port-env": "SWELL_HTTP_PORT",
-        }}},
+        "podTemplate": {
+            "metadata": {
+                "annotations": {
+                    "swell.dev/run-locally": "true",
+                    "swell.dev/local-port-env": "SWELL_HTTP_PORT",
+                }
+            }
+        },
     }
     # One task per worker and a 10 s service-time guess: three tasks ask for three workers at once.
-    apply(cluster, namespace, pool_manifest(
-        "pool", "redis-streams", "jobs", concurrency=1, replicas=(0, 3), worker=worker,
-        scaling={"targetWaitSeconds": 1, "taskSecondsHint": 10, "scaleDownStabilizationSeconds": 3,
-                 "idleSecondsBeforeZero": 120},
-    ))
+    apply(
+        cluster,
+        namespace,
+        pool_manifest(
+            "pool",
+            "redis-streams",
+            "jobs",
+            concurrency=1,
+            replicas=(0, 3),
+            worker=worker,
+            scaling={
+                "targetWaitSeconds": 1,
+                "taskSecondsHint": 10,
+                "scaleDownStabilizationSeconds": 3,
+                "idleSecondsBeforeZero": 120,
+            },
+        ),
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     short = push_tasks(redis_url, "redis-streams", "jobs", 2, handler="sleep", payload={"seconds": 0.2})
     long_task = push_tasks(redis_url, "redis-streams", "jobs", 1, handler="sleep", payload={"seconds": 15})[0]
@@ -85,8 +116,7 @@ def test_scale_in_removes_idle_pods_and_lets_the_busy_one_finish(
     assert busy in live_pods(cluster, namespace)
 
     wait_for(lambda: replicas_of(cluster, namespace, "pool") == 1, 60, "scale-in to the one busy worker")
-    pods = wait_for(lambda: (p := live_pods(cluster, namespace)) and len(p) == 1 and p, 60,
-                    "the idle pods removed")
+    pods = wait_for(lambda: (p := live_pods(cluster, namespace)) and len(p) == 1 and p, 60, "the idle pods removed")
     assert list(pods) == [busy], "an idle pod survived and the busy one was removed"
     assert pods[busy]["metadata"]["annotations"][DELETION_COST] == "1"
 

@@ -35,10 +35,16 @@ class Emulator:
     def __init__(self, emulator: PubSubEmulator) -> None:
         self.host, self.project = emulator.host, emulator.project
         anonymous = AnonymousCredentials()
-        self.subscriber = SubscriberClient(transport=SubscriberGrpcTransport(
-            host=self.host, credentials=anonymous, channel=grpc.insecure_channel(self.host)))
-        self.publisher = PublisherClient(transport=PublisherGrpcTransport(
-            host=self.host, credentials=anonymous, channel=grpc.insecure_channel(self.host)))
+        self.subscriber = SubscriberClient(
+            transport=SubscriberGrpcTransport(
+                host=self.host, credentials=anonymous, channel=grpc.insecure_channel(self.host)
+            )
+        )
+        self.publisher = PublisherClient(
+            transport=PublisherGrpcTransport(
+                host=self.host, credentials=anonymous, channel=grpc.insecure_channel(self.host)
+            )
+        )
 
     def topic(self, name: str) -> str:
         path = self.publisher.topic_path(self.project, name)
@@ -64,8 +70,9 @@ class Emulator:
         self.subscriber.acknowledge(subscription=subscription, ack_ids=[r.ack_id for r in received])
 
     def nack(self, subscription: str, received: list[Any]) -> None:
-        self.subscriber.modify_ack_deadline(subscription=subscription, ack_ids=[r.ack_id for r in received],
-                                            ack_deadline_seconds=0)
+        self.subscriber.modify_ack_deadline(
+            subscription=subscription, ack_ids=[r.ack_id for r in received], ack_deadline_seconds=0
+        )
 
 
 @pytest.fixture
@@ -79,8 +86,12 @@ def emu(pubsub_emulator: PubSubEmulator) -> Iterator[Emulator]:
 @pytest.fixture
 def names() -> dict[str, str]:
     suffix = uuid.uuid4().hex[:8]
-    return {"topic": f"tasks-{suffix}", "sub": f"tasks-sub-{suffix}", "dead": f"dead-{suffix}",
-            "dead_sub": f"dead-sub-{suffix}"}
+    return {
+        "topic": f"tasks-{suffix}",
+        "sub": f"tasks-sub-{suffix}",
+        "dead": f"dead-{suffix}",
+        "dead_sub": f"dead-sub-{suffix}",
+    }
 
 
 def queue_for(emu: Emulator, subscription: str, **fields: Any) -> PubSubQueue:
@@ -102,7 +113,9 @@ async def open_admin(admins: list[PubSubAdmin], queue: PubSubQueue) -> PubSubAdm
 
 
 async def test_peek_sees_a_message_and_leaves_it_for_a_worker_at_once(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     topic = emu.topic(names["topic"])
     # A long ack deadline: had peek kept its lease, the worker's pull below would come back empty.
@@ -122,11 +135,14 @@ async def test_peek_sees_a_message_and_leaves_it_for_a_worker_at_once(
 
 
 async def test_peek_counts_as_a_delivery_attempt_where_a_dead_letter_policy_exists(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     topic, dead = emu.topic(names["topic"]), emu.topic(names["dead"])
-    subscription = emu.subscription(names["sub"], topic, dead_letter_policy={
-        "dead_letter_topic": dead, "max_delivery_attempts": 5})
+    subscription = emu.subscription(
+        names["sub"], topic, dead_letter_policy={"dead_letter_topic": dead, "max_delivery_attempts": 5}
+    )
     admin = await open_admin(admins, queue_for(emu, names["sub"]))
     emu.publish(topic, b"counted")
 
@@ -137,12 +153,15 @@ async def test_peek_counts_as_a_delivery_attempt_where_a_dead_letter_policy_exis
 
 
 async def test_push_endpoint_round_trip_keeps_the_oidc_settings(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     topic = emu.topic(names["topic"])
     oidc = {"service_account_email": "pusher@swell-test.iam.gserviceaccount.com", "audience": "https://pool"}
-    subscription = emu.subscription(names["sub"], topic, push_config={
-        "push_endpoint": "http://127.0.0.1:9/first", "oidc_token": oidc})
+    subscription = emu.subscription(
+        names["sub"], topic, push_config={"push_endpoint": "http://127.0.0.1:9/first", "oidc_token": oidc}
+    )
     emu.subscription(names["dead_sub"], topic)  # a pull subscription
     admin = await open_admin(admins, queue_for(emu, names["sub"]))
     pull_admin = await open_admin(admins, queue_for(emu, names["dead_sub"]))
@@ -158,12 +177,15 @@ async def test_push_endpoint_round_trip_keeps_the_oidc_settings(
 
 
 async def test_dead_letter_status_without_a_topic_in_the_spec_leaves_the_subscription_alone(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     topic, dead = emu.topic(names["topic"]), emu.topic(names["dead"])
     plain = emu.subscription(names["sub"], topic)
-    emu.subscription(names["dead_sub"], topic, dead_letter_policy={"dead_letter_topic": dead,
-                                                                   "max_delivery_attempts": 9})
+    emu.subscription(
+        names["dead_sub"], topic, dead_letter_policy={"dead_letter_topic": dead, "max_delivery_attempts": 9}
+    )
 
     status = await (await open_admin(admins, queue_for(emu, names["sub"]))).dead_letter_status()
     assert status["policy"] == "not configured"
@@ -179,7 +201,9 @@ async def test_dead_letter_status_without_a_topic_in_the_spec_leaves_the_subscri
 
 
 async def test_dead_letter_status_reports_a_missing_topic_without_creating_it(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     subscription = emu.subscription(names["sub"], emu.topic(names["topic"]))
     admin = await open_admin(admins, queue_for(emu, names["sub"], dead_letter_topic=names["dead"]))
@@ -195,17 +219,25 @@ async def test_dead_letter_status_reports_a_missing_topic_without_creating_it(
 
 
 async def test_dead_letter_status_sets_the_policy_and_the_emulator_enforces_it(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     topic, dead = emu.topic(names["topic"]), emu.topic(names["dead"])
     subscription = emu.subscription(names["sub"], topic)
     dead_subscription = emu.subscription(names["dead_sub"], dead)
-    admin = await open_admin(admins, queue_for(emu, names["sub"], dead_letter_topic=names["dead"],
-                                               max_delivery_attempts=6))
+    admin = await open_admin(
+        admins, queue_for(emu, names["sub"], dead_letter_topic=names["dead"], max_delivery_attempts=6)
+    )
 
     status = await admin.dead_letter_status()
-    assert status == {"topic": dead, "topicExists": True, "maxDeliveryAttempts": 6, "policy": "set",
-                      "message": status["message"]}
+    assert status == {
+        "topic": dead,
+        "topicExists": True,
+        "maxDeliveryAttempts": 6,
+        "policy": "set",
+        "message": status["message"],
+    }
     stored = emu.get(subscription).dead_letter_policy
     assert (stored.dead_letter_topic, stored.max_delivery_attempts) == (dead, 6)
     assert (await admin.dead_letter_status())["policy"] == "already set"
@@ -230,7 +262,9 @@ async def test_dead_letter_status_sets_the_policy_and_the_emulator_enforces_it(
 
 
 async def test_a_missing_subscription_is_a_clear_error(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin],
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
 ) -> None:
     admin = await open_admin(admins, queue_for(emu, names["sub"], dead_letter_topic=names["dead"]))
     expected = f"Pub/Sub subscription projects/{emu.project}/subscriptions/{names['sub']} does not exist"
@@ -243,14 +277,18 @@ async def test_a_missing_subscription_is_a_clear_error(
 
 
 async def test_an_unreachable_server_is_an_error_not_an_empty_subscription(admins: list[PubSubAdmin]) -> None:
-    admin = await open_admin(admins, PubSubQueue(project="swell-test", subscription="tasks",
-                                                 emulator_host="127.0.0.1:1"))
+    admin = await open_admin(
+        admins, PubSubQueue(project="swell-test", subscription="tasks", emulator_host="127.0.0.1:1")
+    )
     with pytest.raises(PubSubAdminError, match="could not pull from subscription projects/swell-test/"):
         await admin.peek(timeout=5)
 
 
 async def test_the_pools_emulator_host_wins_over_the_process_environment(
-    emu: Emulator, names: dict[str, str], admins: list[PubSubAdmin], monkeypatch: pytest.MonkeyPatch,
+    emu: Emulator,
+    names: dict[str, str],
+    admins: list[PubSubAdmin],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emu.subscription(names["sub"], emu.topic(names["topic"]), push_config={"push_endpoint": "http://127.0.0.1:9/a"})
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")  # nothing listens there
@@ -283,11 +321,18 @@ async def test_a_server_that_drops_the_policy_is_reported_as_unsupported() -> No
 
 def service_account_info() -> dict[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    return {"type": "service_account", "project_id": "proj", "private_key_id": "k1", "private_key": pem,
-            "client_email": "swell@proj.iam.gserviceaccount.com", "client_id": "1",
-            "token_uri": "https://oauth2.googleapis.com/token"}
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "proj",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "swell@proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
 
 
 def credentials_of(admin: PubSubAdmin) -> Any:
@@ -311,7 +356,8 @@ def fake_secret(monkeypatch: pytest.MonkeyPatch, value: str | Exception) -> list
 
 
 async def test_credentials_come_from_the_referenced_secret(
-    monkeypatch: pytest.MonkeyPatch, admins: list[PubSubAdmin],
+    monkeypatch: pytest.MonkeyPatch,
+    admins: list[PubSubAdmin],
 ) -> None:
     reads = fake_secret(monkeypatch, json.dumps(service_account_info()))
     admin = await open_admin(admins, PubSubQueue(project="proj", subscription="sub", credentials_secret_ref=REF))
@@ -330,9 +376,11 @@ async def test_a_bad_secret_is_a_safe_error(monkeypatch: pytest.MonkeyPatch) -> 
         await PubSubAdmin.open(NO_API, "pools", queue)
     assert str(caught.value) == "Secret pools/pubsub-key key 'key.json' is not a service-account JSON key"
 
-    for broken in ('{"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEv',  # cut short
-                   json.dumps({**service_account_info(), "private_key": "hunter2-not-a-pem"}),
-                   json.dumps({**service_account_info(), "private_key": 20240229})):  # google-auth quotes this one
+    for broken in (
+        '{"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEv',  # cut short
+        json.dumps({**service_account_info(), "private_key": "hunter2-not-a-pem"}),
+        json.dumps({**service_account_info(), "private_key": 20240229}),
+    ):  # google-auth quotes this one
         fake_secret(monkeypatch, broken)
         with pytest.raises(PubSubAdminError) as caught:
             await PubSubAdmin.open(NO_API, "pools", queue)
@@ -345,11 +393,13 @@ async def test_a_bad_secret_is_a_safe_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_an_emulator_pool_never_reads_the_secret(
-    monkeypatch: pytest.MonkeyPatch, admins: list[PubSubAdmin],
+    monkeypatch: pytest.MonkeyPatch,
+    admins: list[PubSubAdmin],
 ) -> None:
     reads = fake_secret(monkeypatch, SecretError("must not be read"))
-    admin = await open_admin(admins, PubSubQueue(project="proj", subscription="sub", credentials_secret_ref=REF,
-                                                 emulator_host="127.0.0.1:1"))
+    admin = await open_admin(
+        admins, PubSubQueue(project="proj", subscription="sub", credentials_secret_ref=REF, emulator_host="127.0.0.1:1")
+    )
     assert reads == []
     assert admin._subscriber.transport._host == "127.0.0.1:1"
 
@@ -361,7 +411,9 @@ def no_default_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 async def test_without_a_secret_application_default_credentials_are_used(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, admins: list[PubSubAdmin],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    admins: list[PubSubAdmin],
 ) -> None:
     no_default_credentials(monkeypatch, tmp_path)
     queue = PubSubQueue(project="proj", subscription="sub")
@@ -393,15 +445,24 @@ class FakeMonitoring:
             if error is not None:
                 context.abort(error, "the caller lacks monitoring.timeSeries.list")
             metric = next(m for m in points if f'"{m}"' in request.filter)
-            series = {"points": [{"interval": {"end_time": {"seconds": int(at)}}, "value": {"int64_value": value}}
-                                 for at, value in points[metric]]}
+            series = {
+                "points": [
+                    {"interval": {"end_time": {"seconds": int(at)}}, "value": {"int64_value": value}}
+                    for at, value in points[metric]
+                ]
+            }
             return ListTimeSeriesResponse(time_series=[series] if points[metric] else [])
 
-        handler = grpc.method_handlers_generic_handler("google.monitoring.v3.MetricService", {
-            "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
-                list_time_series, request_deserializer=ListTimeSeriesRequest.deserialize,
-                response_serializer=ListTimeSeriesResponse.serialize),
-        })
+        handler = grpc.method_handlers_generic_handler(
+            "google.monitoring.v3.MetricService",
+            {
+                "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
+                    list_time_series,
+                    request_deserializer=ListTimeSeriesRequest.deserialize,
+                    response_serializer=ListTimeSeriesResponse.serialize,
+                ),
+            },
+        )
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         self.server.add_generic_rpc_handlers((handler,))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -412,8 +473,11 @@ class FakeMonitoring:
         from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
         host = f"127.0.0.1:{self.port}"
-        return MetricServiceClient(transport=MetricServiceGrpcTransport(
-            host=host, credentials=AnonymousCredentials(), channel=grpc.insecure_channel(host)))
+        return MetricServiceClient(
+            transport=MetricServiceGrpcTransport(
+                host=host, credentials=AnonymousCredentials(), channel=grpc.insecure_channel(host)
+            )
+        )
 
 
 async def admin_with_monitoring(emulator: PubSubEmulator, fake: FakeMonitoring) -> PubSubAdmin:
@@ -424,10 +488,12 @@ async def admin_with_monitoring(emulator: PubSubEmulator, fake: FakeMonitoring) 
 
 async def test_the_monitored_backlog_is_the_newest_point_of_the_subscription(pubsub_emulator: PubSubEmulator) -> None:
     now = time.time()
-    fake = FakeMonitoring({
-        pubsub_admin.UNDELIVERED: [(now - 180, 40), (now - 120, 900)],
-        pubsub_admin.OLDEST_UNACKED_AGE: [(now - 120, 75)],
-    })
+    fake = FakeMonitoring(
+        {
+            pubsub_admin.UNDELIVERED: [(now - 180, 40), (now - 120, 900)],
+            pubsub_admin.OLDEST_UNACKED_AGE: [(now - 120, 75)],
+        }
+    )
     admin = await admin_with_monitoring(pubsub_emulator, fake)
     try:
         backlog = await admin.monitored_backlog()
@@ -459,8 +525,9 @@ async def test_no_recent_point_is_no_backlog_and_a_refusal_is_a_safe_error(pubsu
 
 
 async def test_an_emulator_pool_has_no_monitoring(pubsub_emulator: PubSubEmulator) -> None:
-    admin = await PubSubAdmin.open(NO_API, "ns", PubSubQueue(project="p", subscription="s",
-                                                             emulator_host=pubsub_emulator.host))
+    admin = await PubSubAdmin.open(
+        NO_API, "ns", PubSubQueue(project="p", subscription="s", emulator_host=pubsub_emulator.host)
+    )
     try:
         assert await admin.monitored_backlog() is None
     finally:

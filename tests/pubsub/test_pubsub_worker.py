@@ -26,24 +26,39 @@ from tests.worker.conftest import states, wait_for
 @pytest.fixture
 def names() -> dict[str, str]:
     suffix = uuid.uuid4().hex[:8]
-    return {"topic": f"tasks-{suffix}", "sub": f"tasks-sub-{suffix}", "dead": f"dead-{suffix}",
-            "dead_sub": f"dead-sub-{suffix}"}
+    return {
+        "topic": f"tasks-{suffix}",
+        "sub": f"tasks-sub-{suffix}",
+        "dead": f"dead-{suffix}",
+        "dead_sub": f"dead-sub-{suffix}",
+    }
 
 
 @pytest.fixture
 async def client(pubsub_emulator: PubSubEmulator, names: dict[str, str], redis_url: str) -> AsyncIterator[SwellClient]:
-    config = WorkerConfig(backend="pubsub", pubsub_project=pubsub_emulator.project, pubsub_topic=names["topic"],
-                          result_redis_url=redis_url)
+    config = WorkerConfig(
+        backend="pubsub",
+        pubsub_project=pubsub_emulator.project,
+        pubsub_topic=names["topic"],
+        result_redis_url=redis_url,
+    )
     async with SwellClient.from_config(config) as swell:
         yield swell
 
 
 def worker_env(emulator: PubSubEmulator, names: dict[str, str], redis_url: str, **extra: str) -> dict[str, str]:
     return {
-        **emulator.env(), "SWELL_BACKEND": "pubsub", "SWELL_PUBSUB_SUBSCRIPTION": names["sub"],
-        "SWELL_PUBSUB_TOPIC": names["topic"], "SWELL_PUBSUB_DEAD_LETTER_TOPIC": names["dead"],
-        "SWELL_RESULT_REDIS_URL": redis_url, "SWELL_HANDLERS": "echo,sleep,fail", "SWELL_MAX_ATTEMPTS": "2",
-        "SWELL_RETRY_BASE_SECONDS": "0.1", "SWELL_RETRY_CAP_SECONDS": "0.5", **extra,
+        **emulator.env(),
+        "SWELL_BACKEND": "pubsub",
+        "SWELL_PUBSUB_SUBSCRIPTION": names["sub"],
+        "SWELL_PUBSUB_TOPIC": names["topic"],
+        "SWELL_PUBSUB_DEAD_LETTER_TOPIC": names["dead"],
+        "SWELL_RESULT_REDIS_URL": redis_url,
+        "SWELL_HANDLERS": "echo,sleep,fail",
+        "SWELL_MAX_ATTEMPTS": "2",
+        "SWELL_RETRY_BASE_SECONDS": "0.1",
+        "SWELL_RETRY_CAP_SECONDS": "0.5",
+        **extra,
     }
 
 
@@ -52,7 +67,10 @@ def effects(redis_url: str, name: str) -> dict[str, int]:
 
 
 async def test_pull_worker_runs_every_task_once_and_dead_letters_with_reasons(
-    pubsub_emulator: PubSubEmulator, names: dict[str, str], redis_url: str, client: SwellClient,
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    redis_url: str,
+    client: SwellClient,
     start_worker: StartWorker,
 ) -> None:
     pubsub_emulator.create(names["topic"], names["sub"], ack_deadline_seconds=10)
@@ -82,8 +100,12 @@ async def test_pull_worker_runs_every_task_once_and_dead_letters_with_reasons(
 
 
 def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> int:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return int(answer.status)
@@ -92,15 +114,28 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) 
 
 
 def envelope(task: dict[str, Any]) -> dict[str, Any]:
-    return {"message": {"data": base64.b64encode(json.dumps(task).encode()).decode(), "messageId": "1"},
-            "subscription": "projects/p/subscriptions/s"}
+    return {
+        "message": {"data": base64.b64encode(json.dumps(task).encode()).decode(), "messageId": "1"},
+        "subscription": "projects/p/subscriptions/s",
+    }
 
 
 async def test_push_endpoint_checks_its_caller_and_answers_429_when_full(
-    pubsub_emulator: PubSubEmulator, names: dict[str, str], redis_url: str, start_worker: StartWorker,
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    redis_url: str,
+    start_worker: StartWorker,
 ) -> None:
-    worker = start_worker(worker_env(pubsub_emulator, names, redis_url, SWELL_PUBSUB_MODE="push",
-                                     SWELL_PUSH_TOKEN="s3cret", SWELL_CONCURRENCY="1"))
+    worker = start_worker(
+        worker_env(
+            pubsub_emulator,
+            names,
+            redis_url,
+            SWELL_PUBSUB_MODE="push",
+            SWELL_PUSH_TOKEN="s3cret",
+            SWELL_CONCURRENCY="1",
+        )
+    )
     url = worker.base_url + "/pubsub/push"
     quick = envelope({"id": "quick", "handler": "echo", "payload": {}})
     assert post(url, quick) == 401
@@ -109,8 +144,11 @@ async def test_push_endpoint_checks_its_caller_and_answers_429_when_full(
     assert post(url + "?token=s3cret", quick) == 204
 
     slow_status: list[int] = []
-    slow = threading.Thread(target=lambda: slow_status.append(
-        post(url + "?token=s3cret", envelope({"id": "slow", "handler": "sleep", "payload": {"seconds": 2}}))))
+    slow = threading.Thread(
+        target=lambda: slow_status.append(
+            post(url + "?token=s3cret", envelope({"id": "slow", "handler": "sleep", "payload": {"seconds": 2}}))
+        )
+    )
     slow.start()
     await wait_for("the slow task holds the only slot", lambda: worker.get_json("/healthz")[1]["in_flight"] == 1)
     assert post(url, quick, {"Authorization": "Bearer s3cret"}) == 429
@@ -125,13 +163,28 @@ async def test_push_endpoint_checks_its_caller_and_answers_429_when_full(
 
 
 async def test_push_subscription_delivers_through_429s_without_loss(
-    pubsub_emulator: PubSubEmulator, names: dict[str, str], redis_url: str, client: SwellClient,
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    redis_url: str,
+    client: SwellClient,
     start_worker: StartWorker,
 ) -> None:
-    worker = start_worker(worker_env(pubsub_emulator, names, redis_url, SWELL_PUBSUB_MODE="push",
-                                     SWELL_PUSH_TOKEN="s3cret", SWELL_CONCURRENCY="1"))
-    pubsub_emulator.create(names["topic"], names["sub"], ack_deadline_seconds=10,
-                           push_config={"push_endpoint": f"{worker.base_url}/pubsub/push?token=s3cret"})
+    worker = start_worker(
+        worker_env(
+            pubsub_emulator,
+            names,
+            redis_url,
+            SWELL_PUBSUB_MODE="push",
+            SWELL_PUSH_TOKEN="s3cret",
+            SWELL_CONCURRENCY="1",
+        )
+    )
+    pubsub_emulator.create(
+        names["topic"],
+        names["sub"],
+        ack_deadline_seconds=10,
+        push_config={"push_endpoint": f"{worker.base_url}/pubsub/push?token=s3cret"},
+    )
     ids = [await client.submit("sleep", {"seconds": 0.3, "incr": "push"}) for _ in range(8)]
 
     async def all_done() -> bool:

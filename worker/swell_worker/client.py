@@ -24,9 +24,7 @@ class TaskTimeout(TimeoutError):
     """No reply within the timeout; the task may still run later."""
 
     def __init__(self, task_id: str, timeout: float, state: str) -> None:
-        hint = (
-            "; no worker has taken it yet: is a worker running for this queue?" if state == "queued" else ""
-        )
+        hint = "; no worker has taken it yet: is a worker running for this queue?" if state == "queued" else ""
         super().__init__(f"task {task_id} got no reply within {timeout:g}s (state: {state}{hint})")
         self.task_id = task_id
         self.timeout = timeout
@@ -64,9 +62,7 @@ class SwellClient:
     ) -> SwellClient:
         """A client for a Redis queue; ``queues`` is highest priority first, as in SWELL_QUEUE."""
         names = tuple(q.strip() for q in queues.split(",")) if isinstance(queues, str) else tuple(queues)
-        config = WorkerConfig(
-            backend=backend, redis_url=redis_url, redis_password=password, queues=names, group=group
-        )
+        config = WorkerConfig(backend=backend, redis_url=redis_url, redis_password=password, queues=names, group=group)
         return cls.from_config(config)
 
     async def submit(

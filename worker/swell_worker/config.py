@@ -159,9 +159,7 @@ class WorkerConfig:
             )
         for kind, key in self.extra_in_flight:
             if kind not in IN_FLIGHT_KINDS or not key:
-                raise ConfigError(
-                    f"SWELL_EXTRA_IN_FLIGHT entries are list:KEY, zset:KEY or hash:KEY; got {kind}:{key}"
-                )
+                raise ConfigError(f"SWELL_EXTRA_IN_FLIGHT entries are list:KEY, zset:KEY or hash:KEY; got {kind}:{key}")
         if self.retry_cap_seconds < self.retry_base_seconds:
             raise ConfigError(
                 f"SWELL_RETRY_CAP_SECONDS ({self.retry_cap_seconds}) must be at least "
@@ -231,8 +229,7 @@ class WorkerConfig:
             result_redis_url=env.text("SWELL_RESULT_REDIS_URL"),
             embedder=env.text("SWELL_EMBEDDER") or str(defaults["embedder"].default),
             vector_uri=env.text("SWELL_VECTOR_URI") or str(defaults["vector_uri"].default),
-            vector_collection=env.text("SWELL_VECTOR_COLLECTION")
-            or str(defaults["vector_collection"].default),
+            vector_collection=env.text("SWELL_VECTOR_COLLECTION") or str(defaults["vector_collection"].default),
             log_level=env.text("SWELL_LOG_LEVEL") or "INFO",
         )
 

@@ -30,24 +30,18 @@ class ServesRoutes(Protocol):
 
 def build_app(runtime: WorkerRuntime, backend: Backend) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response(
-            {"alive": True, "in_flight": runtime.in_flight, "concurrency": runtime.concurrency}
-        )
+        return web.json_response({"alive": True, "in_flight": runtime.in_flight, "concurrency": runtime.concurrency})
 
     async def readyz(_: web.Request) -> web.Response:
         problems = await runtime.readiness()
-        return web.json_response(
-            {"ready": not problems, "problems": problems}, status=503 if problems else 200
-        )
+        return web.json_response({"ready": not problems, "problems": problems}, status=503 if problems else 200)
 
     async def metrics_page(_: web.Request) -> web.Response:
         body, content_type = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app = web.Application()
-    app.add_routes(
-        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_page)]
-    )
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_page)])
     if isinstance(backend, ServesRoutes):
         app.add_routes(list(backend.routes(runtime)))
     return app

@@ -24,9 +24,7 @@ from prometheus_client.registry import Collector
 DeadLetterReason = Literal["malformed", "oversized", "unknown_handler", "permanent_error", "max_attempts"]
 
 TASKS_RECEIVED = Counter("swell_tasks_received", "Deliveries received from the queue, redeliveries included.")
-TASKS_SUCCEEDED = Counter(
-    "swell_tasks_succeeded", "Tasks whose handler succeeded and whose result was committed."
-)
+TASKS_SUCCEEDED = Counter("swell_tasks_succeeded", "Tasks whose handler succeeded and whose result was committed.")
 TASKS_FAILED = Counter("swell_tasks_failed", "Handler runs that raised or timed out (each attempt counts).")
 TASKS_RETRIED = Counter("swell_tasks_retried", "Failed deliveries given back to the queue with a backoff.")
 TASKS_DEAD_LETTERED = Counter(
@@ -73,7 +71,8 @@ class BusySlotSeconds(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
-            self.name, "Slot-seconds spent holding tasks; its rate is the mean number of tasks in flight.",
+            self.name,
+            "Slot-seconds spent holding tasks; its rate is the mean number of tasks in flight.",
             value=self.value(),
         )
 

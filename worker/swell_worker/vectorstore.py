@@ -90,8 +90,12 @@ class VectorStore:
         self._client = MilvusClient(uri=uri)
         if not self._client.has_collection(collection):
             self._client.create_collection(
-                collection, dimension=dimensions, id_type="string", max_length=MAX_ID_LENGTH,
-                metric_type="COSINE", auto_id=False,
+                collection,
+                dimension=dimensions,
+                id_type="string",
+                max_length=MAX_ID_LENGTH,
+                metric_type="COSINE",
+                auto_id=False,
             )
         self._lock = asyncio.Lock()
 
@@ -107,20 +111,25 @@ class VectorStore:
     async def search(self, vector: Vectors, k: int) -> list[Hit]:
         async with self._lock:
             found = await asyncio.to_thread(
-                self._client.search, self.collection, data=[vector.tolist()], limit=k,
+                self._client.search,
+                self.collection,
+                data=[vector.tolist()],
+                limit=k,
                 output_fields=["text", "metadata"],
             )
         return [
-            Hit(id=str(hit["id"]), score=float(hit["distance"]), text=str(hit["entity"].get("text", "")),
-                metadata=_as_dict(hit["entity"].get("metadata")))
+            Hit(
+                id=str(hit["id"]),
+                score=float(hit["distance"]),
+                text=str(hit["entity"].get("text", "")),
+                metadata=_as_dict(hit["entity"].get("metadata")),
+            )
             for hit in found[0]
         ]
 
     async def count(self) -> int:
         async with self._lock:
-            rows = await asyncio.to_thread(
-                self._client.query, self.collection, filter="", output_fields=["count(*)"]
-            )
+            rows = await asyncio.to_thread(self._client.query, self.collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     async def ids(self) -> list[str]:

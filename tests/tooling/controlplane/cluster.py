@@ -64,9 +64,7 @@ class ClusterInfo:
 def binaries() -> dict[str, Path]:
     """Build (or find in the cache) every binary; ``build.sh`` prints NAME_BIN=dir lines."""
     try:
-        built = subprocess.run(
-            [str(HERE / "build.sh")], capture_output=True, text=True, check=True, timeout=60 * 60
-        )
+        built = subprocess.run([str(HERE / "build.sh")], capture_output=True, text=True, check=True, timeout=60 * 60)
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         raise ControlPlaneUnavailable(
@@ -121,7 +119,10 @@ def _kwokctl(tools: dict[str, Path], name: str, *args: str, timeout: float = 300
     config.write_text(KWOKCTL_CONFIG)
     return subprocess.run(
         [str(tools["kwokctl"]), "--name", name, "--config", str(config), *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -130,7 +131,9 @@ def healthy(tools: dict[str, Path], kubeconfig: Path) -> bool:
         return False
     probe = subprocess.run(
         [str(tools["kubectl"]), "--kubeconfig", str(kubeconfig), "get", "--raw", "/readyz"],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     return probe.returncode == 0 and probe.stdout.strip() == "ok"
 
@@ -138,7 +141,9 @@ def healthy(tools: dict[str, Path], kubeconfig: Path) -> bool:
 def _ready_nodes(tools: dict[str, Path], kubeconfig: Path) -> int:
     listed = subprocess.run(
         [str(tools["kubectl"]), "--kubeconfig", str(kubeconfig), "get", "nodes", "--no-headers"],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     return sum(" Ready " in f" {line} " for line in listed.stdout.splitlines())
 
@@ -173,15 +178,26 @@ def ensure_cluster(name: str = "swell") -> ClusterInfo:
 def _create(tools: dict[str, Path], name: str, kubeconfig: Path) -> None:
     kubeconfig.parent.mkdir(parents=True, exist_ok=True)
     created = _kwokctl(
-        tools, name, "create", "cluster",
-        "--runtime", "binary",
-        "--kubeconfig", str(kubeconfig),
-        "--kube-apiserver-binary", str(tools["kube-apiserver"]),
-        "--kube-controller-manager-binary", str(tools["kube-controller-manager"]),
-        "--kube-scheduler-binary", str(tools["kube-scheduler"]),
-        "--etcd-binary", str(tools["etcd"]),
-        "--kwok-controller-binary", str(tools["kwok"]),
-        "--wait", "3m",
+        tools,
+        name,
+        "create",
+        "cluster",
+        "--runtime",
+        "binary",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--kube-apiserver-binary",
+        str(tools["kube-apiserver"]),
+        "--kube-controller-manager-binary",
+        str(tools["kube-controller-manager"]),
+        "--kube-scheduler-binary",
+        str(tools["kube-scheduler"]),
+        "--etcd-binary",
+        str(tools["etcd"]),
+        "--kwok-controller-binary",
+        str(tools["kwok"]),
+        "--wait",
+        "3m",
         timeout=600,
     )
     if created.returncode != 0:

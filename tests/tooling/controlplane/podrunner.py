@@ -195,8 +195,13 @@ class PodRunner:
                 if holder is not None:
                     self._waiting.add(uid)
             if holder is not None:
-                log.info("pod %s/%s waits for %s to free %s", pod.metadata.namespace, pod.metadata.name,
-                         holder.pod, pod.status.pod_ip)
+                log.info(
+                    "pod %s/%s waits for %s to free %s",
+                    pod.metadata.namespace,
+                    pod.metadata.name,
+                    holder.pod,
+                    pod.status.pod_ip,
+                )
                 threading.Thread(target=self._start_when_free, args=(pod,), daemon=True).start()
                 return
             try:
@@ -209,8 +214,12 @@ class PodRunner:
         if pod.spec.host_network:
             return None
         for process in self._processes.values():
-            if (process.pod_ip == pod.status.pod_ip and not process.host_network and process.uid != pod.metadata.uid
-                    and process.popen.poll() is None):
+            if (
+                process.pod_ip == pod.status.pod_ip
+                and not process.host_network
+                and process.uid != pod.metadata.uid
+                and process.popen.poll() is None
+            ):
                 return process
         return None
 
@@ -251,9 +260,13 @@ class PodRunner:
         container_env = self._environment(pod, container)
         bind = _names(annotations.get(BIND_ENV, ""))
         if bind and not ipaddress.ip_address(pod_ip).is_loopback:
-            log.error("pod %s/%s has IP %s, not on loopback: its process cannot bind it (a cluster made by an "
-                      "older cluster.py? `python -m tests.tooling.controlplane.cluster up` recreates it)",
-                      namespace, name, pod_ip)
+            log.error(
+                "pod %s/%s has IP %s, not on loopback: its process cannot bind it (a cluster made by an "
+                "older cluster.py? `python -m tests.tooling.controlplane.cluster up` recreates it)",
+                namespace,
+                name,
+                pod_ip,
+            )
         container_env.update(dict.fromkeys(bind, pod_ip))
         ports = {var: _free_port() for var in _names(annotations.get(PORT_ENV, ""))}
         container_env.update({var: str(port) for var, port in ports.items()})
@@ -264,8 +277,14 @@ class PodRunner:
             popen = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         grace = pod.spec.termination_grace_period_seconds
         process = LocalProcess(
-            namespace=namespace, pod=name, uid=pod.metadata.uid, popen=popen, log_path=log_path, ports=ports,
-            grace_seconds=30.0 if grace is None else float(grace), pod_ip=pod_ip,
+            namespace=namespace,
+            pod=name,
+            uid=pod.metadata.uid,
+            popen=popen,
+            log_path=log_path,
+            ports=ports,
+            grace_seconds=30.0 if grace is None else float(grace),
+            pod_ip=pod_ip,
             host_network=bool(pod.spec.host_network),
         )
         with self._lock:
@@ -284,14 +303,14 @@ class PodRunner:
         for source in container.env_from or []:
             prefix = source.prefix or ""
             if source.secret_ref is not None:
-                secret_data: dict[str, Any] = dict(self._api.read_namespaced_secret(
-                    source.secret_ref.name, namespace
-                ).data or {})
+                secret_data: dict[str, Any] = dict(
+                    self._api.read_namespaced_secret(source.secret_ref.name, namespace).data or {}
+                )
                 env.update({prefix + k: base64.b64decode(v).decode() for k, v in secret_data.items()})
             if source.config_map_ref is not None:
-                config_data: dict[str, str] = self._api.read_namespaced_config_map(
-                    source.config_map_ref.name, namespace
-                ).data or {}
+                config_data: dict[str, str] = (
+                    self._api.read_namespaced_config_map(source.config_map_ref.name, namespace).data or {}
+                )
                 env.update({prefix + k: v for k, v in config_data.items()})
         fields = {
             "metadata.name": pod.metadata.name,

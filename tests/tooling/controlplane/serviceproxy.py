@@ -40,10 +40,21 @@ from kubernetes import client, config
 log = logging.getLogger("serviceproxy")
 
 # RFC 9110 7.6.1, plus what a proxy consumes itself (Expect: it has already answered 100-continue).
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "expect",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,9 @@ class ServiceProxy:
     def endpoints(self) -> list[Endpoint]:
         """The Service's ready endpoints now: what the EndpointSlice controller would publish."""
         service: Any = self._api.read_namespaced_service(self.service, self.namespace)
-        service_port = next((port for port in service.spec.ports or []
-                             if self.port_name is None or port.name == self.port_name), None)
+        service_port = next(
+            (port for port in service.spec.ports or [] if self.port_name is None or port.name == self.port_name), None
+        )
         if not service.spec.selector or service_port is None:
             return []
         selector = ",".join(f"{key}={value}" for key, value in sorted(service.spec.selector.items()))
@@ -178,8 +190,9 @@ class _Forwarder(BaseHTTPRequestHandler):
             self._error(502, f"{target.address}:{target.port} of service {name} refused the connection: {exc}")
             return
         except TimeoutError:
-            self._error(504, f"{target.address}:{target.port} of service {name} did not answer within "
-                             f"{self.proxy.timeout:g}s")
+            self._error(
+                504, f"{target.address}:{target.port} of service {name} did not answer within {self.proxy.timeout:g}s"
+            )
             return
         except (OSError, http.client.HTTPException) as exc:
             self._error(502, f"{target.address}:{target.port} of service {name} failed: {exc!r}")
@@ -204,8 +217,12 @@ class _Forwarder(BaseHTTPRequestHandler):
 
     def _end_to_end(self, headers: Any) -> list[tuple[str, str]]:
         pairs: list[tuple[str, str]] = list(headers)
-        named = {token.strip().lower() for header, value in pairs if header.lower() == "connection"
-                 for token in value.split(",")}
+        named = {
+            token.strip().lower()
+            for header, value in pairs
+            if header.lower() == "connection"
+            for token in value.split(",")
+        }
         return [(h, v) for h, v in pairs if h.lower() not in HOP_BY_HOP and h.lower() not in named]
 
     def _read_body(self) -> bytes:

@@ -57,8 +57,9 @@ def _client_errors() -> tuple[type[Exception], ...]:
 class PubSubClients:
     """The publisher and subscriber a worker (or client) needs, sharing one project; calls run in threads."""
 
-    def __init__(self, project: str, subscription: str | None, topic: str | None,
-                 dead_letter_topic: str | None) -> None:
+    def __init__(
+        self, project: str, subscription: str | None, topic: str | None, dead_letter_topic: str | None
+    ) -> None:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # (untyped beside typed monitoring_v3)
 
         self.project = project
@@ -86,8 +87,12 @@ class PubSubClients:
 
 
 def dead_letter_attributes(delivery: Delivery, reason: str, subscription: str | None) -> dict[str, str]:
-    return {"reason": reason[:1024], "attempts": str(delivery.attempt), "failed_at": f"{time.time():.3f}",
-            "source": subscription or ""}
+    return {
+        "reason": reason[:1024],
+        "attempts": str(delivery.attempt),
+        "failed_at": f"{time.time():.3f}",
+        "source": subscription or "",
+    }
 
 
 class PubSubBackend:
@@ -109,8 +114,9 @@ class PubSubBackend:
     @classmethod
     def from_config(cls, config: WorkerConfig) -> PubSubBackend | PubSubPushBackend:
         assert config.pubsub_project is not None  # WorkerConfig checks this
-        clients = PubSubClients(config.pubsub_project, config.pubsub_subscription, config.pubsub_topic,
-                                config.pubsub_dead_letter_topic)
+        clients = PubSubClients(
+            config.pubsub_project, config.pubsub_subscription, config.pubsub_topic, config.pubsub_dead_letter_topic
+        )
         if config.pubsub_mode == "push":
             tokens = GoogleIdTokens(config.oidc_certs_url, timeout=config.oidc_timeout_seconds)
             gate = PushAuthenticator(config.push_token, config.push_audience, config.push_service_account, tokens)
@@ -118,14 +124,19 @@ class PubSubBackend:
         return cls(clients)
 
     async def ping(self) -> None:
-        await self._clients.call("read the subscription", self._clients.subscriber.get_subscription,
-                                 request={"subscription": self._subscription}, timeout=5)
+        await self._clients.call(
+            "read the subscription",
+            self._clients.subscriber.get_subscription,
+            request={"subscription": self._subscription},
+            timeout=5,
+        )
 
     async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
         if max_messages <= 0:
             return []
         response = await self._clients.call(
-            "pull", self._clients.subscriber.pull,
+            "pull",
+            self._clients.subscriber.pull,
             request={"subscription": self._subscription, "max_messages": max_messages},
             timeout=max(timeout, 1.0),
         )
@@ -135,17 +146,20 @@ class PubSubBackend:
             attempt = received.delivery_attempt
             if not attempt:
                 attempt = self._seen[message.message_id] = self._seen.get(message.message_id, 0) + 1
-            deliveries.append(Delivery(body=bytes(message.data), attempt=attempt, receipt=received.ack_id,
-                                       source=self._subscription))
+            deliveries.append(
+                Delivery(body=bytes(message.data), attempt=attempt, receipt=received.ack_id, source=self._subscription)
+            )
         self._held += len(deliveries)
         return deliveries
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        await self._clients.call("ack", self._clients.subscriber.acknowledge,
-                                 request={"subscription": self._subscription,
-                                          "ack_ids": [delivery.receipt for delivery in deliveries]})
+        await self._clients.call(
+            "ack",
+            self._clients.subscriber.acknowledge,
+            request={"subscription": self._subscription, "ack_ids": [delivery.receipt for delivery in deliveries]},
+        )
         for delivery in deliveries:
             self._settled(delivery)
         self._acked += len(deliveries)
@@ -154,25 +168,34 @@ class PubSubBackend:
         """Redelivery after ``delay`` seconds: the ack deadline becomes the backoff."""
         seconds = int(min(max(delay, 0), MAX_ACK_DEADLINE))
         await self._clients.call(
-            "nack", self._clients.subscriber.modify_ack_deadline,
-            request={"subscription": self._subscription, "ack_ids": [delivery.receipt],
-                     "ack_deadline_seconds": seconds},
+            "nack",
+            self._clients.subscriber.modify_ack_deadline,
+            request={
+                "subscription": self._subscription,
+                "ack_ids": [delivery.receipt],
+                "ack_deadline_seconds": seconds,
+            },
         )
         self._held = max(self._held - 1, 0)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         attributes = dead_letter_attributes(delivery, reason, self._subscription)
-        await self._clients.publish(self._clients.dead_letter_topic or self._missing_dead_letter(), delivery.body,
-                                    **attributes)
+        await self._clients.publish(
+            self._clients.dead_letter_topic or self._missing_dead_letter(), delivery.body, **attributes
+        )
         await self.ack([delivery])
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         """Extend the lease of what this worker holds, so long tasks are not redelivered to others."""
         if deliveries:
             await self._clients.call(
-                "extend leases", self._clients.subscriber.modify_ack_deadline,
-                request={"subscription": self._subscription, "ack_ids": [d.receipt for d in deliveries],
-                         "ack_deadline_seconds": LEASE_SECONDS},
+                "extend leases",
+                self._clients.subscriber.modify_ack_deadline,
+                request={
+                    "subscription": self._subscription,
+                    "ack_ids": [d.receipt for d in deliveries],
+                    "ack_deadline_seconds": LEASE_SECONDS,
+                },
             )
 
     async def publish(self, body: bytes, priority: int = 0) -> None:
@@ -264,8 +287,14 @@ class PubSubPushBackend:
 
     receives_by_push = True
 
-    def __init__(self, clients: PubSubClients, authenticator: PushAuthenticator, *,
-                 tokens: GoogleIdTokens | None = None, max_payload_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        clients: PubSubClients,
+        authenticator: PushAuthenticator,
+        *,
+        tokens: GoogleIdTokens | None = None,
+        max_payload_bytes: int = 1_048_576,
+    ) -> None:
         """``tokens``: the OIDC verifier the authenticator uses, whose threads this backend stops on close."""
         self._clients = clients
         self._auth = authenticator
@@ -292,8 +321,9 @@ class PubSubPushBackend:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         if self._clients.dead_letter_topic is None:
             raise BackendError("no dead-letter topic is configured (SWELL_PUBSUB_DEAD_LETTER_TOPIC)")
-        await self._clients.publish(self._clients.dead_letter_topic, delivery.body,
-                                    **dead_letter_attributes(delivery, reason, delivery.source))
+        await self._clients.publish(
+            self._clients.dead_letter_topic, delivery.body, **dead_letter_attributes(delivery, reason, delivery.source)
+        )
         self._finish(delivery, 204)
 
     async def publish(self, body: bytes, priority: int = 0) -> None:
@@ -343,8 +373,10 @@ class PubSubPushBackend:
         raw = await self._read_body(request)
         if raw is None:  # left unread, so dead-lettered without its body
             size = request.content_length or f"more than {self.body_limit}"
-            reason = (f"push body of {size} bytes is over the limit of {self.body_limit} bytes "
-                      "that SWELL_MAX_PAYLOAD_BYTES allows")
+            reason = (
+                f"push body of {size} bytes is over the limit of {self.body_limit} bytes "
+                "that SWELL_MAX_PAYLOAD_BYTES allows"
+            )
             return await self._dead_letter_push(b"", reason, "oversized")
         try:
             return parse_push(raw)
