@@ -52,8 +52,21 @@ def ensure_docker() -> None:
     _run([str(ROOT / "scripts" / "docker-up.sh")], timeout=600, what="scripts/docker-up.sh")
 
 
+def _content_tag(ref: str) -> str:
+    """``ref`` tagged again with its image ID, so a rebuilt image rolls the pods that run the old one."""
+    image_id = _run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], timeout=60, what=f"inspect {ref}").strip()
+    repository, tag = _repository_and_tag(ref)
+    unique = f"{repository}:{tag}-{image_id.removeprefix('sha256:')[:12]}"
+    _run(["docker", "tag", ref, unique], timeout=60, what=f"docker tag {unique}")
+    return unique
+
+
 def build_images() -> Images:
-    """The worker and operator images from the Dockerfile, and Redis; skipped when nothing changed."""
+    """The worker, operator and vector-store images from the Dockerfile, and Redis; skipped when nothing changed.
+
+    Each is returned under a tag that names its content: a fixed tag would leave running pods (and
+    crash-looping ones) on the image they started with after a rebuild is loaded.
+    """
     built = _run([str(ROOT / "scripts" / "images" / "build.sh")], timeout=3600, what="scripts/images/build.sh")
     refs = [line.strip() for line in built.splitlines() if ":" in line and " " not in line.strip()]
     named = {ref.rsplit("/", 1)[-1].rsplit(":", 1)[0]: ref for ref in refs}
@@ -62,10 +75,10 @@ def build_images() -> Images:
         raise KindUnavailable(f"scripts/images/build.sh printed no {sorted(missing)} image: {built!r}")
     redis = _run([str(ROOT / "scripts" / "images" / "redis.sh")], timeout=900, what="scripts/images/redis.sh")
     return Images(
-        worker=named["swell-worker"],
-        operator=named["swell-operator"],
-        vector_store=named["swell-vector-store"],
-        redis=redis.strip().splitlines()[-1],
+        worker=_content_tag(named["swell-worker"]),
+        operator=_content_tag(named["swell-operator"]),
+        vector_store=_content_tag(named["swell-vector-store"]),
+        redis=_content_tag(redis.strip().splitlines()[-1]),
     )
 
 
