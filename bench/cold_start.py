@@ -8,7 +8,9 @@ here). The phases, each measured from the submit:
 - operator reaction: the Deployment's ``spec.replicas`` becomes >= 1;
 - pod scheduled: a worker pod has a node;
 - container started: its container is running;
-- worker ready: the pod is Ready (the worker answers ``/readyz`` only once the model is loaded);
+- worker ready: the pod is Ready (the worker answers ``/readyz`` only once the model is loaded; the
+  kubelet probes every 2 s, so this can come after the task is done: a pull worker takes its task as
+  soon as it runs, Ready or not);
 - task done: ``call()`` returned the embedding.
 
 The baseline, in the same run and timed the same way, is the same pool kept at one ready replica
@@ -144,7 +146,8 @@ def apply_pool(stack: KindStack, minimum: int) -> None:
         QUEUE,
         concurrency=4,
         replicas=(minimum, 2),
-        scaling={"idleSecondsBeforeZero": 1, "scaleDownStabilizationSeconds": 1, "pollIntervalSeconds": 0.5},
+        # Idle long enough for the kubelet's readiness probe (every 2 s) to mark the pod Ready before it goes.
+        scaling={"idleSecondsBeforeZero": 8, "scaleDownStabilizationSeconds": 1, "pollIntervalSeconds": 0.5},
         worker={
             "handlers": ["embed"],
             "terminationGracePeriodSeconds": 10,
@@ -166,6 +169,8 @@ def cold_trials(stack: KindStack, redis_url: str, trials: int) -> list[dict[str,
             started = time.monotonic()
             asyncio.run(one_call(redis_url))
             done = time.monotonic()
+            # The worker takes its task as soon as it runs; the kubelet may mark it Ready a probe later.
+            wait_for(lambda: all(p in watcher.seen for p in PHASES[:-1]), 30, "every phase seen", interval=0.1)
             phases = {phase: round(watcher.seen[phase] - started, 3) for phase in PHASES[:-1]}
             rows.append({**phases, "task_done": round(done - started, 3)})
             print(f"cold trial {trial + 1}/{trials}: {rows[-1]}", flush=True)

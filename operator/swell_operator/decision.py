@@ -168,7 +168,9 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     """Replicas the queue needs now and over the stabilisation window, before clamping, and why."""
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
     for_in_flight, in_flight_why = _for_in_flight(in_flight, observation.backlog_visible, policy)
-    arrivals = max(observation.arrival_rate or 0.0, 0.0)
+    # Where the backlog is unseen (Pub/Sub), the arrival rate is only what the workers already took, so
+    # planning on it double-counts the in-flight rule, which keeps them 70 % busy and grows them when full.
+    arrivals = max(observation.arrival_rate or 0.0, 0.0) if observation.backlog_visible else 0.0
     if backlog == 0 and in_flight == 0 and arrivals == 0:
         return Need(0, 0, "nothing queued or in flight")
     if backlog > 0 and observation.current_replicas == 0 and in_flight == 0 and backlog < policy.activation_backlog:

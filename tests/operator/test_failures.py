@@ -10,6 +10,7 @@ import pytest
 from tests.operator.kube import (
     apply,
     condition,
+    drain,
     events_for,
     pool_manifest,
     push_tasks,
@@ -53,7 +54,9 @@ def test_redis_down_sets_degraded_and_holds_replicas_then_recovers(
         "a QueueUnreadable Event",
     )
 
-    own_redis.start()  # same port, empty: the tasks are gone with the process
+    own_redis.start()  # same port and directory: the append-only file brings the 200 tasks back
+    assert own_redis.client().xlen("jobs") == 200, "Redis lost tasks it had accepted"
+    drain(own_redis.url, "redis-streams", "jobs")  # as workers would
     wait_for(
         lambda: degraded(cluster, namespace, "pool").get("status") == "False", 30, "Degraded=False once Redis is back"
     )

@@ -20,6 +20,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from swell_worker.backends.pubsub import parse_push
+from swell_worker.results import status_key
 from swell_worker.task import decode_task
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
@@ -399,7 +400,7 @@ def test_fuzzed_envelopes_and_tasks_never_get_a_5xx(fuzz_target: str, redis_url:
     assert status == 204, (status, body[:300])  # every push is settled: run, or acked and dead-lettered
     valid = runnable_task(body)
     if valid is not None:  # no valid task lost: it ran and was committed, not dead-lettered
-        assert redis.Redis.from_url(redis_url).exists(f"swell:done:{valid}"), body[:300]
+        assert redis.Redis.from_url(redis_url).hget(status_key(valid), "state") == b"succeeded", body[:300]
 
 
 def runnable_task(body: bytes) -> str | None:

@@ -44,6 +44,8 @@ def decode_task(body: bytes | str) -> Task:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own bound on nesting, below Python's recursion limit
+            raise MalformedTask("body is JSON nested too deeply to decode") from None
         raise MalformedTask(f"body is not JSON: {exc}") from exc
     except RecursionError:
         raise MalformedTask("body is JSON nested too deeply to decode") from None
