@@ -1,6 +1,6 @@
 """Real KEDA next to Swell on one kind cluster: the same trace, the same workers, two scalers.
 
-One compressed trace (12 minutes of arrivals: idle, steady, a gap, a burst, a plateau, idle again, a ramp)
+One compressed trace (10 minutes of arrivals: idle, steady, a gap, a burst, a plateau, idle again, a ramp)
 is driven at the same instants into two Redis Streams. ``keda-tasks`` is read by a plain Deployment of
 Swell's worker image, scaled by a KEDA v2.21.0 ScaledObject with an expert's settings; ``swell-tasks`` by a
 WorkerPool with the same concurrency, the same maximum and the WorkerPool defaults. The two Deployments
@@ -83,18 +83,18 @@ SWELL_SCALING = {
 
 # (start, end, tasks/s): the trace's arrival rate, piecewise; a linear ramp where two rates are given.
 PHASES: tuple[tuple[float, float, float, float], ...] = (
-    (0, 60, 0.0, 0.0),  # both pools asleep at zero
-    (60, 240, 1.5, 1.5),  # steady, under one pod
-    (240, 300, 0.0, 0.0),  # a gap as long as KEDA's cooldown
-    (300, 330, 10.0, 10.0),  # a burst that needs every replica
-    (330, 480, 3.0, 3.0),  # a plateau of about two pods
-    (480, 600, 0.0, 0.0),  # idle: both go back to zero
-    (600, 720, 0.0, 6.0),  # a ramp
+    (0, 30, 0.0, 0.0),  # both pools asleep at zero
+    (30, 180, 1.5, 1.5),  # steady, under one pod
+    (180, 240, 0.0, 0.0),  # a gap as long as KEDA's cooldown
+    (240, 270, 10.0, 10.0),  # a burst that needs every replica
+    (270, 390, 3.0, 3.0),  # a plateau of about two pods
+    (390, 480, 0.0, 0.0),  # idle: both go back to zero
+    (480, 600, 0.0, 6.0),  # a ramp
 )
 TRACE_SECONDS = PHASES[-1][1]
 SERVICE_RANGE = (0.5, 2.0)
 # After the last arrival: how long to keep watching for both pools to drain and return to zero.
-TAIL_CAP_SECONDS = 420.0
+TAIL_CAP_SECONDS = 300.0
 
 
 def arrival_rate(t: float) -> float:
@@ -139,6 +139,29 @@ def keda_module_dir() -> Path:
         timeout=600,
     )
     return Path(json.loads(found.stdout)["Dir"])
+
+
+def bring_up(keda_images: list[str], log: Callable[[str], None]) -> KindStack:
+    """tests/tooling/stack.bring_up's steps on a one-node cluster of its own, without the vector store
+    (the ``sleep`` handler never opens it): Swell's images and chart, Redis with AOF, KEDA's images."""
+    from tests.tooling.controlplane.cluster import binaries  # noqa: I001 (sorted once tests.tooling.kind is merged)
+    from tests.tooling.kind.cluster import ensure_kind_cluster, load_images
+    from tests.tooling.stack import KindStack, build_images, ensure_docker, example_manifests, install_chart
+
+    began = time.monotonic()
+    ensure_docker()
+    images = build_images()
+    cluster = ensure_kind_cluster(CLUSTER, KEDA_DIR / "kind-config.yaml")
+    log(f"kind cluster {cluster.name} ready ({time.monotonic() - began:.0f}s)")
+    load_images(cluster, [images.worker, images.operator, images.redis, *keda_images])
+    log(f"images loaded on the node ({time.monotonic() - began:.0f}s)")
+    stack = KindStack(cluster=cluster, images=images, namespace=NAMESPACE, helm=binaries()["helm"])
+    stack.kubectl("create", "namespace", NAMESPACE, check=False)
+    stack.apply(example_manifests("redis.yaml", NAMESPACE, images.redis))
+    install_chart(stack)
+    stack.kubectl("rollout", "status", "deployment/redis", "-n", NAMESPACE, "--timeout=300s", timeout=320)
+    log(f"Swell's chart and Redis ready ({time.monotonic() - began:.0f}s)")
+    return stack
 
 
 def deploy_keda(stack: KindStack, log: Callable[[str], None]) -> None:
@@ -601,14 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    from tests.tooling.kind.cluster import load_images  # noqa: I001 (sorted once the kind module is merged)
-    from tests.tooling.stack import bring_up
-
     began = time.monotonic()
     trace = make_trace(args.seed)
     images, build_seconds = build_keda(log)
-    stack = bring_up(NAMESPACE, cluster_name=CLUSTER, log=log)
-    load_images(stack.cluster, images)
+    stack = bring_up(images, log)
     deploy_keda(stack, log)
     deploy_pools(stack, log)
     run = asyncio.run(run_trace(stack, trace, log))
