@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import kopf
 
 from swell_operator import handlers, metrics
+from swell_operator.deployment import DEFAULT_WORKER_IMAGE
+from swell_operator.model import VECTOR_URI_PATTERN
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -29,8 +32,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--activator-url", default=None,
                         help="URL at which Pub/Sub reaches the activator (e.g. your Ingress to the activator "
                         "Service); push pools at zero have their subscription pointed there.")
+    parser.add_argument("--worker-image", default=os.environ.get("SWELL_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
+                        help="Image of the bundled worker for pools that do not name one (default: "
+                        f"$SWELL_WORKER_IMAGE, else {DEFAULT_WORKER_IMAGE}). Pools follow it when it changes.")
+    parser.add_argument("--default-vector-uri", default=os.environ.get("SWELL_DEFAULT_VECTOR_URI") or None,
+                        help="Shared Milvus server for pools serving index or search that name none "
+                        "(default: $SWELL_DEFAULT_VECTOR_URI). Without either such a pool gets no workers.")
     parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.default_vector_uri and not re.match(VECTOR_URI_PATTERN, args.default_vector_uri):
+        parser.error(f"--default-vector-uri must be a Milvus server URI (http://host:19530); "
+                     f"got {args.default_vector_uri!r}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -47,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     handlers.OPTIONS.leader_election = not args.no_leader_election
     handlers.OPTIONS.activator_port = args.activator_port
     handlers.OPTIONS.activator_url = args.activator_url
+    handlers.OPTIONS.worker_image = args.worker_image
+    handlers.OPTIONS.default_vector_uri = args.default_vector_uri
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     kopf.run(

@@ -8,7 +8,9 @@ decision. Credentials enter the pod only as ``secretKeyRef`` references, never a
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes_asyncio import client
@@ -22,6 +24,54 @@ WORKER_PORT = 8080
 GCP_KEY_DIR = "/var/run/secrets/swell/gcp"
 # Seconds the worker keeps for itself between its drain deadline and the kubelet's SIGKILL.
 DRAIN_MARGIN_SECONDS = 5
+
+
+# Handlers that read or write the vector store: their pool needs a store every worker shares.
+VECTOR_HANDLERS = frozenset({"index", "search"})
+
+
+def _own_version() -> str:
+    try:
+        return importlib.metadata.version("swell")
+    except importlib.metadata.PackageNotFoundError:
+        return "latest"
+
+
+# The image scripts/images/build.sh makes for this version; the chart passes its own --worker-image.
+DEFAULT_WORKER_IMAGE = f"swell-worker:{_own_version()}"
+
+
+@dataclass(frozen=True)
+class PoolDefaults:
+    """What a pool gets when its spec leaves it out: operator settings (the chart's values), not CRD defaults.
+
+    Kept out of the stored WorkerPool on purpose, so a chart upgrade that moves the worker image or the
+    shared vector store moves every pool that did not choose its own.
+    """
+
+    worker_image: str = DEFAULT_WORKER_IMAGE
+    vector_uri: str | None = None
+
+
+def vector_uri(worker: BundledWorker, defaults: PoolDefaults) -> str | None:
+    return worker.vector_uri or defaults.vector_uri
+
+
+def missing_vector_store(spec: WorkerPoolSpec, defaults: PoolDefaults) -> str | None:
+    """Why the pool cannot run, when it serves index or search with no shared store to use; else None.
+
+    A per-pod Milvus Lite file would lose its documents when the pool scales to zero and give each
+    replica its own index, so there is no such fallback: the pool gets no workers until it has a store.
+    """
+    worker = spec.worker
+    if worker is None or not VECTOR_HANDLERS & set(worker.handlers) or vector_uri(worker, defaults):
+        return None
+    served = ", ".join(sorted(VECTOR_HANDLERS & set(worker.handlers)))
+    return (
+        f"handlers {served} need a vector store every worker shares: set spec.worker.vectorUri "
+        "(e.g. http://milvus.milvus:19530) or the chart's vectorStore.defaultUri (operator flag "
+        "--default-vector-uri)"
+    )
 
 
 def deployment_name(pool: str) -> str:
@@ -46,7 +96,7 @@ def _plain(name: str, value: object) -> dict[str, Any]:
     return {"name": name, "value": str(value)}
 
 
-def worker_env(spec: WorkerPoolSpec, worker: BundledWorker) -> list[dict[str, Any]]:
+def worker_env(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaults) -> list[dict[str, Any]]:
     """The environment of docs/architecture.md ("Worker configuration"), rendered from the spec."""
     queue = spec.queue
     env: list[dict[str, Any]] = [
@@ -90,8 +140,9 @@ def worker_env(spec: WorkerPoolSpec, worker: BundledWorker) -> list[dict[str, An
         _plain("SWELL_HTTP_PORT", WORKER_PORT),
         _plain("SWELL_EMBEDDER", worker.embedder),
     ]
-    if worker.vector_uri:
-        env.append(_plain("SWELL_VECTOR_URI", worker.vector_uri))
+    uri = vector_uri(worker, defaults)
+    if uri:
+        env.append(_plain("SWELL_VECTOR_URI", uri))
     for extra in worker.env:
         if extra.secret_key_ref is not None:
             env.append(_secret_env(extra.name, extra.secret_key_ref))
@@ -111,17 +162,20 @@ def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def render_deployment(pool: str, spec: WorkerPoolSpec, replicas: int) -> dict[str, Any]:
+def render_deployment(
+    pool: str, spec: WorkerPoolSpec, replicas: int, defaults: PoolDefaults | None = None
+) -> dict[str, Any]:
     """The bundled worker's Deployment; ``replicas`` is used only when it is created."""
+    defaults = defaults or PoolDefaults()
     worker = spec.worker
     if worker is None:
         raise ValueError("only pools with spec.worker own a Deployment; scaleTargetRef pools are scaled only")
     labels = pool_labels(pool)
     container: dict[str, Any] = {
         "name": "worker",
-        "image": worker.image,
+        "image": worker.image or defaults.worker_image,
         "command": ["python", "-m", "swell_worker"],
-        "env": worker_env(spec, worker),
+        "env": worker_env(spec, worker, defaults),
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "http"},

@@ -18,18 +18,33 @@ import kopf
 import pydantic
 from aiohttp import web
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from swell_operator import activator
-from swell_operator.deployment import apply_deployment, apply_service, render_deployment, render_push_service
+from swell_operator.deployment import (
+    DEFAULT_WORKER_IMAGE,
+    PoolDefaults,
+    apply_deployment,
+    apply_service,
+    deployment_name,
+    missing_vector_store,
+    render_deployment,
+    render_push_service,
+    scale_deployment,
+)
 from swell_operator.depth import QueueReader
 from swell_operator.leader import LeaderElector
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
 from swell_operator.scaler import PoolScaler
+from swell_operator.status import Health, conditions, utc_now, write_status
 
 log = logging.getLogger(__name__)
 
 # Pause after an unexpected error in a scaling round, so a bug cannot become a hot loop.
 ERROR_PAUSE_SECONDS = 5.0
+# How often a pool that cannot run (no vector store) is looked at again; a spec edit wakes it sooner.
+UNRUNNABLE_RECHECK_SECONDS = 2.0
+NO_VECTOR_STORE = "NoVectorStore"
 
 
 @dataclass
@@ -42,6 +57,12 @@ class OperatorOptions:
     # The Pub/Sub push activator: served on this port (0: off), reached by Pub/Sub at this URL.
     activator_port: int = 0
     activator_url: str | None = None
+    # What a pool gets when its spec leaves it out (the chart's worker.image and vectorStore.defaultUri).
+    worker_image: str = DEFAULT_WORKER_IMAGE
+    default_vector_uri: str | None = None
+
+    def pool_defaults(self) -> PoolDefaults:
+        return PoolDefaults(worker_image=self.worker_image, vector_uri=self.default_vector_uri)
 
 
 OPTIONS = OperatorOptions()
@@ -132,7 +153,14 @@ async def reconcile_deployment(
     pool = _spec(spec)
     if pool.worker is None:
         return  # scaleTargetRef: the Deployment is the user's; Swell only scales it
-    manifest = render_deployment(name, pool, pool.replicas.min)
+    defaults = OPTIONS.pool_defaults()
+    problem = missing_vector_store(pool, defaults)
+    if problem is not None:
+        # No workers: the scaler daemon reports the reason in status and as a Warning Event.
+        log.warning("%s/%s gets no workers: %s", namespace, name, problem)
+        await _scale_to_zero_if_present(namespace, deployment_name(name))
+        return
+    manifest = render_deployment(name, pool, pool.replicas.min, defaults)
     kopf.adopt(manifest, owner=body)
     outcome = await apply_deployment(runtime().api, namespace, manifest)
     log.info("%s/%s: Deployment %s", namespace, name, outcome)
@@ -153,11 +181,23 @@ async def scale(
     current = runtime()
     scaler = PoolScaler(current.api, namespace, name, QueueReader(current.api, namespace), current.elector,
                         activator_url=OPTIONS.activator_url)
+    reported: str | None = None  # the reason this pool cannot run, once reported
     try:
         while not stopped:
             try:
+                problem = missing_vector_store(_spec(body.get("spec") or {}), OPTIONS.pool_defaults())
+                if problem is not None:
+                    leading = current.elector is None or current.elector.is_leader
+                    if leading and problem != reported:
+                        await _report_unrunnable(current.api, namespace, name, body, problem)
+                        reported = problem
+                    await stopped.wait(UNRUNNABLE_RECHECK_SECONDS)
+                    continue
+                if reported is not None:
+                    reported = None
+                    scaler.state.written = None  # the next round replaces the NoVectorStore status at once
                 wait = await scaler.tick(body)
-            except pydantic.ValidationError as exc:
+            except (pydantic.ValidationError, kopf.PermanentError) as exc:
                 log.error("%s/%s has an invalid spec: %s", namespace, name, exc)
                 wait = ERROR_PAUSE_SECONDS
             except Exception:
@@ -166,3 +206,35 @@ async def scale(
             await stopped.wait(wait)
     finally:
         await scaler.close()
+
+
+async def _scale_to_zero_if_present(namespace: str, deployment: str) -> None:
+    """A pool that lost its vector store keeps no workers writing to nowhere (a missing Deployment is fine)."""
+    try:
+        await scale_deployment(runtime().api, namespace, deployment, 0)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+async def _report_unrunnable(
+    api: client.ApiClient, namespace: str, name: str, body: kopf.Body, problem: str
+) -> None:
+    """Degraded and not Ready with the reason, plus one Warning Event, instead of workers."""
+    kopf.event(body, type="Warning", reason=NO_VECTOR_STORE, message=problem)
+    spec = body.get("spec") or {}
+    previous = (body.get("status") or {}).get("conditions") or []
+    health = Health(
+        paused=bool((spec.get("scaling") or {}).get("paused")), error=problem, desired=0, current=None, ready=None,
+        error_reason=NO_VECTOR_STORE,
+    )
+    status = {
+        "observedGeneration": (body.get("metadata") or {}).get("generation"),
+        "desiredReplicas": 0,
+        "conditions": conditions(health, previous, utc_now()),
+    }
+    try:
+        await write_status(api, namespace, name, status)
+    except ApiException as exc:
+        if exc.status != 404:  # a pool being deleted has no status to write
+            log.warning("cannot write status of %s/%s: HTTP %s", namespace, name, exc.status)

@@ -20,6 +20,8 @@ KIND = "WorkerPool"
 PLURAL = "workerpools"
 SINGULAR = "workerpool"
 SHORT_NAMES = ["wp"]
+# A Milvus server's URI: never a file path, which would be one store per pod.
+VECTOR_URI_PATTERN = r"^(https?|tcp|unix)://.+"
 
 
 def cel(rule: str, message: str) -> JsonDict:
@@ -230,8 +232,11 @@ HandlerName = Literal["embed", "index", "search", "noop", "sleep", "echo", "fail
 
 
 class BundledWorker(Spec):
-    image: str = Field(
-        default="ghcr.io/swell-dev/swell-worker:0.1.0", min_length=1, description="Worker image."
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Worker image. Unset: the operator's worker image (the chart's `worker.image` values), "
+        "so a chart upgrade moves the pool to the new worker.",
     )
     handlers: list[HandlerName] = Field(
         default=["embed", "index", "search"],  # a plain default so the CRD carries it (pydantic copies it)
@@ -248,7 +253,10 @@ class BundledWorker(Spec):
     )
     vector_uri: str | None = Field(
         default=None,
-        description="Milvus URI: `http://milvus:19530` for a shared server; unset uses embedded Milvus Lite.",
+        pattern=VECTOR_URI_PATTERN,
+        description="Milvus server every worker of the pool shares, e.g. `http://milvus.milvus:19530`. Unset: the "
+        "operator's default (the chart's `vectorStore.defaultUri`). A pool serving `index` or `search` with "
+        "neither gets no workers and a Degraded condition (NoVectorStore): a per-pod file would be lost at zero.",
     )
     resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
     env: list[EnvVar] = Field(default_factory=list, max_length=100, description="Extra environment.")

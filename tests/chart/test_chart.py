@@ -229,3 +229,23 @@ def test_uninstall_keeps_the_crd(cluster: Cluster, namespace: str) -> None:
     helm(cluster, "uninstall", release, "--namespace", namespace)
     assert cluster.kubectl("get", "crd", "workerpools.swell.dev").returncode == 0
     assert "workerpools" in cluster.kubectl("api-resources", "--api-group=swell.dev").stdout
+
+
+def test_worker_image_and_default_vector_store_are_operator_settings(cluster: Cluster) -> None:
+    from swell_operator.__main__ import parse_args
+
+    def operator_args(*values: str) -> Any:
+        (deployment,) = [d for d in render(cluster, *values) if d["kind"] == "Deployment"]
+        return parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    defaults = operator_args()
+    assert defaults.worker_image == f"swell-worker:{chart['appVersion']}"  # the tag scripts/images/build.sh makes
+    assert defaults.default_vector_uri is None
+    chosen = operator_args("--set", "worker.image.repository=registry.example/swell-worker",
+                           "--set", "worker.image.tag=2.0.1", "--set", "vectorStore.defaultUri=http://milvus.db:19530")
+    assert chosen.worker_image == "registry.example/swell-worker:2.0.1"
+    assert chosen.default_vector_uri == "http://milvus.db:19530"
+    refused = helm(cluster, "template", "swell", str(CHART), "--set", "vectorStore.defaultUri=/tmp/vectors.db",
+                   check=False)
+    assert refused.returncode != 0 and "defaultUri" in refused.stderr

