@@ -144,7 +144,7 @@ def keda_module_dir() -> Path:
 def bring_up(keda_images: list[str], log: Callable[[str], None]) -> KindStack:
     """tests/tooling/stack.bring_up's steps on a one-node cluster of its own, without the vector store
     (the ``sleep`` handler never opens it): Swell's images and chart, Redis with AOF, KEDA's images."""
-    from tests.tooling.controlplane.cluster import binaries  # noqa: I001 (sorted once tests.tooling.kind is merged)
+    from tests.tooling.controlplane.cluster import binaries
     from tests.tooling.kind.cluster import ensure_kind_cluster, load_images
     from tests.tooling.stack import KindStack, build_images, ensure_docker, example_manifests, install_chart
 
