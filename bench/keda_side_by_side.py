@@ -104,17 +104,18 @@ def arrival_rate(t: float) -> float:
     return 0.0
 
 
-def make_trace(seed: int) -> list[tuple[float, float]]:
-    """Poisson arrivals (thinning) at ``arrival_rate``, each with a uniform sleep time; seeded."""
+def make_trace(seed: int, time_scale: float = 1.0) -> list[tuple[float, float]]:
+    """Poisson arrivals (thinning) at ``arrival_rate``, each with a uniform sleep time; seeded.
+    ``time_scale`` < 1 shortens every phase (a smoke run of the harness, not a result)."""
     rng = random.Random(seed)
     peak = max(max(first, last) for *_, first, last in PHASES)
     trace: list[tuple[float, float]] = []
     t = 0.0
     while True:
         t += rng.expovariate(peak)
-        if t >= TRACE_SECONDS:
+        if t >= TRACE_SECONDS * time_scale:
             return trace
-        if rng.random() * peak <= arrival_rate(t):
+        if rng.random() * peak <= arrival_rate(t / time_scale):
             trace.append((round(t, 3), round(rng.uniform(*SERVICE_RANGE), 3)))
 
 
@@ -250,13 +251,16 @@ def scaled_object(redis_address: str) -> dict[str, Any]:
     }
 
 
-def deploy_pools(stack: KindStack, log: Callable[[str], None]) -> None:
+def deploy_pools(stack: KindStack, log: Callable[[str], None], *, with_keda: bool) -> None:
     redis_url = stack.redis_url_in_cluster
     stack.kubectl(
         "create", "secret", "generic", "redis", f"--from-literal=url={redis_url}", "-n", stack.namespace, check=False
     )
     pool = worker_pool(stack.images.worker)
     stack.apply([keda_deployment(pool), pool])
+    if not with_keda:
+        log("WorkerPool applied; no KEDA (--without-keda): the KEDA Deployment stays at zero")
+        return
     stack.apply(scaled_object(f"redis.{stack.namespace}.svc:6379"))
     stack.kubectl(
         "wait",
@@ -408,7 +412,7 @@ async def run_trace(stack: KindStack, trace: list[tuple[float, float]], log: Cal
         stop = asyncio.Event()
         t0 = time.time() + 2.0
         sampling = asyncio.create_task(sampler.run(t0, stop))
-        log(f"driving {len(trace)} tasks into each stream for {TRACE_SECONDS:.0f} s")
+        log(f"driving {len(trace)} tasks into each stream for {trace[-1][0]:.0f} s")
         submitted = await drive(redis_url, trace, t0)
         log("trace submitted; waiting for both pools to drain and return to zero")
         deadline = time.time() + TAIL_CAP_SECONDS
@@ -588,7 +592,7 @@ def plot(run: dict[str, Any], analysis: dict[str, Any], trace: list[tuple[float,
         )
     load = top.twinx()
     width = 10.0
-    bins = [i * width for i in range(int(TRACE_SECONDS / width) + 1)]
+    bins = [i * width for i in range(int(max((t for t, _ in trace), default=0.0) / width) + 1)]
     counts = [sum(1 for t, _ in trace if b <= t < b + width) / width for b in bins]
     load.fill_between(bins, counts, step="post", color="grey", alpha=0.2)
     load.set_ylabel("arrivals / s (each stream)")
@@ -619,17 +623,24 @@ def plot(run: dict[str, Any], analysis: dict[str, Any], trace: list[tuple[float,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--time-scale", type=float, default=1.0, help="< 1 shortens the trace (smoke runs only)")
+    parser.add_argument(
+        "--without-keda", action="store_true", help="smoke-run the harness where KEDA is not built (no result)"
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    out: Path = args.out_dir
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     began = time.monotonic()
-    trace = make_trace(args.seed)
-    images, build_seconds = build_keda(log)
+    trace = make_trace(args.seed, args.time_scale)
+    images, build_seconds = ([], math.nan) if args.without_keda else build_keda(log)
     stack = bring_up(images, log)
-    deploy_keda(stack, log)
-    deploy_pools(stack, log)
+    if not args.without_keda:
+        deploy_keda(stack, log)
+    deploy_pools(stack, log, with_keda=not args.without_keda)
     run = asyncio.run(run_trace(stack, trace, log))
     analysis = analyse(run, trace)
     report = {
@@ -646,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_pool": worker_pool(stack.images.worker)["spec"],
         "trace": {
             "seed": args.seed,
-            "seconds": TRACE_SECONDS,
+            "seconds": TRACE_SECONDS * args.time_scale,
             "tasks_per_stream": len(trace),
             "phases": PHASES,
             "service_seconds_uniform": SERVICE_RANGE,
@@ -659,14 +670,14 @@ def main(argv: list[str] | None = None) -> int:
         "timeline": [dataclasses.asdict(s) for s in run["samples"]],
         "runtime_seconds": round(time.monotonic() - began, 1),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(run, analysis, trace, RESULTS / "keda_side_by_side.png")
+    out.mkdir(parents=True, exist_ok=True)
+    plot(run, analysis, trace, out / "keda_side_by_side.png")
     for side in STREAMS:  # the CDFs are in the plot; the JSON keeps the summaries
         report["sides"][side].pop("waits_sorted")
         report["models"][side].pop("waits_sorted")
-    (RESULTS / "keda_side_by_side.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "keda_side_by_side.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
-    print(f"\nwrote bench/results/keda_side_by_side.json and .png ({report['runtime_seconds']} s)")
+    print(f"\nwrote {out}/keda_side_by_side.json and .png ({report['runtime_seconds']} s)")
     return 0
 
 
