@@ -399,7 +399,9 @@ async def reset_redis(redis: Any) -> None:
         await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
 
 
-async def run_trace(stack: KindStack, trace: list[tuple[float, float]], log: Callable[[str], None]) -> dict[str, Any]:
+async def run_trace(
+    stack: KindStack, trace: list[tuple[float, float]], log: Callable[[str], None], *, scaled: tuple[str, ...]
+) -> dict[str, Any]:
     import redis.asyncio as aioredis
     from swell_worker.client import SwellClient
 
@@ -419,7 +421,7 @@ async def run_trace(stack: KindStack, trace: list[tuple[float, float]], log: Cal
         while time.time() < deadline:
             await asyncio.sleep(5)
             last = sampler.samples[-1]
-            done = all(last.stream[side]["length"] == 0 and last.pods[side] == 0 for side in STREAMS)
+            done = all(last.stream[side]["length"] == 0 and last.pods[side] == 0 for side in scaled)
             if done:
                 break
         await asyncio.sleep(2)
@@ -641,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.without_keda:
         deploy_keda(stack, log)
     deploy_pools(stack, log, with_keda=not args.without_keda)
-    run = asyncio.run(run_trace(stack, trace, log))
+    scaled = (SWELL_SIDE,) if args.without_keda else (KEDA_SIDE, SWELL_SIDE)
+    run = asyncio.run(run_trace(stack, trace, log, scaled=scaled))
     analysis = analyse(run, trace)
     report = {
         "name": "keda_side_by_side",
