@@ -383,7 +383,7 @@ async def drive(redis_url: str, trace: list[tuple[float, float]], t0: float) -> 
             if delay > 0:
                 await asyncio.sleep(delay)
             for side, swell in clients.items():
-                task_id = f"{side}-{index:05d}"
+                task_id = f"{side}-{int(t0)}-{index:05d}"  # fresh ids: a rerun must not hit the idempotency keys
                 submitted[side][task_id] = time.time()
                 await swell.submit("sleep", {"seconds": seconds, "incr": side}, task_id=task_id)
     finally:
@@ -508,11 +508,10 @@ def model_swell() -> Swell:
 def analyse(run: dict[str, Any], trace: list[tuple[float, float]]) -> dict[str, Any]:
     samples: list[Sample] = run["samples"]
     lives: dict[str, PodLife] = run["pods"]
-    service = {f"{side}-{index:05d}": seconds for side in STREAMS for index, (_, seconds) in enumerate(trace)}
     sides: dict[str, Any] = {}
     for side in STREAMS:
         waits = [
-            max(0.0, finished - run["submitted"][side][task_id] - service[task_id])
+            max(0.0, finished - run["submitted"][side][task_id] - trace[int(task_id.rsplit("-", 1)[1])][1])
             for task_id, finished in run["finished"][side].items()
             if finished is not None
         ]
