@@ -12,6 +12,8 @@ BENCHES = {
     "embedding": "bench.embedding",
     "reaction": "bench.reaction_local",
     "pubsub_wake": "bench.pubsub_wake",
+    "cold_start": "bench.cold_start",
+    "keda_side_by_side": "bench.keda_side_by_side",
 }
 
 
