@@ -226,16 +226,6 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     stack = bring_up(NAMESPACE, log=lambda message: print(f"[cold_start] {message}", flush=True))
-    stack.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "redis",
-        "-n",
-        NAMESPACE,
-        f"--from-literal=url={stack.redis_url_in_cluster}",
-        check=False,
-    )
     with stack.port_forward("redis", 6379) as port:
         redis_url = f"redis://127.0.0.1:{port}/0"
         cold = cold_trials(stack, redis_url, args.trials)

@@ -295,17 +295,6 @@ def _run_on_kind(args: argparse.Namespace) -> dict[str, Any]:
         "--wait=true",
         "--timeout=120s",
     )
-    kubectl(
-        kubeconfig,
-        "create",
-        "secret",
-        "generic",
-        "redis",
-        "-n",
-        NAMESPACE,
-        f"--from-literal=url={stack.redis_url_in_cluster}",
-        check=False,
-    )
     with stack.port_forward("redis", 6379) as port:
         _clear_queue(f"redis://127.0.0.1:{port}/0")
         kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(pool_manifest(None, local=False)))

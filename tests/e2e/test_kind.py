@@ -45,17 +45,7 @@ def replicas(stack: KindStack, pool: str) -> int:
 
 @contextlib.contextmanager
 def pool_applied(stack: KindStack, manifest: dict[str, Any]) -> Iterator[str]:
-    """Apply a WorkerPool (with the tier's Redis Secret) and delete it afterwards, whatever happened."""
-    stack.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "redis",
-        "-n",
-        stack.namespace,
-        f"--from-literal=url={stack.redis_url_in_cluster}",
-        check=False,
-    )
+    """Apply a WorkerPool (the stack made its Redis Secret) and delete it afterwards, whatever happened."""
     name = str(manifest["metadata"]["name"])
     stack.apply(manifest)
     try:

@@ -229,6 +229,15 @@ def bring_up(namespace: str, *, cluster_name: str = "swell", log: Any = print) -
     for name in (namespace, RELEASE_NAMESPACE):
         stack.kubectl("create", "namespace", name, check=False)
     stack.apply(example_manifests("redis.yaml", namespace, images.redis))
+    # The Secret pools name (urlSecretRef {name: redis, key: url}), beside the Redis it points at.
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "redis", "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {"url": stack.redis_url_in_cluster},
+    }
+    stack.apply(secret)
     stack.apply(example_manifests("vector-store.yaml", RELEASE_NAMESPACE, images.vector_store), RELEASE_NAMESPACE)
     install_chart(stack)
     for deployment, where in (("redis", namespace), ("swell-vectors", RELEASE_NAMESPACE)):
