@@ -208,9 +208,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
     previous = 0.0
-    colors = ["tab:purple", "tab:blue", "tab:cyan", "tab:green", "tab:orange"]
-    for phase, color in zip(PHASES, colors, strict=True):
-        median = report["cold"][phase]["median"]
+    colors = dict(zip(PHASES, ["tab:purple", "tab:blue", "tab:cyan", "tab:green", "tab:orange"], strict=True))
+    # In time order: the kubelet can mark a pod Ready after its worker already finished the task.
+    for phase in sorted(PHASES, key=lambda p: float(report["cold"][p]["median"])):
+        color, median = colors[phase], report["cold"][phase]["median"]
         ax.barh(["pool at zero"], [median - previous], left=[previous], color=color, label=phase.replace("_", " "))
         previous = median
     ax.barh(["one replica kept"], [report["warm"]["median"]], color="tab:gray", label="task done (warm)")
