@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.operator.kube import pool_manifest, wait_for
+from tests.operator.kube import pool_manifest, replicas_of, wait_for
 from tests.tooling.stack import KindStack
 
 # The first test of the tier also pays for the stack: images, cluster, chart (minutes when cold).
@@ -38,18 +38,17 @@ def running(pod: dict[str, Any]) -> bool:
     return bool(statuses) and all(s.get("state", {}).get("running") for s in statuses)
 
 
-def replicas(stack: KindStack, pool: str) -> int:
-    found = stack.kubectl("get", "deployment", pool, "-n", stack.namespace, "-o", "json", check=False)
-    return int(json.loads(found.stdout)["spec"].get("replicas") or 0) if found.returncode == 0 else -1
-
-
 @contextlib.contextmanager
 def pool_applied(stack: KindStack, manifest: dict[str, Any]) -> Iterator[str]:
     """Apply a WorkerPool (the stack made its Redis Secret) and delete it afterwards, whatever happened."""
     name = str(manifest["metadata"]["name"])
     stack.apply(manifest)
     try:
-        wait_for(lambda: replicas(stack, name) >= 0, 60, f"the operator creating Deployment {name}")
+        wait_for(
+            lambda: replicas_of(stack, stack.namespace, name) is not None,
+            60,
+            f"the operator creating Deployment {name}",
+        )
         yield name
     finally:
         stack.kubectl(
@@ -111,7 +110,9 @@ def test_a_burst_scales_real_worker_containers_out_from_zero_runs_every_task_onc
         worker={"handlers": ["sleep"], "terminationGracePeriodSeconds": 30},
     )
     with pool_applied(kind_stack, manifest):
-        assert replicas(kind_stack, pool) == 0, "a new pool with an empty queue must start at zero"
+        assert replicas_of(kind_stack, kind_stack.namespace, pool) == 0, (
+            "a new pool with an empty queue must start at zero"
+        )
         ids = submit(redis_url, backend, queue, "sleep", [{"seconds": 0.3, "incr": effect}] * 600)
         peak = 0
 
@@ -126,7 +127,7 @@ def test_a_burst_scales_real_worker_containers_out_from_zero_runs_every_task_onc
         counts = effects(redis_url, effect)
         assert set(counts) == set(ids) and set(counts.values()) == {1}, "a task ran twice or never"
         wait_for(
-            lambda: replicas(kind_stack, pool) == 0 and not worker_pods(kind_stack, pool),
+            lambda: replicas_of(kind_stack, kind_stack.namespace, pool) == 0 and not worker_pods(kind_stack, pool),
             120,
             "the pool back at zero with no worker pods",
             interval=1.0,
@@ -274,7 +275,7 @@ def test_scale_in_sends_sigterm_only_to_the_idle_worker_containers(kind_stack: K
             for pod in pods:
                 threading.Thread(target=follow, args=(pod,), daemon=True).start()
             wait_for(lambda: len(effects(redis_url, effect)) == 2, 120, "the two short tasks done", interval=0.5)
-            wait_for(lambda: replicas(kind_stack, pool) == 1, 60, "scale-in to one replica")
+            wait_for(lambda: replicas_of(kind_stack, kind_stack.namespace, pool) == 1, 60, "scale-in to one replica")
             survivors = wait_for(
                 lambda: (p := worker_pods(kind_stack, pool)) and len(p) == 1 and p, 90, "two pods removed"
             )
