@@ -53,7 +53,7 @@ def poll_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 
 
 def task_bodies(n: int) -> list[bytes]:
-    from swell_worker.task import Task
+    from swell_contract.task import Task
 
     return [Task(id=f"t{i}", handler="noop").encode() for i in range(n)]
 

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from swell_worker.push_auth import (
+from swell_contract.push_auth import (
     DEFAULT_TIMEOUT_SECONDS,
     GOOGLE_CERTS_URL,
     GoogleIdTokens,

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from swell_contract.settings import GOOGLE_APPLICATION_CREDENTIALS, POD_NAME, PUBSUB_EMULATOR_HOST, WorkerSettings
 
 from swell_operator.model import BundledWorker, SecretKeyRef, WorkerPoolSpec
 
@@ -96,55 +97,62 @@ def _plain(name: str, value: object) -> dict[str, Any]:
     return {"name": name, "value": str(value)}
 
 
-def worker_env(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaults) -> list[dict[str, Any]]:
-    """The environment of docs/architecture.md ("Worker configuration"), rendered from the spec."""
+def worker_settings(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaults) -> dict[str, Any]:
+    """The pool's worker settings (``swell_contract.settings.WorkerSettings`` fields) that are not Secrets."""
     queue = spec.queue
-    env: list[dict[str, Any]] = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "SWELL_CONSUMER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        _plain("SWELL_BACKEND", queue.backend),
-    ]
-    if queue.redis is not None:
-        env.append(_secret_env("SWELL_REDIS_URL", queue.redis.url_secret_ref))
-        if queue.redis.password_secret_ref is not None:
-            env.append(_secret_env("SWELL_REDIS_PASSWORD", queue.redis.password_secret_ref))
+    values: dict[str, Any] = {
+        "backend": queue.backend,
+        "concurrency": spec.concurrency,
+        "handlers": tuple(worker.handlers),
+        "max_attempts": worker.max_attempts,
+        "task_timeout_seconds": worker.task_timeout_seconds,
+        "drain_seconds": max(1, worker.termination_grace_period_seconds - DRAIN_MARGIN_SECONDS),
+        "http_port": WORKER_PORT,
+        "embedder": worker.embedder,
+    }
     if queue.backend == "redis-streams" and queue.streams is not None:
-        env += [_plain("SWELL_QUEUE", ",".join(queue.streams.streams)), _plain("SWELL_GROUP", queue.streams.group)]
+        values.update(queues=tuple(queue.streams.streams), group=queue.streams.group)
     if queue.backend == "redis-list" and queue.list is not None:
-        env.append(_plain("SWELL_QUEUE", ",".join(queue.list.keys)))
+        values["queues"] = tuple(queue.list.keys)
     if queue.backend == "pubsub" and queue.pubsub is not None:
         pubsub = queue.pubsub
-        env += [
-            _plain("SWELL_PUBSUB_PROJECT", pubsub.project),
-            _plain("SWELL_PUBSUB_SUBSCRIPTION", pubsub.subscription),
-            _plain("SWELL_PUBSUB_MODE", pubsub.mode),
-        ]
-        if pubsub.topic:
-            env.append(_plain("SWELL_PUBSUB_TOPIC", pubsub.topic))
-        if pubsub.dead_letter_topic:
-            env.append(_plain("SWELL_PUBSUB_DEAD_LETTER_TOPIC", pubsub.dead_letter_topic))
-        if pubsub.push_token_secret_ref is not None:
-            env.append(_secret_env("SWELL_PUSH_TOKEN", pubsub.push_token_secret_ref))
-        if pubsub.push_audience:
-            env.append(_plain("SWELL_PUSH_AUDIENCE", pubsub.push_audience))
-        if pubsub.push_service_account:
-            env.append(_plain("SWELL_PUSH_SERVICE_ACCOUNT", pubsub.push_service_account))
-        if pubsub.emulator_host:
-            env.append(_plain("PUBSUB_EMULATOR_HOST", pubsub.emulator_host))
-        if pubsub.credentials_secret_ref is not None:
-            env.append(_plain("GOOGLE_APPLICATION_CREDENTIALS", f"{GCP_KEY_DIR}/key.json"))
-    env += [
-        _plain("SWELL_CONCURRENCY", spec.concurrency),
-        _plain("SWELL_HANDLERS", ",".join(worker.handlers)),
-        _plain("SWELL_MAX_ATTEMPTS", worker.max_attempts),
-        _plain("SWELL_TASK_TIMEOUT_SECONDS", worker.task_timeout_seconds),
-        _plain("SWELL_DRAIN_SECONDS", max(1, worker.termination_grace_period_seconds - DRAIN_MARGIN_SECONDS)),
-        _plain("SWELL_HTTP_PORT", WORKER_PORT),
-        _plain("SWELL_EMBEDDER", worker.embedder),
-    ]
+        values.update(pubsub_project=pubsub.project, pubsub_subscription=pubsub.subscription, pubsub_mode=pubsub.mode)
+        optional = {
+            "pubsub_topic": pubsub.topic,
+            "pubsub_dead_letter_topic": pubsub.dead_letter_topic,
+            "push_audience": pubsub.push_audience,
+            "push_service_account": pubsub.push_service_account,
+        }
+        values.update({name: value for name, value in optional.items() if value})
     uri = vector_uri(worker, defaults)
     if uri:
-        env.append(_plain("SWELL_VECTOR_URI", uri))
+        values["vector_uri"] = uri
+    return values
+
+
+def worker_env(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaults) -> list[dict[str, Any]]:
+    """The worker's environment, rendered by the settings model the worker parses it with.
+
+    Secrets enter only as ``secretKeyRef``; a value the worker refuses makes it exit naming the variable.
+    """
+    env_name = WorkerSettings.env_name
+    env: list[dict[str, Any]] = [
+        {"name": POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": env_name("consumer"), "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    queue = spec.queue
+    secrets: dict[str, SecretKeyRef | None] = {}
+    if queue.redis is not None:
+        secrets.update(redis_url=queue.redis.url_secret_ref, redis_password=queue.redis.password_secret_ref)
+    if queue.pubsub is not None:
+        secrets["push_token"] = queue.pubsub.push_token_secret_ref
+    env += [_secret_env(env_name(field), ref) for field, ref in secrets.items() if ref is not None]
+    settings = WorkerSettings.render(**worker_settings(spec, worker, defaults))
+    env += [_plain(name, value) for name, value in settings.items()]
+    if queue.pubsub is not None and queue.pubsub.emulator_host:
+        env.append(_plain(PUBSUB_EMULATOR_HOST, queue.pubsub.emulator_host))
+    if queue.pubsub is not None and queue.pubsub.credentials_secret_ref is not None:
+        env.append(_plain(GOOGLE_APPLICATION_CREDENTIALS, f"{GCP_KEY_DIR}/key.json"))
     for extra in worker.env:
         if extra.secret_key_ref is not None:
             env.append(_secret_env(extra.name, extra.secret_key_ref))

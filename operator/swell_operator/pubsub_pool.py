@@ -29,7 +29,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from swell_worker.backends.base import Depth
+from swell_contract.depth import Depth
 
 from swell_operator import events
 from swell_operator.activator import ACTIVATOR, activated_at, activation_path

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from swell_worker.backends.base import Depth
+from swell_contract.depth import Depth
 
 from swell_operator import events, metrics
 from swell_operator.decision import Decision, Memory, Observation, Policy, decide

@@ -7,10 +7,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from swell_contract.task import Task
 from swell_worker.client import SwellClient
 from swell_worker.config import WorkerConfig
 from swell_worker.handlers import PermanentTaskError, Resources, create_handlers
-from swell_worker.task import Task
 from swell_worker.vectorstore import VectorStore
 
 from tests.fixtures.milvus import MilvusServer

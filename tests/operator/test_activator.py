@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from swell_contract.push_auth import GoogleIdTokens
 from swell_operator.activator import Activator, activated_at, activation_path
-from swell_worker.push_auth import GoogleIdTokens
 
 from tests.fixtures.ports import free_port
 from tests.fixtures.pubsub_emulator import PubSubEmulator

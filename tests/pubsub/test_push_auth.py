@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from swell_contract.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError, certs_max_age
 from swell_worker.config import ConfigError, WorkerConfig
-from swell_worker.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError, certs_max_age
 
 from tests.pubsub.oidc_kit import AUDIENCE, PUSHER, CertsEndpoint, SigningKey, hanging_endpoint
 

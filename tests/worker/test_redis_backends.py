@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis
+from swell_contract.task import Task
 from swell_worker.backends import redis_list
 from swell_worker.backends.redis_common import open_redis
 from swell_worker.backends.redis_list import RedisListBackend
 from swell_worker.backends.redis_streams import RedisStreamsBackend
-from swell_worker.task import Task
 
 Streams = Callable[..., RedisStreamsBackend]
 Lists = Callable[..., RedisListBackend]

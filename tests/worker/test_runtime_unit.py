@@ -15,12 +15,13 @@ from typing import Any
 
 import orjson
 import pytest
-from swell_worker.backends.base import BackendError, Delivery, Depth
+from swell_contract.depth import Depth
+from swell_contract.task import Task
+from swell_worker.backends.base import BackendError, Delivery
 from swell_worker.config import WorkerConfig
 from swell_worker.handlers.base import PermanentTaskError
 from swell_worker.results import Success
 from swell_worker.runtime import WorkerRuntime
-from swell_worker.task import Task
 
 pytestmark = pytest.mark.timeout(30)
 ids = itertools.count()

@@ -20,24 +20,23 @@ from typing import Literal
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+from swell_contract import metrics as names
 
 DeadLetterReason = Literal["malformed", "oversized", "unknown_handler", "permanent_error", "max_attempts"]
 
-TASKS_RECEIVED = Counter("swell_tasks_received", "Deliveries received from the queue, redeliveries included.")
-TASKS_SUCCEEDED = Counter("swell_tasks_succeeded", "Tasks whose handler succeeded and whose result was committed.")
-TASKS_FAILED = Counter("swell_tasks_failed", "Handler runs that raised or timed out (each attempt counts).")
-TASKS_RETRIED = Counter("swell_tasks_retried", "Failed deliveries given back to the queue with a backoff.")
-TASKS_DEAD_LETTERED = Counter(
-    "swell_tasks_dead_lettered", "Deliveries moved to the dead-letter destination.", ["reason"]
-)
-TASKS_IN_FLIGHT = Gauge("swell_tasks_in_flight", "Tasks this worker holds now.")
-WORKER_CONCURRENCY = Gauge("swell_worker_concurrency", "Tasks this worker may hold at once.")
-WORKER_UTILISATION = Gauge("swell_worker_utilisation", "In-flight tasks divided by concurrency.")
+TASKS_RECEIVED = Counter(names.TASKS_RECEIVED, "Deliveries received from the queue, redeliveries included.")
+TASKS_SUCCEEDED = Counter(names.TASKS_SUCCEEDED, "Tasks whose handler succeeded and whose result was committed.")
+TASKS_FAILED = Counter(names.TASKS_FAILED, "Handler runs that raised or timed out (each attempt counts).")
+TASKS_RETRIED = Counter(names.TASKS_RETRIED, "Failed deliveries given back to the queue with a backoff.")
+TASKS_DEAD_LETTERED = Counter(names.TASKS_DEAD_LETTERED, "Deliveries moved to the dead-letter destination.", ["reason"])
+TASKS_IN_FLIGHT = Gauge(names.TASKS_IN_FLIGHT, "Tasks this worker holds now.")
+WORKER_CONCURRENCY = Gauge(names.WORKER_CONCURRENCY, "Tasks this worker may hold at once.")
+WORKER_UTILISATION = Gauge(names.WORKER_UTILISATION, "In-flight tasks divided by concurrency.")
 PUSHES_REFUSED = Counter(
-    "swell_pushes_refused", "Pushed messages answered 429 because every slot was busy or the worker was draining."
+    names.PUSHES_REFUSED, "Pushed messages answered 429 because every slot was busy or the worker was draining."
 )
 TASK_DURATION = Histogram(
-    "swell_task_duration_seconds",
+    names.TASK_DURATION,
     "Time from receiving a task to settling it, by handler.",
     ["handler"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
@@ -47,7 +46,7 @@ TASK_DURATION = Histogram(
 class BusySlotSeconds(Collector):
     """The integral of tasks in flight over time, up to the moment of the scrape."""
 
-    name = "swell_worker_busy_slot_seconds"
+    name = names.BUSY_SLOT_SECONDS
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -19,10 +19,10 @@ from typing import Any, Literal, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from swell_contract.task import Task
 
 from swell_worker.backends.redis_common import describe, open_redis, redis_errors, text
 from swell_worker.config import ConfigError, WorkerConfig
-from swell_worker.task import Task
 
 TaskState = Literal["queued", "started", "succeeded", "failed", "unknown"]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from prometheus_client import Histogram
+from swell_contract.task import MalformedTask, Task, decode_task
 
 from swell_worker import metrics
 from swell_worker.backends import Backend, BackendError, Delivery, KeepsAlive, Pingable, make_backend
@@ -32,7 +33,6 @@ from swell_worker.config import ConfigError, WorkerConfig
 from swell_worker.handlers import Handler, PermanentTaskError, Resources, create_handlers
 from swell_worker.logs import configure_json_logging
 from swell_worker.results import ResultStore, Success, TaskRecords, encode_result
-from swell_worker.task import MalformedTask, Task, decode_task
 
 log = logging.getLogger(__name__)
 

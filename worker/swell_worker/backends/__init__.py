@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from swell_worker.backends.base import Backend, BackendError, Delivery, Depth
+from swell_contract.depth import Depth
+
+from swell_worker.backends.base import Backend, BackendError, Delivery
 from swell_worker.config import WorkerConfig
 from swell_worker.imports import load_object
 

@@ -10,8 +10,10 @@ consumer still holds, so a delivery taken over by another consumer is left to th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from swell_contract.depth import Depth
 
 
 @dataclass
@@ -25,26 +27,6 @@ class Delivery:
     receipt: Any = None
     # The queue (stream, list key, subscription) the message came from, for priority queues.
     source: str = ""
-
-
-@dataclass(frozen=True)
-class Depth:
-    """What the queue looks like from outside, for scaling."""
-
-    # Messages waiting to be delivered to any worker.
-    backlog: int
-    # Messages delivered and not yet settled.
-    in_flight: int
-    # In-flight count per consumer (pod name) where the backend can tell; empty where it cannot.
-    per_consumer: dict[str, int] = field(default_factory=dict)
-    # Messages settled (acked) so far, a monotonic counter where the backend keeps one; None if unknown.
-    completed_total: int | None = None
-    # Age in seconds of the oldest waiting message, where known.
-    oldest_age_seconds: float | None = None
-    # Mean tasks in flight since the previous reading, where the workers report it (Pub/Sub).
-    mean_in_flight: float | None = None
-    # False where the queue cannot tell what waits: ``backlog`` is then only the work seen waiting.
-    backlog_visible: bool = True
 
 
 class BackendError(RuntimeError):

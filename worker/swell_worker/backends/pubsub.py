@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from swell_contract.depth import Depth
+from swell_contract.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError
 
 from swell_worker import metrics
-from swell_worker.backends.base import BackendError, Delivery, Depth
+from swell_worker.backends.base import BackendError, Delivery
 from swell_worker.config import WorkerConfig
-from swell_worker.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError
 
 if TYPE_CHECKING:
     from swell_worker.runtime import WorkerRuntime

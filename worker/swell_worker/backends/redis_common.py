@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,44 +96,6 @@ def redis_errors(where: str) -> Iterator[None]:
         raise BackendError(f"cannot reach {where}: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise BackendError(f"{where} answered with an error: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class QueueKeys:
-    """The Redis keys around one queue (docs/architecture.md, "Redis key layout")."""
-
-    name: str
-
-    @property
-    def delayed(self) -> str:
-        return f"{self.name}:delayed"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.name}:dead"
-
-    @property
-    def completed(self) -> str:
-        return f"{self.name}:completed"
-
-    @property
-    def attempts(self) -> str:
-        return f"{self.name}:attempts"
-
-    @property
-    def consumers(self) -> str:
-        """redis-list: the set of consumers that may hold a processing list, so nobody has to SCAN."""
-        return f"{self.name}:consumers"
-
-    def processing(self, consumer: str) -> str:
-        return f"{self.name}:processing:{consumer}"
-
-    def heartbeat(self, consumer: str) -> str:
-        return f"{self.name}:consumer:{consumer}"
-
-    def last_take(self, consumer: str) -> str:
-        """redis-list: the token and answer of a consumer's last take, so a repeated take gets the same."""
-        return f"{self.name}:take:{consumer}"
 
 
 def queue_for_priority(queues: Sequence[str], priority: int) -> str:

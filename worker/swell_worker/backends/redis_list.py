@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from swell_contract.depth import Depth
+from swell_contract.keys import QueueKeys
 
-from swell_worker.backends.base import Delivery, Depth
+from swell_worker.backends.base import Delivery
 from swell_worker.backends.redis_common import (
     MAX_BLOCK_SECONDS,
     POLL_INTERVAL_SECONDS,
     PROMOTE_DUE,
-    QueueKeys,
     dead_letter_record,
     delayed_member,
     describe,

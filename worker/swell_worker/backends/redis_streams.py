@@ -19,13 +19,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from swell_contract.depth import Depth
+from swell_contract.keys import QueueKeys
 
-from swell_worker.backends.base import Delivery, Depth
+from swell_worker.backends.base import Delivery
 from swell_worker.backends.redis_common import (
     MAX_BLOCK_SECONDS,
     POLL_INTERVAL_SECONDS,
     PROMOTE_DUE,
-    QueueKeys,
     delayed_member,
     describe,
     open_redis,

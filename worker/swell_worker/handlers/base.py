@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from swell_worker.task import Task
+from swell_contract.task import Task
 
 
 class PermanentTaskError(Exception):

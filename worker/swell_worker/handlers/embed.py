@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from swell_contract.task import Task
+
 from swell_worker.batching import MicroBatcher
 from swell_worker.config import WorkerConfig
 from swell_worker.handlers.base import PermanentTaskError
 from swell_worker.handlers.resources import Resources
-from swell_worker.task import Task
 
 MAX_TEXTS = 512
 MAX_TEXT_CHARS = 20_000

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from swell_contract.task import Task
+
 from swell_worker.handlers.base import PermanentTaskError
 from swell_worker.handlers.embed import ModelHandler, texts_of
-from swell_worker.task import Task
 from swell_worker.vectorstore import MAX_ID_LENGTH, Document, VectorStore
 
 

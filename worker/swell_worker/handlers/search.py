@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from swell_contract.task import Task
+
 from swell_worker.handlers.base import PermanentTaskError
 from swell_worker.handlers.embed import texts_of
 from swell_worker.handlers.index import StoreHandler
-from swell_worker.task import Task
 
 MAX_K = 100
 

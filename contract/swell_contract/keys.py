@@ -1,0 +1,49 @@
+"""The Redis key layout around one queue (docs/architecture.md, "Redis key layout").
+
+Workers write these keys and the operator reads them for depth, each with its own code: the layout is
+what they share, so it is named here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of queue ``name`` (a list key or a stream name)."""
+
+    name: str
+
+    @property
+    def delayed(self) -> str:
+        """Retries waiting for their backoff: a zset scored by due time."""
+        return f"{self.name}:delayed"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.name}:dead"
+
+    @property
+    def completed(self) -> str:
+        """INCRBY on every ack batch, so the operator can measure the service rate."""
+        return f"{self.name}:completed"
+
+    @property
+    def attempts(self) -> str:
+        return f"{self.name}:attempts"
+
+    @property
+    def consumers(self) -> str:
+        """redis-list: the set of consumers that may hold a processing list, so nobody has to SCAN."""
+        return f"{self.name}:consumers"
+
+    def processing(self, consumer: str) -> str:
+        return f"{self.name}:processing:{consumer}"
+
+    def heartbeat(self, consumer: str) -> str:
+        return f"{self.name}:consumer:{consumer}"
+
+    def last_take(self, consumer: str) -> str:
+        """redis-list: the token and answer of a consumer's last take, so a repeated take gets the same."""
+        return f"{self.name}:take:{consumer}"
