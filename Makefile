@@ -13,7 +13,7 @@ test: setup
 	scripts/test.sh
 
 lint:
-	ruff check . && ruff format --check . && mypy
+	ruff check . && ruff format --check . && mypy && lint-imports
 
 controlplane:
 	tests/tooling/controlplane/build.sh

@@ -5,6 +5,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ruff check . || exit 1
 ruff format --check . || exit 1
 mypy || exit 1
+lint-imports || exit 1
 python3 -m pytest -p no:cacheprovider -ra "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

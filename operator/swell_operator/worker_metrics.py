@@ -21,13 +21,14 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
+from swell_contract import metrics as names
 
 SCRAPE_TIMEOUT_SECONDS = 1.0
-# Sample names as the worker exposes them (swell_worker.metrics).
-IN_FLIGHT = "swell_tasks_in_flight"
-BUSY_SLOT_SECONDS = "swell_worker_busy_slot_seconds_total"
-SETTLED = ("swell_tasks_succeeded_total", "swell_tasks_dead_lettered_total")
-REFUSED = "swell_pushes_refused_total"
+# Sample names as the worker exposes them.
+IN_FLIGHT = names.TASKS_IN_FLIGHT
+BUSY_SLOT_SECONDS = names.sample(names.BUSY_SLOT_SECONDS)
+SETTLED = (names.sample(names.TASKS_SUCCEEDED), names.sample(names.TASKS_DEAD_LETTERED))
+REFUSED = names.sample(names.PUSHES_REFUSED)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ work="$(mktemp -d /tmp/swell-images.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 # Tracked and new (not ignored) files of what the Dockerfile copies; nothing else can change an image.
 git ls-files -z --cached --others --exclude-standard -- \
-    Dockerfile pyproject.toml README.md operator worker cli scripts/images \
+    Dockerfile pyproject.toml README.md contract operator worker cli scripts/images \
   | xargs -0 -r sh -c 'for f; do [ -f "$f" ] && printf "%s\0" "$f"; done' sh \
   | LC_ALL=C sort -z > "$work/files"
 tar_options=(--null --no-recursion --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=u+rw,go+r,go-w)
