@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from swell_contract import envdoc
-from swell_contract.settings import ConfigError, WorkerSettings
+from swell_contract.settings import FROM_SECRETS, ConfigError, WorkerSettings
 from swell_operator.deployment import PoolDefaults, render_deployment
 from swell_operator.model import WorkerPoolSpec
 
@@ -97,6 +97,10 @@ def test_the_operator_renders_what_the_worker_parses_back(pool: str) -> None:
     manifest = render_deployment("pool", spec, 0, PoolDefaults(vector_uri="http://milvus:19530"))
 
     parsed = WorkerSettings.from_env(kubelet_env(manifest))
+
+    for item in manifest["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if item["name"] in {WorkerSettings.env_name(field) for field in FROM_SECRETS}:
+            assert "value" not in item and "secretKeyRef" in item["valueFrom"], item
 
     redis = {}
     if queue["backend"] != "pubsub":
