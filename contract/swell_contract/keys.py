@@ -47,3 +47,13 @@ class QueueKeys:
     def last_take(self, consumer: str) -> str:
         """redis-list: the token and answer of a consumer's last take, so a repeated take gets the same."""
         return f"{self.name}:take:{consumer}"
+
+
+def status_key(task_id: str) -> str:
+    """The one record of a task: a hash with its state, result and attempts (docs/architecture.md)."""
+    return f"swell:task:{task_id}"
+
+
+def reply_key(task_id: str) -> str:
+    """The list a request-reply caller waits on for the task's reply."""
+    return f"reply:{task_id}"

@@ -19,9 +19,9 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from swell_contract.keys import status_key
 from swell_contract.task import decode_task
 from swell_worker.backends.pubsub import parse_push
-from swell_worker.results import status_key
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
 from tests.fixtures.workers import StartWorker, WorkerProcess

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from swell_contract.keys import reply_key
 from swell_contract.task import Task
 
 from swell_worker.backends import Backend, make_backend
 from swell_worker.config import BackendKind, WorkerConfig
-from swell_worker.results import ResultStore, TaskStatus, reply_key
+from swell_worker.results import ResultStore, TaskStatus
 
 
 class TaskTimeout(TimeoutError):

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from swell_contract.keys import status_key
 from swell_contract.task import Task
 
 from swell_worker.backends.redis_common import describe, open_redis, redis_errors, text
@@ -30,14 +31,6 @@ TaskState = Literal["queued", "started", "succeeded", "failed", "unknown"]
 REPLY_TTL_SECONDS = 3600
 # Results as json.dumps would accept them: non-string keys become strings, numpy arrays become lists.
 RESULT_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-
-
-def status_key(task_id: str) -> str:
-    return f"swell:task:{task_id}"
-
-
-def reply_key(task_id: str) -> str:
-    return f"reply:{task_id}"
 
 
 def encode_result(result: Any) -> bytes:
