@@ -177,3 +177,17 @@ async def test_a_durable_redis_raises_no_warning_and_one_without_aof_does(own_re
     finally:
         await source.close()
     assert problem is not None and problem.startswith(f"Redis at {own_redis.url} has no append-only file")
+
+
+async def test_a_separate_password_is_used_and_a_wrong_one_is_refused_without_being_said(own_redis: Any) -> None:
+    own_redis.client().config_set("requirepass", "right-one")
+    good = RedisListDepth(connect(own_redis.url, "right-one"), own_redis.url, ["tasks"])
+    bad = RedisListDepth(connect(own_redis.url, "wrong-one"), own_redis.url, ["tasks"])
+    try:
+        assert (await good.read()).backlog == 0
+        with pytest.raises(DepthUnavailable, match="refused the credentials") as refused:
+            await bad.read()
+        assert "wrong-one" not in str(refused.value) and "right-one" not in str(refused.value)
+    finally:
+        await good.close()
+        await bad.close()

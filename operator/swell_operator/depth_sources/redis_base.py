@@ -45,10 +45,11 @@ def connect(url: str, password: str | None) -> aioredis.Redis:
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         "health_check_interval": 30,
         "max_connections": 2,
+        "timeout": 5.0,  # waiting for a free connection of the pool, rather than failing at once
     }
     if password and urlsplit(url).password is None:
         options["password"] = password
-    return aioredis.Redis.from_url(url, **options)
+    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
 
 def describe(url: str) -> str:
