@@ -231,7 +231,7 @@ class WorkerSettings(BaseModel):
             raise ConfigError(f"SWELL_BACKEND is required: one of {', '.join(BACKENDS)}")
         return cls(**values)
 
-    def to_env(self, *, only_set: bool = True, omit: frozenset[str] = frozenset()) -> dict[str, str]:
+    def to_env(self, *, only_set: bool = True) -> dict[str, str]:
         """The variables that ``from_env`` reads back into these settings (secrets included: handle with care).
 
         ``only_set`` renders just the fields given when the settings were made, so a pod's environment
@@ -239,7 +239,7 @@ class WorkerSettings(BaseModel):
         """
         rendered: dict[str, str] = {}
         for name, field in type(self).model_fields.items():
-            if name in omit or (only_set and name not in self.model_fields_set):
+            if only_set and name not in self.model_fields_set:
                 continue
             value = getattr(self, name)
             if value is None:
