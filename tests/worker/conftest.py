@@ -7,6 +7,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from swell_worker.backends import Depth
+from swell_worker.backends.redis_common import open_redis
+from swell_worker.backends.redis_list import RedisListBackend
+from swell_worker.backends.redis_streams import RedisStreamsBackend
 from swell_worker.client import SwellClient
 from swell_worker.results import TaskStatus
 
@@ -53,3 +57,14 @@ async def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0
 
 async def states(client: SwellClient, ids: list[str]) -> dict[str, TaskStatus]:
     return {task_id: await client.status(task_id) for task_id in ids}
+
+
+async def queue_depth(redis_url: str, backend_kind: str, queue: str = "tasks") -> Depth:
+    """The queue's depth as the operator reads it (through the depth classes it still imports)."""
+    reader = (RedisStreamsBackend if backend_kind == "redis-streams" else RedisListBackend)(
+        open_redis(redis_url), [queue], "swell-operator"
+    )
+    try:
+        return await reader.depth()
+    finally:
+        await reader.close()
