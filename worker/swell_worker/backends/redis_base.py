@@ -15,6 +15,12 @@ from swell_worker.config import WorkerConfig
 PROMOTE_INTERVAL_SECONDS = 0.2
 
 
+def connect(config: WorkerConfig) -> tuple[aioredis.Redis, str]:
+    """A client for the configured queue Redis, and how errors name it."""
+    assert config.redis_url is not None  # WorkerConfig checks this for Redis backends
+    return open_redis(config.redis_url, config.redis_password), describe(config.redis_url)
+
+
 class RedisConsumerBase:
     """A consumer of one or more Redis queues (highest priority first) under one consumer name."""
 
@@ -41,15 +47,19 @@ class RedisConsumerBase:
         self._consumer_timeout = consumer_timeout
         self._next_promote = 0.0
         self._promote = client.register_script(PROMOTE_DUE)
+        self._prepare(client)
+
+    def _prepare(self, client: aioredis.Redis) -> None:
+        """A subclass's own state and scripts, set up once the shared ones are."""
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> Self:
-        assert config.redis_url is not None  # WorkerConfig checks this for Redis backends
+        client, where = connect(config)
         return cls(
-            open_redis(config.redis_url, config.redis_password),
+            client,
             config.queues,
             config.consumer,
-            where=describe(config.redis_url),
+            where=where,
             consumer_timeout=config.consumer_timeout_seconds,
             **cls.options_from(config),
         )
@@ -87,13 +97,8 @@ class RedisPublisherBase:
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> Self:
-        assert config.redis_url is not None  # WorkerConfig checks this for Redis backends
-        return cls(
-            open_redis(config.redis_url, config.redis_password),
-            config.queues,
-            where=describe(config.redis_url),
-            **cls.options_from(config),
-        )
+        client, where = connect(config)
+        return cls(client, config.queues, where=where, **cls.options_from(config))
 
     @classmethod
     def options_from(cls, config: WorkerConfig) -> dict[str, Any]:

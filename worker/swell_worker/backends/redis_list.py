@@ -143,16 +143,7 @@ RECONCILE_GRACE_SECONDS = 5.0
 class RedisListConsumer(RedisConsumerBase):
     promote_mode = "list"
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        queues: Sequence[str],
-        consumer: str,
-        *,
-        where: str = "Redis",
-        consumer_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(client, queues, consumer, where=where, consumer_timeout=consumer_timeout)
+    def _prepare(self, client: aioredis.Redis) -> None:
         self._joined = False
         self._next_recovery = 0.0
         # (processing list, body) -> when reconcile first saw it there without the worker holding it.
@@ -363,17 +354,8 @@ class RedisListBackend(RedisListConsumer):
     importing it.
     """
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        queues: Sequence[str],
-        consumer: str,
-        *,
-        where: str = "Redis",
-        consumer_timeout: float = 30.0,
-        extra_in_flight: Sequence[tuple[InFlightKind, str]] = (),
-    ) -> None:
-        super().__init__(client, queues, consumer, where=where, consumer_timeout=consumer_timeout)
+    def __init__(self, *args: Any, extra_in_flight: Sequence[tuple[InFlightKind, str]] = (), **options: Any) -> None:
+        super().__init__(*args, **options)
         self._extra_in_flight = tuple(extra_in_flight)
 
     async def depth(self) -> Depth:

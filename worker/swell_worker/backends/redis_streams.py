@@ -151,8 +151,10 @@ class RedisStreamsConsumer(RedisConsumerBase):
         where: str = "Redis",
         consumer_timeout: float = 30.0,
     ) -> None:
-        super().__init__(client, streams, consumer, where=where, consumer_timeout=consumer_timeout)
         self._group = group
+        super().__init__(client, streams, consumer, where=where, consumer_timeout=consumer_timeout)
+
+    def _prepare(self, client: aioredis.Redis) -> None:
         self._groups_ready = False
         self._consumed = False
         self._next_claim = 0.0
