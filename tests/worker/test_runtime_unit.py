@@ -187,7 +187,7 @@ async def stopped(runtime: WorkerRuntime, runner: asyncio.Task[None]) -> None:
     await asyncio.wait_for(runner, 10)
 
 
-async def test_one_read_is_started_committed_and_acked_with_one_call_each() -> None:
+async def test_one_read_of_fast_tasks_is_committed_and_acked_with_one_call_each() -> None:
     queue, records = MemoryQueue(), MemoryRecords()
     for _ in range(20):
         queue.put(task_body("noop"))
@@ -196,8 +196,21 @@ async def test_one_read_is_started_committed_and_acked_with_one_call_each() -> N
     await until("20 acked", lambda: len(queue.acked) == 20)
     await stopped(runtime, runner)
     assert queue.asked[0] == 32
-    assert records.start_calls == [20] and records.commit_calls == [20]
+    # Fast handlers do no I/O: no started mark, the commit is their idempotency check.
+    assert records.start_calls == [] and records.commit_calls == [20]
     assert [len(call) for call in queue.ack_calls] == [20]
+    assert set(records.states.values()) == {"succeeded"}
+
+
+async def test_one_read_of_other_tasks_is_marked_started_with_one_call() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    for _ in range(20):
+        queue.put(task_body("echo"))
+    runtime = make_runtime(queue, records, FunctionHandler("echo", nothing), concurrency=32)
+    runner = asyncio.create_task(runtime.run())
+    await until("20 acked", lambda: len(queue.acked) == 20)
+    await stopped(runtime, runner)
+    assert records.start_calls == [20] and sum(records.commit_calls) == 20
     assert set(records.states.values()) == {"succeeded"}
 
 
@@ -267,15 +280,28 @@ async def test_what_can_never_run_is_dead_lettered_with_its_reason() -> None:
 async def test_a_task_committed_before_is_acked_without_running_again() -> None:
     queue, records = MemoryQueue(), MemoryRecords()
     records.states["t-done"] = "succeeded"
-    handler = FunctionHandler("noop", nothing, fast=True)
-    queue.put(task_body("noop", "t-done"))
-    queue.put(task_body("noop", "t-new"))
+    handler = FunctionHandler("echo", nothing)
+    queue.put(task_body("echo", "t-done"))
+    queue.put(task_body("echo", "t-new"))
     runtime = make_runtime(queue, records, handler)
     runner = asyncio.create_task(runtime.run())
     await until("both acked", lambda: len(queue.acked) == 2)
     await stopped(runtime, runner)
     assert handler.calls == 1 and records.resent == ["t-done"]
     assert records.commit_calls == [1] and records.results == {"t-new": {"ok": "t-new"}}
+
+
+async def test_a_fast_task_committed_before_keeps_its_result_and_gets_its_reply_again() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    records.states["t-done"], records.results["t-done"] = "succeeded", {"first": True}
+    queue.put(task_body("noop", "t-done"))
+    queue.put(task_body("noop", "t-new"))
+    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True))
+    runner = asyncio.create_task(runtime.run())
+    await until("both acked", lambda: len(queue.acked) == 2)
+    await stopped(runtime, runner)
+    assert records.resent == ["t-done"]
+    assert records.results == {"t-done": {"first": True}, "t-new": {"ok": "t-new"}}
 
 
 async def test_a_slow_handler_times_out_and_is_retried() -> None:

@@ -352,16 +352,25 @@ class WorkerRuntime:
         metrics.record_in_flight(self.in_flight, self.concurrency)
 
     async def _process_batch(self, entries: Sequence[Held]) -> None:
-        """Check, mark started, and run one read's deliveries; successes go to the committer."""
+        """Check, mark started, and run one read's deliveries; successes go to the committer.
+
+        Fast handlers whose attempt the queue counted skip the started mark: they do no I/O, so their
+        only effect is the result, whose commit is itself the idempotency check (a task committed
+        before is not written again, and its reply is sent again).
+        """
         # Entries handed to a slow handler's task or to the committer are theirs to release.
         handed: set[Held] = set()
         try:
             runnable = [checked for entry in entries if (checked := await self._check(entry)) is not None]
             if not runnable:
                 return
-            attempts = await self._retrying("mark started", lambda: self._results.start(_started(runnable)))
             inline: list[Runnable] = []
-            for item, attempt in zip(runnable, attempts, strict=True):
+            to_start: list[Runnable] = []
+            for item in runnable:
+                unmarked = self._kinds[item.task.handler] == "inline" and item.held.delivery.attempt_known
+                (inline if unmarked else to_start).append(item)
+            attempts = await self._start(to_start)
+            for item, attempt in zip(to_start, attempts, strict=True):
                 delivery = item.held.delivery
                 if not delivery.attempt_known:
                     item.held.delivery = replace(delivery, attempt=attempt, attempt_known=True)
@@ -389,6 +398,11 @@ class WorkerRuntime:
         except Exception:
             log.exception("unexpected error processing deliveries; they will be delivered again")
             self._release([entry for entry in entries if entry not in handed])
+
+    async def _start(self, runnable: Sequence[Runnable]) -> list[int]:
+        if not runnable:
+            return []
+        return await self._retrying("mark started", lambda: self._results.start(_started(runnable)))
 
     async def _resend_reply(self, task: Task) -> None:
         await self._retrying("re-send the reply", lambda: self._results.resend_reply(task))
@@ -525,9 +539,11 @@ class WorkerRuntime:
         try:
             if successes:
                 committed = await self._retrying("commit the results", lambda: self._results.commit(successes))
-                repeated = len(committed) - sum(committed)
+                repeated = [success.task for success, fresh in zip(successes, committed, strict=True) if not fresh]
                 if repeated:
-                    log.info("another delivery committed %d of these tasks first", repeated)
+                    log.info("%d of these tasks were committed before; sending their stored replies", len(repeated))
+                    for task in repeated:
+                        await self._resend_reply(task)
             await self._retrying("ack", lambda: self._queue.ack([entry.delivery for entry in entries]))
             metrics.TASKS_SUCCEEDED.inc(len(successes))
             outcome = "done"

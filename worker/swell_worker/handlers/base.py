@@ -24,8 +24,9 @@ class Handler(Protocol):
     """
 
     name: str
-    # True for handlers that return at once without blocking I/O: the runtime runs them inline in their
-    # batch, without a task or a timeout of their own. Anything that waits or computes long says False.
+    # True for handlers that return at once, with no I/O and no effect but their result: the runtime runs
+    # them inline in their batch, without a task, a timeout or a started mark of their own (a repeated
+    # delivery may run them again; the commit keeps the first result). Anything else says False.
     fast: bool
 
     async def startup(self) -> None:
