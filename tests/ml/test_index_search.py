@@ -1,4 +1,5 @@
-"""index and search against a real Milvus: in-process handlers, then real worker processes through the queue."""
+"""index and search against a real Milvus: in-process handlers, then real worker processes through the queue,
+including a worker killed between the index upsert and the commit."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import redis
 from swell_contract.task import Task
 from swell_worker.client import SwellClient
 from swell_worker.config import WorkerConfig
@@ -32,6 +34,21 @@ def corpus(n: int) -> list[dict[str, object]]:
         }
         for i in range(n)
     ]
+
+
+def index_worker_env(redis_url: str, milvus: MilvusServer, queue: str, collection: str, **extra: str) -> dict[str, str]:
+    """A Streams worker indexing into ``collection`` of the shared Milvus server; takeover after 3 s."""
+    return {
+        "SWELL_BACKEND": "redis-streams",
+        "SWELL_REDIS_URL": redis_url,
+        "SWELL_QUEUE": queue,
+        "SWELL_CONCURRENCY": "4",
+        "SWELL_VECTOR_URI": milvus.uri,
+        "SWELL_VECTOR_COLLECTION": collection,
+        "SWELL_CONSUMER_TIMEOUT_SECONDS": "3",
+        "SWELL_MODEL_THREADS": "1",
+        **extra,
+    }
 
 
 def task(handler: str, payload: dict[str, object], task_id: str = "t") -> Task:
@@ -102,17 +119,7 @@ async def test_bad_payloads_are_permanent_errors(
 async def test_workers_index_through_the_queue_and_a_sigkill_loses_nothing(
     start_worker: StartWorker, redis_url: str, milvus_server: MilvusServer
 ) -> None:
-    env = {
-        "SWELL_BACKEND": "redis-streams",
-        "SWELL_REDIS_URL": redis_url,
-        "SWELL_QUEUE": "index",
-        "SWELL_HANDLERS": "index,search",
-        "SWELL_CONCURRENCY": "4",
-        "SWELL_VECTOR_URI": milvus_server.uri,
-        "SWELL_VECTOR_COLLECTION": "e2e",
-        "SWELL_CONSUMER_TIMEOUT_SECONDS": "3",
-        "SWELL_MODEL_THREADS": "1",
-    }
+    env = index_worker_env(redis_url, milvus_server, "index", "e2e", SWELL_HANDLERS="index,search")
     docs = corpus(1000)
     async with SwellClient.for_redis(redis_url, "index", backend="redis-streams") as client:
         ids = [await client.submit("index", {"documents": docs[i : i + 10]}) for i in range(0, 1000, 10)]
@@ -139,3 +146,36 @@ async def test_workers_index_through_the_queue_and_a_sigkill_loses_nothing(
 
         result = await client.call("search", {"query": "item number 777 in the archive", "k": 5}, timeout=60)
         assert "doc-777" in [hit["id"] for hit in result["hits"]]
+
+
+async def test_an_index_task_run_again_after_a_kill_between_effect_and_commit_leaves_one_copy(
+    start_worker: StartWorker, redis_url: str, milvus_server: MilvusServer
+) -> None:
+    """The handler's upsert is in, the commit is not (tests/ml/index_hooks.py); the redelivery runs it again."""
+    env = index_worker_env(redis_url, milvus_server, "index-crash", "crash")
+    # One document names its id, one takes the default (<task id>:<n>): both must be stable on redelivery.
+    documents = [{"id": "doc-a", "text": "the first document"}, {"text": "the second document"}]
+    sync_redis = redis.Redis.from_url(redis_url)
+    async with SwellClient.for_redis(redis_url, "index-crash", backend="redis-streams") as client:
+        task_id = await client.submit("index", {"documents": documents})
+        victim = start_worker({**env, "SWELL_HANDLERS": "tests.ml.index_hooks:IndexThenHang", "SWELL_CONSUMER": "v"})
+        await wait_for("the upsert happened", lambda: sync_redis.exists(f"swell:test:effect:{task_id}"), timeout=120)
+        victim.signal(signal.SIGKILL)
+        assert victim.wait_exit(10) == -signal.SIGKILL
+        assert (await client.status(task_id)).state == "started"  # the effect is in, the commit is not
+
+        store = VectorStore(milvus_server.uri, "crash")
+        assert sorted(await store.ids()) == sorted(["doc-a", f"{task_id}:1"])
+
+        start_worker({**env, "SWELL_HANDLERS": "index", "SWELL_CONSUMER": "rescuer"})
+
+        async def committed() -> bool:
+            return (await client.status(task_id)).state == "succeeded"
+
+        await wait_for("the redelivered task is committed", committed, timeout=120)
+        final = await client.status(task_id)
+        assert final.commits == 1 and final.attempt == 2
+        stored = await store.ids()
+        assert sorted(stored) == sorted(["doc-a", f"{task_id}:1"]), stored
+        assert await store.count() == 2
+        store.close()

@@ -19,7 +19,7 @@ from swell_worker.client import SwellClient
 from swell_worker.config import WorkerConfig
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
-from tests.fixtures.workers import StartWorker
+from tests.fixtures.workers import StartWorker, WorkerProcess
 from tests.worker.conftest import states, wait_for
 
 
@@ -85,18 +85,25 @@ async def test_pull_worker_runs_every_task_once_and_dead_letters_with_reasons(
 
     await wait_for("30 tasks succeeded", all_done, timeout=90)
     assert effects(redis_url, "pull") == dict.fromkeys(ids, 1)
-    dead: list[Any] = []
-
-    async def two_dead() -> bool:
-        dead.extend(await asyncio.to_thread(pubsub_emulator.pull_all, names["dead_sub"]))
-        return len(dead) >= 2
-
-    await wait_for("two dead letters", two_dead, timeout=60, interval=0.5)
+    dead = await dead_letters(pubsub_emulator, names["dead_sub"], 2, timeout=60)
     reasons = {m.attributes["reason"]: m for m in dead}
     assert any("failed after 2 attempts" in r and "gpu on fire" in r for r in reasons), reasons.keys()
     assert any(r.startswith("malformed task: body is not JSON") for r in reasons), reasons.keys()
     assert all(m.attributes["attempts"] and float(m.attributes["failed_at"]) > 0 for m in dead)
-    assert (await client.status(failing)).state == "failed"
+    final = await client.status(failing)
+    assert final.state == "failed" and final.attempt == 2  # counted in the record: no dead-letter policy here
+
+
+async def dead_letters(emulator: PubSubEmulator, subscription: str, count: int, timeout: float) -> list[Any]:
+    """Pull (and ack) dead letters until ``count`` have come."""
+    dead: list[Any] = []
+
+    async def enough() -> bool:
+        dead.extend(await asyncio.to_thread(emulator.pull_all, subscription))
+        return len(dead) >= count
+
+    await wait_for(f"{count} dead letters", enough, timeout=timeout, interval=0.5)
+    return dead
 
 
 def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> int:
@@ -162,6 +169,21 @@ async def test_push_endpoint_checks_its_caller_and_answers_429_when_full(
     assert post(url + "?token=s3cret", failing) == 503  # a retry: Pub/Sub redelivers after its backoff
 
 
+def start_pushed_worker(
+    start_worker: StartWorker, emulator: PubSubEmulator, names: dict[str, str], redis_url: str, **extra: str
+) -> WorkerProcess:
+    """A push-mode worker, and the topic's push subscription (no dead-letter policy) pointing at it."""
+    env = worker_env(emulator, names, redis_url, SWELL_PUBSUB_MODE="push", SWELL_PUSH_TOKEN="s3cret", **extra)
+    worker = start_worker(env)
+    emulator.create(
+        names["topic"],
+        names["sub"],
+        ack_deadline_seconds=10,
+        push_config={"push_endpoint": f"{worker.base_url}/pubsub/push?token=s3cret"},
+    )
+    return worker
+
+
 async def test_push_subscription_delivers_through_429s_without_loss(
     pubsub_emulator: PubSubEmulator,
     names: dict[str, str],
@@ -169,22 +191,7 @@ async def test_push_subscription_delivers_through_429s_without_loss(
     client: SwellClient,
     start_worker: StartWorker,
 ) -> None:
-    worker = start_worker(
-        worker_env(
-            pubsub_emulator,
-            names,
-            redis_url,
-            SWELL_PUBSUB_MODE="push",
-            SWELL_PUSH_TOKEN="s3cret",
-            SWELL_CONCURRENCY="1",
-        )
-    )
-    pubsub_emulator.create(
-        names["topic"],
-        names["sub"],
-        ack_deadline_seconds=10,
-        push_config={"push_endpoint": f"{worker.base_url}/pubsub/push?token=s3cret"},
-    )
+    worker = start_pushed_worker(start_worker, pubsub_emulator, names, redis_url, SWELL_CONCURRENCY="1")
     ids = [await client.submit("sleep", {"seconds": 0.3, "incr": "push"}) for _ in range(8)]
 
     async def all_done() -> bool:
@@ -194,3 +201,37 @@ async def test_push_subscription_delivers_through_429s_without_loss(
     assert effects(redis_url, "push") == dict.fromkeys(ids, 1)
     _, metrics = worker.get("/metrics")
     assert "swell_tasks_succeeded_total 8.0" in metrics
+
+
+async def test_an_always_failing_push_reaches_the_dead_letter_topic_without_a_dead_letter_policy(
+    pubsub_emulator: PubSubEmulator,
+    names: dict[str, str],
+    redis_url: str,
+    client: SwellClient,
+    start_worker: StartWorker,
+) -> None:
+    """Pub/Sub sends no deliveryAttempt without a dead-letter policy; the worker counts in the task record."""
+    pubsub_emulator.create(names["dead"], names["dead_sub"])
+    start_pushed_worker(start_worker, pubsub_emulator, names, redis_url, SWELL_MAX_ATTEMPTS="3")
+    assert not subscription_of(pubsub_emulator, names["sub"]).dead_letter_policy.dead_letter_topic
+    failing = await client.submit("fail", {"message": "never works"})
+    dead = await dead_letters(pubsub_emulator, names["dead_sub"], 1, timeout=120)
+    assert dead[0].attributes["reason"] == "failed after 3 attempts: RuntimeError: never works"
+    assert dead[0].attributes["attempts"] == "3"
+    final = await client.status(failing)
+    assert final.state == "failed" and final.attempt == 3
+    await asyncio.sleep(2)  # acked after the dead letter: no further delivery runs it
+    assert (await client.status(failing)).attempt == 3
+    assert await asyncio.to_thread(pubsub_emulator.pull_all, names["dead_sub"]) == []
+
+
+def subscription_of(emulator: PubSubEmulator, name: str) -> Any:
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        return subscriber.get_subscription(
+            request={"subscription": subscriber.subscription_path(emulator.project, name)}
+        )
+    finally:
+        subscriber.close()

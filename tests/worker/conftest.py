@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from swell_contract.depth import Depth
+from swell_operator.depth_sources import RedisListDepth, RedisStreamsDepth, connect
 from swell_worker.client import SwellClient
 from swell_worker.results import TaskStatus
 
@@ -53,3 +55,17 @@ async def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0
 
 async def states(client: SwellClient, ids: list[str]) -> dict[str, TaskStatus]:
     return {task_id: await client.status(task_id) for task_id in ids}
+
+
+async def queue_depth(redis_url: str, backend_kind: str, queue: str = "tasks") -> Depth:
+    """The queue's depth as the operator reads it (its own depth source, from the key layout)."""
+    client = connect(redis_url, None)
+    reader = (
+        RedisStreamsDepth(client, redis_url, [queue], "swell")
+        if backend_kind == "redis-streams"
+        else RedisListDepth(client, redis_url, [queue], [])
+    )
+    try:
+        return await reader.read()
+    finally:
+        await reader.close()

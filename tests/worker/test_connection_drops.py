@@ -16,7 +16,7 @@ from swell_worker.client import SwellClient
 
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.workers import StartWorker
-from tests.worker.conftest import states, wait_for
+from tests.worker.conftest import queue_depth, states, wait_for
 
 BURST = 1200
 DROP_SECONDS = 6.0
@@ -66,10 +66,10 @@ async def test_no_task_is_stranded_when_redis_drops_connections(
 
         await wait_for("every task of the burst succeeded", all_succeeded, timeout=SETTLE_SECONDS, interval=0.5)
         assert all(worker.process.poll() is None for worker in workers), "the workers lived throughout"
-        depth = await client._backend.depth()
+        depth = await queue_depth(own_redis.url, backend_kind)
         assert depth.backlog == 0
-        await wait_for("nothing left in flight", lambda: _nothing_in_flight(client), timeout=10)
+        await wait_for("nothing left in flight", lambda: _nothing_in_flight(own_redis.url, backend_kind), timeout=10)
 
 
-async def _nothing_in_flight(client: SwellClient) -> bool:
-    return (await client._backend.depth()).in_flight == 0
+async def _nothing_in_flight(redis_url: str, backend_kind: str) -> bool:
+    return (await queue_depth(redis_url, backend_kind)).in_flight == 0

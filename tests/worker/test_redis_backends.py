@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 from swell_contract.task import Task
+from swell_operator.depth_sources import RedisListDepth, connect
 from swell_worker.backends import redis_list
 from swell_worker.backends.redis_common import open_redis
-from swell_worker.backends.redis_list import RedisListBackend
-from swell_worker.backends.redis_streams import RedisStreamsBackend
+from swell_worker.backends.redis_list import RedisListConsumer
+from swell_worker.backends.redis_streams import RedisStreamsConsumer
 
-Streams = Callable[..., RedisStreamsBackend]
-Lists = Callable[..., RedisListBackend]
+Streams = Callable[..., RedisStreamsConsumer]
+Lists = Callable[..., RedisListConsumer]
 
 
 def body(i: int) -> bytes:
@@ -30,6 +31,14 @@ def command_calls(r: redis.Redis, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
+async def publish(consumer: RedisStreamsConsumer | RedisListConsumer, data: bytes) -> None:
+    """Enqueue on the consumer's own connection, as a producer would (XADD to a stream, LPUSH to a list)."""
+    if isinstance(consumer, RedisStreamsConsumer):
+        await consumer._redis.xadd("jobs", {"body": data})
+    else:
+        await consumer._redis.lpush("jobs", data)
+
+
 @pytest.fixture
 def sync_redis(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
@@ -37,10 +46,10 @@ def sync_redis(redis_url: str) -> redis.Redis:
 
 @pytest.fixture
 async def streams(redis_url: str) -> AsyncIterator[Streams]:
-    made: list[RedisStreamsBackend] = []
+    made: list[RedisStreamsConsumer] = []
 
-    def make(consumer: str, **options: float) -> RedisStreamsBackend:
-        backend = RedisStreamsBackend(open_redis(redis_url), ["jobs"], consumer, **options)  # type: ignore[arg-type]
+    def make(consumer: str, **options: float) -> RedisStreamsConsumer:
+        backend = RedisStreamsConsumer(open_redis(redis_url), ["jobs"], consumer, **options)  # type: ignore[arg-type]
         made.append(backend)
         return backend
 
@@ -51,10 +60,10 @@ async def streams(redis_url: str) -> AsyncIterator[Streams]:
 
 @pytest.fixture
 async def lists(redis_url: str) -> AsyncIterator[Lists]:
-    made: list[RedisListBackend] = []
+    made: list[RedisListConsumer] = []
 
-    def make(consumer: str, queues: tuple[str, ...] = ("jobs",), **options: float) -> RedisListBackend:
-        backend = RedisListBackend(open_redis(redis_url), queues, consumer, **options)  # type: ignore[arg-type]
+    def make(consumer: str, queues: tuple[str, ...] = ("jobs",), **options: float) -> RedisListConsumer:
+        backend = RedisListConsumer(open_redis(redis_url), queues, consumer, **options)  # type: ignore[arg-type]
         made.append(backend)
         return backend
 
@@ -66,7 +75,7 @@ async def lists(redis_url: str) -> AsyncIterator[Lists]:
 async def test_streams_ack_settles_a_batch_in_one_call(streams: Streams, sync_redis: redis.Redis) -> None:
     worker = streams("w1")
     for i in range(41):
-        await worker.publish(body(i))
+        await publish(worker, body(i))
     await worker.ack(await worker.consume(1, 0.1))  # loads the script, which a first call may have to
     deliveries = await worker.consume(40, 0.1)
     assert len(deliveries) == 40
@@ -82,9 +91,9 @@ async def test_streams_ack_settles_a_batch_in_one_call(streams: Streams, sync_re
 async def test_streams_settles_only_what_this_consumer_holds(streams: Streams, sync_redis: redis.Redis) -> None:
     """A claim-over: the loser's ack, nack, dead-letter and keep-alive change nothing; the winner's ack counts."""
     loser, winner = streams("loser"), streams("winner")
-    await loser.publish(body(1))
+    await publish(loser, body(1))
     [delivery] = await loser.consume(1, 0.1)
-    stream, entry_id = delivery.receipt
+    stream, entry_id = delivery.source, delivery.receipt
     # The winner takes the entry over, as XAUTOCLAIM would once the loser looked dead.
     assert sync_redis.xclaim(stream, "swell", "winner", 0, [entry_id], justid=True) == [entry_id.encode()]
 
@@ -106,8 +115,8 @@ async def test_streams_settles_only_what_this_consumer_holds(streams: Streams, s
 
 async def test_streams_keep_alive_refreshes_only_its_own_entries(streams: Streams, sync_redis: redis.Redis) -> None:
     mine, other = streams("mine", consumer_timeout=0.3), streams("other", consumer_timeout=0.3)
-    await mine.publish(body(1))
-    await mine.publish(body(2))
+    await publish(mine, body(1))
+    await publish(mine, body(2))
     [held] = await mine.consume(1, 0.1)
     [theirs] = await other.consume(1, 0.1)
     time.sleep(0.25)
@@ -123,7 +132,7 @@ async def test_streams_recovery_keeps_claiming_while_abandoned_entries_remain(
 ) -> None:
     dead = streams("dead")
     for i in range(50):
-        await dead.publish(body(i))
+        await publish(dead, body(i))
     assert len(await dead.consume(50, 0.1)) == 50
     time.sleep(0.3)
     rescuer = streams("rescuer", consumer_timeout=0.2)
@@ -138,7 +147,7 @@ async def test_streams_recovery_keeps_claiming_while_abandoned_entries_remain(
 async def test_list_take_repeated_with_its_token_moves_nothing_more(lists: Lists, sync_redis: redis.Redis) -> None:
     worker = lists("w1")
     for i in range(10):
-        await worker.publish(body(i))
+        await publish(worker, body(i))
     keys = ["jobs:take:w1", "jobs", "jobs:processing:w1", "jobs:attempts", "jobs:consumers"]
     take = sync_redis.register_script(redis_list.TAKE)
     first = take(keys=keys, args=[4, "token-1", "w1", 60_000])
@@ -157,7 +166,7 @@ async def test_list_worker_gives_back_what_sits_in_its_processing_list_unheld(
     monkeypatch.setattr(redis_list, "RECONCILE_GRACE_SECONDS", 0.2)
     worker = lists("w1")
     for i in range(3):
-        await worker.publish(body(i))
+        await publish(worker, body(i))
     held = await worker.consume(2, 0.1)
     assert len(held) == 2
     # A take whose reply was lost: the task is in the processing list, not in the worker's memory.
@@ -171,7 +180,7 @@ async def test_list_worker_gives_back_what_sits_in_its_processing_list_unheld(
 
 
 async def test_list_depth_and_recovery_read_the_registry_not_the_keyspace(
-    lists: Lists, sync_redis: redis.Redis
+    lists: Lists, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     pipe = sync_redis.pipeline(transaction=False)
     for i in range(100_000):
@@ -179,12 +188,13 @@ async def test_list_depth_and_recovery_read_the_registry_not_the_keyspace(
     pipe.execute()
     crashed = lists("crashed", consumer_timeout=0.2)
     for i in range(5):
-        await crashed.publish(body(i))
+        await publish(crashed, body(i))
     assert len(await crashed.consume(3, 0.1)) == 3
-    operator_view = lists("swell-operator")
+    operator_view = RedisListDepth(connect(redis_url, None), redis_url, ["jobs"])
     sync_redis.config_resetstat()
 
-    depth = await operator_view.depth()
+    depth = await operator_view.read()
+    await operator_view.close()
     assert depth.backlog == 2 and depth.in_flight == 3 and depth.per_consumer == {"crashed": 3}
     time.sleep(0.3)  # the crashed consumer's heartbeat expires
     survivor = lists("survivor", consumer_timeout=5)

@@ -14,7 +14,7 @@ import redis
 from swell_worker.client import SwellClient, TaskFailed, TaskTimeout
 
 from tests.fixtures.workers import StartWorker
-from tests.worker.conftest import states, wait_for
+from tests.worker.conftest import queue_depth, states, wait_for
 
 
 def effects(redis_url: str, name: str) -> dict[str, int]:
@@ -93,14 +93,14 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_the_worker_goes_on
 
 
 async def test_never_holds_more_than_its_concurrency(
-    start_worker: StartWorker, worker_env: dict[str, str], client: SwellClient
+    start_worker: StartWorker, worker_env: dict[str, str], client: SwellClient, redis_url: str, backend_kind: str
 ) -> None:
     for _ in range(30):
         await client.submit("sleep", {"seconds": 0.2})
     worker = start_worker({**worker_env, "SWELL_CONCURRENCY": "3"})
     peak = 0
     for _ in range(40):
-        depth = await client._backend.depth()
+        depth = await queue_depth(redis_url, backend_kind)
         peak = max(peak, depth.in_flight)
         _, health = worker.get_json("/healthz")
         assert health["in_flight"] <= 3
@@ -131,7 +131,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
 
 
 async def test_sigterm_gives_back_what_cannot_finish(
-    start_worker: StartWorker, worker_env: dict[str, str], client: SwellClient, redis_url: str
+    start_worker: StartWorker, worker_env: dict[str, str], client: SwellClient, redis_url: str, backend_kind: str
 ) -> None:
     ids = [await client.submit("sleep", {"seconds": 4, "incr": "slow"}) for _ in range(2)]
     env = {**worker_env, "SWELL_RESULT_REDIS_URL": redis_url, "SWELL_DRAIN_SECONDS": "0.5"}
@@ -140,7 +140,8 @@ async def test_sigterm_gives_back_what_cannot_finish(
     first.signal(signal.SIGTERM)
     assert first.wait_exit(30) == 0
     assert "giving them back" in first.log()
-    assert (await client._backend.depth()).backlog + (await client._backend.depth()).in_flight >= 2
+    depth = await queue_depth(redis_url, backend_kind)
+    assert depth.backlog + depth.in_flight >= 2
 
     start_worker(env)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 import pytest
-from swell_contract.depth import Depth
 from swell_contract.task import Task
 from swell_worker.backends.base import BackendError, Delivery
 from swell_worker.config import WorkerConfig
@@ -37,9 +38,10 @@ class MemoryQueue:
         self.nacked: list[tuple[Delivery, float]] = []
         self.dead: list[tuple[Delivery, str]] = []
         self.kept_alive: list[list[Delivery]] = []
+        self.counts_deliveries = True
 
-    def put(self, body: bytes, attempt: int = 1) -> Delivery:
-        delivery = Delivery(body=body, attempt=attempt, receipt=next(ids), source="q")
+    def put(self, body: bytes, attempt: int = 1, *, attempt_known: bool = True) -> Delivery:
+        delivery = Delivery(body=body, attempt=attempt, receipt=str(next(ids)), source="q", attempt_known=attempt_known)
         self.waiting.append(delivery)
         return delivery
 
@@ -59,7 +61,10 @@ class MemoryQueue:
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
         self.nacked.append((delivery, delay))
-        self.put(delivery.body, delivery.attempt + 1)
+        if self.counts_deliveries:
+            self.put(delivery.body, delivery.attempt + 1)
+        else:  # like Pub/Sub without a dead-letter policy: every delivery says attempt 1, unknown
+            self.put(delivery.body, attempt_known=False)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.dead.append((delivery, reason))
@@ -70,12 +75,6 @@ class MemoryQueue:
     async def ping(self) -> None:
         return None
 
-    async def depth(self) -> Depth:
-        return Depth(backlog=len(self.waiting), in_flight=0)
-
-    async def publish(self, body: bytes, priority: int = 0) -> None:
-        self.put(body)
-
     async def close(self) -> None:
         return None
 
@@ -85,6 +84,7 @@ class MemoryRecords:
 
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
+        self.attempts: dict[str, int] = {}
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.start_calls: list[int] = []
@@ -95,13 +95,17 @@ class MemoryRecords:
     async def ping(self) -> None:
         return None
 
-    async def start(self, started: Sequence[tuple[Task, int]]) -> list[bool]:
+    async def start(self, started: Sequence[tuple[Task, int | None]]) -> list[int]:
         self.start_calls.append(len(started))
-        done = [self.states.get(task.id) == "succeeded" for task, _ in started]
-        for (task, _), was_done in zip(started, done, strict=True):
-            if not was_done:
-                self.states[task.id] = "started"
-        return done
+        answers = []
+        for task, attempt in started:
+            if self.states.get(task.id) == "succeeded":
+                answers.append(0)
+                continue
+            self.states[task.id] = "started"
+            self.attempts[task.id] = self.attempts.get(task.id, 0) + 1 if attempt is None else attempt
+            answers.append(self.attempts[task.id])
+        return answers
 
     async def commit(self, successes: Sequence[Success]) -> list[bool]:
         if self.fail_commits:
@@ -156,7 +160,7 @@ def task_body(handler: str, task_id: str | None = None, **payload: Any) -> bytes
 
 
 def make_runtime(
-    queue: MemoryQueue, records: MemoryRecords, *handlers: FunctionHandler, **options: Any
+    queue: MemoryQueue, records: MemoryRecords, *handlers: Any, push: bool = False, **options: Any
 ) -> WorkerRuntime:
     settings = {
         "backend": "redis-list",
@@ -168,7 +172,8 @@ def make_runtime(
         **options,
     }
     config = WorkerConfig(**settings)
-    return WorkerRuntime(config, queue, records, {h.name: h for h in handlers})  # type: ignore[arg-type]
+    role = {"receiver": queue} if push else {"consumer": queue}
+    return WorkerRuntime(config, records, {h.name: h for h in handlers}, **role)
 
 
 async def until(what: str, check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -182,7 +187,7 @@ async def stopped(runtime: WorkerRuntime, runner: asyncio.Task[None]) -> None:
     await asyncio.wait_for(runner, 10)
 
 
-async def test_one_read_is_started_committed_and_acked_with_one_call_each() -> None:
+async def test_one_read_of_fast_tasks_is_committed_and_acked_with_one_call_each() -> None:
     queue, records = MemoryQueue(), MemoryRecords()
     for _ in range(20):
         queue.put(task_body("noop"))
@@ -191,8 +196,21 @@ async def test_one_read_is_started_committed_and_acked_with_one_call_each() -> N
     await until("20 acked", lambda: len(queue.acked) == 20)
     await stopped(runtime, runner)
     assert queue.asked[0] == 32
-    assert records.start_calls == [20] and records.commit_calls == [20]
+    # Fast handlers do no I/O: no started mark, the commit is their idempotency check.
+    assert records.start_calls == [] and records.commit_calls == [20]
     assert [len(call) for call in queue.ack_calls] == [20]
+    assert set(records.states.values()) == {"succeeded"}
+
+
+async def test_one_read_of_other_tasks_is_marked_started_with_one_call() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    for _ in range(20):
+        queue.put(task_body("echo"))
+    runtime = make_runtime(queue, records, FunctionHandler("echo", nothing), concurrency=32)
+    runner = asyncio.create_task(runtime.run())
+    await until("20 acked", lambda: len(queue.acked) == 20)
+    await stopped(runtime, runner)
+    assert records.start_calls == [20] and sum(records.commit_calls) == 20
     assert set(records.states.values()) == {"succeeded"}
 
 
@@ -262,15 +280,28 @@ async def test_what_can_never_run_is_dead_lettered_with_its_reason() -> None:
 async def test_a_task_committed_before_is_acked_without_running_again() -> None:
     queue, records = MemoryQueue(), MemoryRecords()
     records.states["t-done"] = "succeeded"
-    handler = FunctionHandler("noop", nothing, fast=True)
-    queue.put(task_body("noop", "t-done"))
-    queue.put(task_body("noop", "t-new"))
+    handler = FunctionHandler("echo", nothing)
+    queue.put(task_body("echo", "t-done"))
+    queue.put(task_body("echo", "t-new"))
     runtime = make_runtime(queue, records, handler)
     runner = asyncio.create_task(runtime.run())
     await until("both acked", lambda: len(queue.acked) == 2)
     await stopped(runtime, runner)
     assert handler.calls == 1 and records.resent == ["t-done"]
     assert records.commit_calls == [1] and records.results == {"t-new": {"ok": "t-new"}}
+
+
+async def test_a_fast_task_committed_before_keeps_its_result_and_gets_its_reply_again() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    records.states["t-done"], records.results["t-done"] = "succeeded", {"first": True}
+    queue.put(task_body("noop", "t-done"))
+    queue.put(task_body("noop", "t-new"))
+    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True))
+    runner = asyncio.create_task(runtime.run())
+    await until("both acked", lambda: len(queue.acked) == 2)
+    await stopped(runtime, runner)
+    assert records.resent == ["t-done"]
+    assert records.results == {"t-done": {"first": True}, "t-new": {"ok": "t-new"}}
 
 
 async def test_a_slow_handler_times_out_and_is_retried() -> None:
@@ -363,8 +394,148 @@ async def test_keep_alive_covers_every_delivery_held_including_those_awaiting_se
 
 async def test_a_push_is_answered_once_it_is_settled() -> None:
     queue, records = MemoryQueue(), MemoryRecords()
-    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True), concurrency=1)
+    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True), push=True, concurrency=1)
     pushed = Delivery(body=task_body("noop", "t-push"), attempt=1, receipt="push", source="sub")
-    assert await runtime.admit(pushed)
+    assert await runtime.admit(pushed) == "done"
     assert [d.receipt for d in queue.acked] == ["push"] and records.states["t-push"] == "succeeded"
     assert runtime.in_flight == 0
+
+
+class BlockingHandler:
+    """A plain-function handler (no coroutine): it blocks its thread until ``release`` is set."""
+
+    fast = False
+
+    def __init__(self, name: str = "blocking") -> None:
+        self.name = name
+        self.release = threading.Event()
+        self.threads: set[str] = set()
+        self.running = 0
+
+    async def startup(self) -> None:
+        return None
+
+    async def ready(self) -> bool:
+        return True
+
+    def handle(self, task: Task) -> dict[str, Any]:
+        self.threads.add(threading.current_thread().name)
+        self.running += 1
+        try:
+            # Bounded, so a test that fails before releasing still lets the process end.
+            self.release.wait(timeout=20)
+            return {"ok": task.id}
+        finally:
+            self.running -= 1
+
+    async def shutdown(self) -> None:
+        return None
+
+
+async def test_a_blocking_handler_runs_in_a_thread_and_leaves_the_loop_free() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    handler = BlockingHandler()
+    queue.put(task_body("blocking", "t-block"))
+    runtime = make_runtime(queue, records, handler, task_timeout_seconds=10)
+    runner = asyncio.create_task(runtime.run())
+    await until("the handler runs", lambda: handler.running == 1)
+    before = time.monotonic()
+    await asyncio.sleep(0.05)  # would not return before the handler did if it blocked the loop
+    assert time.monotonic() - before < 1.0
+    assert handler.threads and threading.current_thread().name not in handler.threads
+    handler.release.set()
+    await until("acked", lambda: len(queue.acked) == 1)
+    await stopped(runtime, runner)
+    assert records.results == {"t-block": {"ok": "t-block"}}
+
+
+async def test_a_blocking_handler_past_the_timeout_is_retried_and_its_thread_keeps_the_slot() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    handler = BlockingHandler()
+    for n in range(2):
+        queue.put(task_body("blocking", f"t-stuck-{n}"))
+    runtime = make_runtime(queue, records, handler, concurrency=2, task_timeout_seconds=0.1, max_attempts=5)
+    runtime.stuck_limit_seconds = 0.2
+    runner = asyncio.create_task(runtime.run())
+    await until("both timed out and given back", lambda: len(queue.nacked) == 2)
+    assert {records.errors[f"t-stuck-{n}"] for n in range(2)} == {"timed out after 0.1s"}
+    # The threads still run: their slots stay taken, so nothing more is read, and the worker says why.
+    asked = len(queue.asked)
+    await asyncio.sleep(0.1)
+    assert len(queue.asked) == asked and len(queue.waiting) == 2
+    assert runtime.in_flight == 2 and handler.running == 2
+    assert any("stuck past the task timeout" in p for p in await runtime.readiness())
+    await until("not alive once stuck past the limit", lambda: bool(runtime.liveness()))
+    assert "every slot (2)" in runtime.liveness()[0]
+    handler.release.set()  # the threads return: the slots free up and the retries run
+    await until("both retries acked", lambda: len(queue.acked) == 2)
+    assert runtime.liveness() == [] and "stuck" not in " ".join(await runtime.readiness())
+    await stopped(runtime, runner)
+    assert set(records.states.values()) == {"succeeded"}
+
+
+async def test_an_async_handler_is_cancelled_at_the_timeout() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    cancelled = asyncio.Event()
+
+    async def hangs(task: Task) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    queue.put(task_body("hangs", "t-hangs"))
+    runtime = make_runtime(queue, records, FunctionHandler("hangs", hangs), task_timeout_seconds=0.05, max_attempts=1)
+    runner = asyncio.create_task(runtime.run())
+    await until("dead-lettered", lambda: len(queue.dead) == 1)
+    await stopped(runtime, runner)
+    assert cancelled.is_set() and runtime.in_flight == 0
+    assert queue.dead[0][1] == "failed after 1 attempts: timed out after 0.05s"
+
+
+async def test_attempts_are_counted_in_the_record_where_the_queue_does_not_count_them() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    queue.counts_deliveries = False
+
+    async def broken(task: Task) -> dict[str, Any]:
+        raise RuntimeError("always")
+
+    queue.put(task_body("broken", "t-uncounted"), attempt_known=False)
+    runtime = make_runtime(queue, records, FunctionHandler("broken", broken), max_attempts=3)
+    runner = asyncio.create_task(runtime.run())
+    await until("dead-lettered", lambda: len(queue.dead) == 1)
+    await stopped(runtime, runner)
+    assert [d.attempt for d, _ in queue.nacked] == [1, 2]
+    assert queue.dead[0][0].attempt == 3 and queue.dead[0][1].startswith("failed after 3 attempts")
+    assert records.attempts["t-uncounted"] == 3
+
+
+async def test_a_push_is_answered_with_its_outcome() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    release = asyncio.Event()
+
+    async def broken(task: Task) -> dict[str, Any]:
+        raise RuntimeError("retry me")
+
+    async def refuses(task: Task) -> dict[str, Any]:
+        raise PermanentTaskError("never")
+
+    async def blocked(task: Task) -> dict[str, Any]:
+        await release.wait()
+        return {}
+
+    handlers = (FunctionHandler("broken", broken), FunctionHandler("refuses", refuses), FunctionHandler("b", blocked))
+    runtime = make_runtime(queue, records, *handlers, push=True, concurrency=1, max_attempts=5)
+
+    def pushed(handler: str) -> Delivery:
+        return Delivery(body=task_body(handler), attempt=1, receipt="m", source="sub", attempt_known=False)
+
+    assert await runtime.admit(pushed("broken")) == "retry"
+    assert await runtime.admit(pushed("refuses")) == "done"
+    busy = asyncio.create_task(runtime.admit(pushed("b")))
+    await until("the slot is taken", lambda: runtime.in_flight == 1)
+    assert await runtime.admit(pushed("broken")) == "refused"
+    release.set()
+    assert await busy == "done"

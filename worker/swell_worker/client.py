@@ -17,7 +17,7 @@ from typing import Any
 from swell_contract.keys import reply_key
 from swell_contract.task import Task
 
-from swell_worker.backends import Backend, make_backend
+from swell_worker.backends import Publisher, make_publisher
 from swell_worker.config import BackendKind, WorkerConfig
 from swell_worker.results import ResultStore, TaskStatus
 
@@ -43,14 +43,14 @@ class TaskFailed(RuntimeError):
 
 
 class SwellClient:
-    def __init__(self, backend: Backend, results: ResultStore) -> None:
+    def __init__(self, backend: Publisher, results: ResultStore) -> None:
         """The client owns both and closes them in ``close()``."""
         self._backend = backend
         self._results = results
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> SwellClient:
-        return cls(make_backend(config), ResultStore.from_config(config, blocking=True))
+        return cls(make_publisher(config), ResultStore.from_config(config, blocking=True))
 
     @classmethod
     def for_redis(

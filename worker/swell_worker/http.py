@@ -1,36 +1,32 @@
-"""The worker's HTTP side: liveness, readiness, Prometheus metrics, and routes a backend adds.
+"""The worker's HTTP side: liveness, readiness, Prometheus metrics, and the routes a push receiver adds.
 
-Readiness is what keeps a pod out of a push subscription's (or a Service's) rotation: it is 200 only
-while the queue and the result store answer, every handler is ready, and the worker is not draining.
-A backend that receives work over HTTP (Pub/Sub push) implements ``routes(runtime)`` and returns
-aiohttp route definitions; its handler calls ``await runtime.admit(delivery)``, which runs the
-delivery in a free slot or returns False at once (answer 429) when the worker is full or draining.
+Liveness fails only for what a restart fixes: every slot held by handler threads stuck past the task
+timeout for longer than a bound (a thread cannot be cancelled, a new process frees them). Readiness is
+what keeps a pod out of a push subscription's (or a Service's) rotation: it is 200 only while the queue
+and the result store answer, every handler is ready, a slot can ever free up, and the worker is not
+draining. A worker given a ``PushReceiver`` serves its routes; their handler calls
+``await runtime.admit(delivery)``, which runs the delivery in a free slot or answers "refused" at once
+(429) when the worker is full or draining.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from swell_worker import metrics
-from swell_worker.backends import Backend
+from swell_worker.backends import PushReceiver
 
 if TYPE_CHECKING:
     from swell_worker.runtime import WorkerRuntime
 
 
-@runtime_checkable
-class ServesRoutes(Protocol):
-    def routes(self, runtime: WorkerRuntime) -> Iterable[web.AbstractRouteDef]:
-        """Extra HTTP routes, e.g. ``POST /pubsub/push``."""
-        ...
-
-
-def build_app(runtime: WorkerRuntime, backend: Backend) -> web.Application:
+def build_app(runtime: WorkerRuntime, receiver: PushReceiver | None) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"alive": True, "in_flight": runtime.in_flight, "concurrency": runtime.concurrency})
+        problems = runtime.liveness()
+        body = {"alive": not problems, "problems": problems, "in_flight": runtime.in_flight}
+        return web.json_response({**body, "concurrency": runtime.concurrency}, status=503 if problems else 200)
 
     async def readyz(_: web.Request) -> web.Response:
         problems = await runtime.readiness()
@@ -42,14 +38,14 @@ def build_app(runtime: WorkerRuntime, backend: Backend) -> web.Application:
 
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_page)])
-    if isinstance(backend, ServesRoutes):
-        app.add_routes(list(backend.routes(runtime)))
+    if receiver is not None:
+        app.add_routes(list(receiver.routes(runtime)))
     return app
 
 
-async def start_http(runtime: WorkerRuntime, backend: Backend, host: str, port: int) -> web.AppRunner:
+async def start_http(runtime: WorkerRuntime, receiver: PushReceiver | None, host: str, port: int) -> web.AppRunner:
     """Serve in the background; the caller awaits ``cleanup()`` on the returned runner."""
-    runner = web.AppRunner(build_app(runtime, backend), access_log=None)
+    runner = web.AppRunner(build_app(runtime, receiver), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

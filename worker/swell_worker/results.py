@@ -5,8 +5,9 @@ count: one key to read for status, one to write per settlement step. The worker 
 one script marks a whole read batch started and answers, per task, whether it was committed already
 (the idempotency check, folded in); one script commits a batch of results with their replies. A
 committed task ("succeeded") is never written again, so a repeated delivery commits once, and the
-worker that finds it committed only acks and re-sends the stored reply. Results are encoded once
-(orjson) and the reply embeds those bytes.
+worker that finds it committed only acks and re-sends the stored reply. Where the queue does not count
+deliveries (Pub/Sub without a dead-letter policy), the hash's ``attempt`` counts them, one per start.
+Results are encoded once (orjson) and the reply embeds those bytes.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class TaskRecords(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def start(self, started: Sequence[tuple[Task, int]]) -> list[bool]: ...
+    async def start(self, started: Sequence[tuple[Task, int | None]]) -> list[int]: ...
 
     async def commit(self, successes: Sequence[Success]) -> list[bool]: ...
 
@@ -103,18 +104,25 @@ class TaskRecords(Protocol):
     async def resend_reply(self, task: Task) -> None: ...
 
 
-# KEYS: one status hash per task. ARGV: now, ttl, then (attempt, handler) per task.
-# Returns per task 1 if it was committed already (nothing written), else 0 after marking it started.
+# KEYS: one status hash per task. ARGV: now, ttl, then (attempt, handler) per task; an empty attempt
+# means the queue does not count deliveries, and the record counts them instead (one more per start).
+# Returns per task 0 if it was committed already (nothing written), else its attempt after marking it
+# started.
 START_BATCH = """
 local out = {}
 for i, key in ipairs(KEYS) do
   if redis.call('HGET', key, 'state') == 'succeeded' then
-    out[i] = 1
-  else
-    redis.call('HSET', key, 'state', 'started', 'updated_at', ARGV[1], 'attempt', ARGV[2 * i + 1],
-               'handler', ARGV[2 * i + 2])
-    redis.call('EXPIRE', key, ARGV[2])
     out[i] = 0
+  else
+    local attempt = ARGV[2 * i + 1]
+    if attempt == '' then
+      attempt = redis.call('HINCRBY', key, 'attempt', 1)
+    else
+      redis.call('HSET', key, 'attempt', attempt)
+    end
+    redis.call('HSET', key, 'state', 'started', 'updated_at', ARGV[1], 'handler', ARGV[2 * i + 2])
+    redis.call('EXPIRE', key, ARGV[2])
+    out[i] = tonumber(attempt)
   end
 end
 return out
@@ -214,16 +222,20 @@ class ResultStore:
     async def mark_queued(self, task: Task) -> None:
         await self._update(task.id, "queued", task.handler)
 
-    async def start(self, started: Sequence[tuple[Task, int]]) -> list[bool]:
-        """Mark each (task, attempt) started in one call; True for each task committed before (skip it)."""
+    async def start(self, started: Sequence[tuple[Task, int | None]]) -> list[int]:
+        """Mark each (task, attempt) started in one call.
+
+        Answers per task 0 when it was committed before (skip it), else its attempt: the one given, or,
+        for None (a queue that does not count deliveries), the record's own count of its deliveries.
+        """
         if not started:
             return []
         args: list[str | bytes | int | float] = [time.time(), self._failure_ttl]
         for task, attempt in started:
-            args += [attempt, task.handler]
+            args += ["" if attempt is None else attempt, task.handler]
         with redis_errors(self._where):
             answer = await self._start(keys=[status_key(task.id) for task, _ in started], args=args)
-        return [bool(done) for done in answer]
+        return [int(attempt) for attempt in answer]
 
     async def commit(self, successes: Sequence[Success]) -> list[bool]:
         """Commit results, status and replies in one call; False for each task committed before."""

@@ -1,36 +1,50 @@
 """The consume loop: take only as many tasks as there are free slots, run them, settle them in batches.
 
-Backpressure comes from the slot gate: the loop asks the backend for exactly the number of free
+Backpressure comes from the slot gate: the loop asks the consumer for exactly the number of free
 slots, so a worker never prefetches work that another pod could be doing, and the queue's backlog
 stays an honest signal for the operator. What one read brings in is settled in batches: one call marks
 the batch started (and says which tasks were committed before, which are only acked), one commits the
 results of every task that finished since the last commit, one acks them; the ack always follows the
 committed result, and a failed call leaves its deliveries pending for redelivery. Failures are given
 back with exponential backoff and full jitter, or dead-lettered with a reason when they can never
-succeed. Handlers declared ``fast`` run inline in their batch; others get a task each and a timeout.
-On SIGTERM the loop stops taking work, the tasks in flight get the drain grace period to finish, and
-what does not finish is given back for another worker.
+succeed. Handlers declared ``fast`` run inline in their batch; others get a task each and a timeout
+that holds whatever they do (handlers/execution.py): async handlers are cancelled, blocking ones run in
+a thread that keeps its slot until it returns, and a worker whose slots are all held by such stuck
+threads reports not-ready, then not-alive, so its probe restarts it. On SIGTERM the loop stops taking
+work, the tasks in flight get the drain grace period to finish, and what does not finish is given back
+for another worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Histogram
 from swell_contract.task import MalformedTask, Task, decode_task
 
 from swell_worker import metrics
-from swell_worker.backends import Backend, BackendError, Delivery, KeepsAlive, Pingable, make_backend
+from swell_worker.backends import (
+    BackendError,
+    Consumer,
+    Delivery,
+    PushOutcome,
+    PushReceiver,
+    make_consumer,
+    make_push_receiver,
+    receives_by_push,
+)
 from swell_worker.config import ConfigError, WorkerConfig
 from swell_worker.handlers import Handler, PermanentTaskError, Resources, create_handlers
+from swell_worker.handlers.execution import HandlerKind, HandlerThreads, kind_of
 from swell_worker.logs import configure_json_logging
 from swell_worker.results import ResultStore, Success, TaskRecords, encode_result
 
@@ -67,9 +81,13 @@ class SlotGate:
         return self.capacity - self._used
 
     def take_all_free(self) -> int:
-        count = self.free
+        count = max(self.free, 0)
         self._used += count
         return count
+
+    def hold_one_more(self) -> None:
+        """Take a slot even when none is free: a stuck thread keeps the slot its task is about to free."""
+        self._used += 1
 
     def try_take(self) -> bool:
         if self.free <= 0:
@@ -96,8 +114,8 @@ class Held:
 
     delivery: Delivery
     received: float = field(default_factory=time.monotonic)
-    # Set for a pushed delivery, whose sender waits until it is settled.
-    settled: asyncio.Future[None] | None = None
+    # Set for a pushed delivery, whose sender waits for its outcome.
+    settled: asyncio.Future[PushOutcome] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,18 +125,39 @@ class Runnable:
     handler: Handler
 
 
+class TaskTimedOut(Exception):
+    """The task timeout expired before the handler returned."""
+
+
 class WorkerRuntime:
+    """Runs the handlers for work that a Consumer gives (pull) or that arrives through a PushReceiver.
+
+    Exactly one of ``consumer`` and ``receiver`` is given: the configuration decides (see ``serve``).
+    """
+
     def __init__(
         self,
         config: WorkerConfig,
-        backend: Backend,
         results: TaskRecords,
         handlers: Mapping[str, Handler],
+        *,
+        consumer: Consumer | None = None,
+        receiver: PushReceiver | None = None,
     ) -> None:
+        if (consumer is None) == (receiver is None):
+            raise ValueError("WorkerRuntime takes exactly one of consumer (pull) and receiver (push)")
         self._config = config
-        self._backend = backend
+        self._consumer = consumer
+        # Settles deliveries, whichever way they came.
+        self._queue: Consumer | PushReceiver = consumer or cast(PushReceiver, receiver)
         self._results = results
         self._handlers = dict(handlers)
+        self._kinds: dict[str, HandlerKind] = {name: kind_of(handler) for name, handler in self._handlers.items()}
+        self._threads = HandlerThreads(config.concurrency)
+        # Calls of blocking handlers that outlived the task timeout, with when: each keeps one slot.
+        self._stuck: dict[asyncio.Future[Any], float] = {}
+        # How long every slot may be held by stuck threads before the worker reports itself not alive.
+        self.stuck_limit_seconds = config.task_timeout_seconds
         self._gate = SlotGate(config.concurrency)
         self._held: set[Held] = set()
         self._emptied = asyncio.Event()
@@ -139,7 +178,8 @@ class WorkerRuntime:
 
     @property
     def in_flight(self) -> int:
-        return len(self._held)
+        """Deliveries held, plus handler threads still running after their task timed out."""
+        return len(self._held) + len(self._stuck)
 
     @property
     def concurrency(self) -> int:
@@ -175,37 +215,56 @@ class WorkerRuntime:
     async def run(self) -> None:
         """Consume until ``stop()``, then drain. Returns when every delivery is settled or given back."""
         self._ensure_committer()
-        keep_alive = asyncio.create_task(self._keep_alive_loop())
+        keep_alive = None if self._consumer is None else asyncio.create_task(self._keep_alive_loop(self._consumer))
         try:
             await self._consume_until_stopped()
         finally:
             await self._drain()
-            keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
+            self._threads.close()
+            if keep_alive is not None:
+                keep_alive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keep_alive
 
-    async def admit(self, delivery: Delivery) -> bool:
-        """Run a pushed delivery to completion if a slot is free; False at once when full or draining.
+    async def admit(self, delivery: Delivery) -> PushOutcome:
+        """Run a pushed delivery to its settlement if a slot is free; "refused" at once when full or draining.
 
-        For push backends (Pub/Sub push): the endpoint answers 429 on False, so the sender backs off,
-        and otherwise answers after the delivery was settled through the backend.
+        The push route answers 429 on "refused", so the sender backs off, and otherwise answers with
+        the outcome once the delivery was settled through the receiver.
         """
         if self._stopping.is_set() or not self._gate.try_take():
             metrics.PUSHES_REFUSED.inc()
-            return False
+            return "refused"
         self._ensure_committer()
-        entry = Held(delivery, settled=asyncio.get_running_loop().create_future())
+        settled: asyncio.Future[PushOutcome] = asyncio.get_running_loop().create_future()
+        entry = Held(delivery, settled=settled)
         self._hold([entry])
         self._start_worker(self._process_batch([entry]))
-        assert entry.settled is not None
-        await asyncio.shield(entry.settled)
-        return True
+        return await asyncio.shield(settled)
+
+    def liveness(self) -> list[str]:
+        """Why this worker should be restarted; empty while it is alive.
+
+        Every slot held by handler threads that outlived the task timeout, for longer than
+        ``stuck_limit_seconds``, is such a reason: only a new process frees those slots.
+        """
+        if not self._stuck or len(self._stuck) < self.concurrency:
+            return []
+        all_stuck_for = time.monotonic() - max(self._stuck.values())
+        if all_stuck_for <= self.stuck_limit_seconds:
+            return []
+        return [
+            f"every slot ({self.concurrency}) has been held for {all_stuck_for:.0f}s by handler threads "
+            "that did not return after the task timeout"
+        ]
 
     async def readiness(self) -> list[str]:
         """What stops this worker from taking work now; empty when it is ready."""
         problems = []
         if self._stopping.is_set():
             problems.append("draining: not taking new tasks")
+        if self._stuck and len(self._stuck) >= self.concurrency:
+            problems.append(f"every slot ({self.concurrency}) is held by a handler stuck past the task timeout")
         if not self._handlers_started:
             problems.append("handlers are starting")
         else:
@@ -215,8 +274,7 @@ class WorkerRuntime:
                         problems.append(f"handler {name} is not ready")
                 except Exception as exc:
                     problems.append(f"handler {name} readiness check failed: {exc}")
-        backend_check = self._backend.ping if isinstance(self._backend, Pingable) else self._backend.depth
-        for what, check in (("queue", backend_check), ("result store", self._results.ping)):
+        for what, check in (("queue", self._queue.ping), ("result store", self._results.ping)):
             try:
                 async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
                     await check()
@@ -227,8 +285,9 @@ class WorkerRuntime:
         return problems
 
     async def _consume_until_stopped(self) -> None:
-        if getattr(self._backend, "receives_by_push", False):
-            # Work arrives through admit(); pulling would only hold slots that pushes need.
+        consumer = self._consumer
+        if consumer is None:
+            # Work arrives through admit().
             await self._stopping.wait()
             return
         failures = 0
@@ -238,7 +297,7 @@ class WorkerRuntime:
                 continue
             wanted = self._gate.take_all_free()
             try:
-                deliveries = await self._backend.consume(wanted, CONSUME_WAIT_SECONDS)
+                deliveries = await consumer.consume(wanted, CONSUME_WAIT_SECONDS)
             except Exception as exc:
                 self._gate.release(wanted)
                 failures += 1
@@ -268,15 +327,16 @@ class WorkerRuntime:
         metrics.TASKS_RECEIVED.inc(len(entries))
         self._update_gauges()
 
-    def _release(self, entries: Sequence[Held]) -> None:
-        """Entries leave the books (settled, given back, or left to redelivery) and free their slots."""
+    def _release(self, entries: Sequence[Held], outcome: PushOutcome = "retry") -> None:
+        """Entries leave the books and free their slots: settled ("done"), or given back or left to
+        redelivery ("retry")."""
         released = 0
         for entry in entries:
             if entry in self._held:
                 self._held.discard(entry)
                 released += 1
             if entry.settled is not None and not entry.settled.done():
-                entry.settled.set_result(None)
+                entry.settled.set_result(outcome)
         if released:
             self._gate.release(released)
             self._update_gauges()
@@ -292,30 +352,40 @@ class WorkerRuntime:
         metrics.record_in_flight(self.in_flight, self.concurrency)
 
     async def _process_batch(self, entries: Sequence[Held]) -> None:
-        """Check, mark started, and run one read's deliveries; successes go to the committer."""
+        """Check, mark started, and run one read's deliveries; successes go to the committer.
+
+        Fast handlers whose attempt the queue counted skip the started mark: they do no I/O, so their
+        only effect is the result, whose commit is itself the idempotency check (a task committed
+        before is not written again, and its reply is sent again).
+        """
         # Entries handed to a slow handler's task or to the committer are theirs to release.
         handed: set[Held] = set()
         try:
             runnable = [checked for entry in entries if (checked := await self._check(entry)) is not None]
             if not runnable:
                 return
-            committed_before = await self._retrying(
-                "mark started", lambda: self._results.start([(r.task, r.held.delivery.attempt) for r in runnable])
-            )
             inline: list[Runnable] = []
-            for item, done in zip(runnable, committed_before, strict=True):
-                if done:
+            to_start: list[Runnable] = []
+            for item in runnable:
+                unmarked = self._kinds[item.task.handler] == "inline" and item.held.delivery.attempt_known
+                (inline if unmarked else to_start).append(item)
+            attempts = await self._start(to_start)
+            for item, attempt in zip(to_start, attempts, strict=True):
+                delivery = item.held.delivery
+                if not delivery.attempt_known:
+                    item.held.delivery = replace(delivery, attempt=attempt, attempt_known=True)
+                if attempt == 0:
                     log.info("task already committed: acking the repeated delivery", extra=_fields(item))
                     await self._resend_reply(item.task)
                     self._settle_later(item.held, None)
-                elif item.handler.fast:
+                elif self._kinds[item.task.handler] == "inline":
                     inline.append(item)
                     continue
                 else:
                     self._start_worker(self._run_one(item))
                 handed.add(item.held)
             for item in inline:
-                success = await self._run(item, timed=False)
+                success = await self._run(item)
                 if success is not None:
                     self._to_settle.append((item.held, success))
                     handed.add(item.held)
@@ -328,6 +398,11 @@ class WorkerRuntime:
         except Exception:
             log.exception("unexpected error processing deliveries; they will be delivered again")
             self._release([entry for entry in entries if entry not in handed])
+
+    async def _start(self, runnable: Sequence[Runnable]) -> list[int]:
+        if not runnable:
+            return []
+        return await self._retrying("mark started", lambda: self._results.start(_started(runnable)))
 
     async def _resend_reply(self, task: Task) -> None:
         await self._retrying("re-send the reply", lambda: self._results.resend_reply(task))
@@ -359,9 +434,9 @@ class WorkerRuntime:
         return Runnable(entry, task, handler)
 
     async def _run_one(self, item: Runnable) -> None:
-        """A slow handler in its own task, under the task timeout."""
+        """A handler that is not fast, in its own task, under the task timeout."""
         try:
-            success = await self._run(item, timed=True)
+            success = await self._run(item)
             if success is not None:
                 self._settle_later(item.held, success)
         except BackendError as exc:
@@ -377,26 +452,19 @@ class WorkerRuntime:
             log.exception("unexpected error settling a delivery; it will be delivered again", extra=_fields(item))
             self._release([item.held])
 
-    async def _run(self, item: Runnable, *, timed: bool) -> Success | None:
+    async def _run(self, item: Runnable) -> Success | None:
         """Run the handler; a success is returned for the committer, a failure is settled here."""
         task = item.task
         started = time.monotonic()
-        timeout = self._config.task_timeout_seconds
-        deadline: asyncio.Timeout | None = None
         try:
-            if timed:
-                async with asyncio.timeout(timeout) as deadline:
-                    result = await item.handler.handle(task)
-            else:
-                result = await item.handler.handle(task)
+            result = await self._call(item)
             result_json = _encode_result(result)
         except PermanentTaskError as exc:
             self._observe(task, started, succeeded=False)
             await self._dead_letter(item.held, task, "permanent_error", f"permanent error: {exc}")
             return None
-        except TimeoutError as exc:
-            expired = deadline is not None and deadline.expired()
-            error = f"timed out after {timeout:g}s" if expired else f"TimeoutError: {exc}"
+        except TaskTimedOut as exc:
+            error = str(exc)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         else:
@@ -405,6 +473,47 @@ class WorkerRuntime:
         self._observe(task, started, succeeded=False)
         await self._failed(item.held, task, error)
         return None
+
+    async def _call(self, item: Runnable) -> Any:
+        """The handler's result, called as its kind says; TaskTimedOut once the task timeout expired."""
+        handler, task = item.handler, item.task
+        kind = self._kinds[task.handler]
+        if kind == "inline":
+            outcome = handler.handle(task)
+            return await outcome if inspect.isawaitable(outcome) else outcome
+        timeout = self._config.task_timeout_seconds
+        deadline = asyncio.timeout(timeout)
+        thread_call: asyncio.Future[Any] | None = None
+        try:
+            async with deadline:
+                if kind == "async":
+                    return await cast(Awaitable[Any], handler.handle(task))
+                thread_call = self._threads.submit(handler.handle, task)
+                return await asyncio.shield(thread_call)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the handler's own TimeoutError: an ordinary failure
+            if thread_call is not None and not thread_call.done():
+                self._keep_slot_while_running(thread_call)
+            raise TaskTimedOut(f"timed out after {timeout:g}s") from None
+
+    def _keep_slot_while_running(self, thread_call: asyncio.Future[Any]) -> None:
+        """A thread cannot be cancelled: it keeps a slot (taken as its task's is freed) until it returns."""
+        self._gate.hold_one_more()
+        self._stuck[thread_call] = time.monotonic()
+        log.warning(
+            "a blocking handler outlived the task timeout; its thread keeps a slot until it returns (%d stuck)",
+            len(self._stuck),
+        )
+        thread_call.add_done_callback(self._thread_returned)
+
+    def _thread_returned(self, thread_call: asyncio.Future[Any]) -> None:
+        self._stuck.pop(thread_call, None)
+        if not thread_call.cancelled():
+            thread_call.exception()  # retrieved: its task was settled long ago
+        self._gate.release()
+        self._update_gauges()
+        log.info("a handler thread that had timed out returned; its slot is free again")
 
     def _settle_later(self, entry: Held, success: Success | None) -> None:
         self._to_settle.append((entry, success))
@@ -426,14 +535,18 @@ class WorkerRuntime:
     async def _commit_and_ack(self, batch: Sequence[tuple[Held, Success | None]]) -> None:
         entries = [entry for entry, _ in batch]
         successes = [success for _, success in batch if success is not None]
+        outcome: PushOutcome = "retry"
         try:
             if successes:
                 committed = await self._retrying("commit the results", lambda: self._results.commit(successes))
-                repeated = len(committed) - sum(committed)
+                repeated = [success.task for success, fresh in zip(successes, committed, strict=True) if not fresh]
                 if repeated:
-                    log.info("another delivery committed %d of these tasks first", repeated)
-            await self._retrying("ack", lambda: self._backend.ack([entry.delivery for entry in entries]))
+                    log.info("%d of these tasks were committed before; sending their stored replies", len(repeated))
+                    for task in repeated:
+                        await self._resend_reply(task)
+            await self._retrying("ack", lambda: self._queue.ack([entry.delivery for entry in entries]))
             metrics.TASKS_SUCCEEDED.inc(len(successes))
+            outcome = "done"
         except BackendError as exc:
             log.error(
                 "could not settle %d deliveries before the drain deadline; they will be delivered again: %s",
@@ -443,7 +556,7 @@ class WorkerRuntime:
         except Exception:
             log.exception("unexpected error settling deliveries; they will be delivered again")
         finally:
-            self._release(entries)
+            self._release(entries, outcome)
 
     async def _failed(self, entry: Held, task: Task, error: str) -> None:
         delivery = entry.delivery
@@ -453,7 +566,7 @@ class WorkerRuntime:
             return
         delay = backoff_delay(delivery.attempt, self._config.retry_base_seconds, self._config.retry_cap_seconds)
         await self._retrying("record the error", lambda: self._results.mark_retrying(task, delivery.attempt, error))
-        await self._retrying("give back for retry", lambda: self._backend.nack(delivery, delay))
+        await self._retrying("give back for retry", lambda: self._queue.nack(delivery, delay))
         self._release([entry])
         metrics.TASKS_RETRIED.inc()
         log.warning("task failed, retrying in %.2fs: %s", delay, error, extra=_task_fields(task, delivery))
@@ -467,8 +580,8 @@ class WorkerRuntime:
             await self._retrying(
                 "record the failure", lambda: self._results.record_failure(task, delivery.attempt, reason)
             )
-        await self._retrying("dead-letter", lambda: self._backend.dead_letter(delivery, reason))
-        self._release([entry])
+        await self._retrying("dead-letter", lambda: self._queue.dead_letter(delivery, reason))
+        self._release([entry], "done")
         metrics.TASKS_DEAD_LETTERED.labels(category).inc()
         fields = _task_fields(task, delivery) if task else {"source": delivery.source, "attempt": delivery.attempt}
         log.warning("dead-lettered: %s", reason, extra={**fields, "reason_category": category})
@@ -497,14 +610,12 @@ class WorkerRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _keep_alive_loop(self) -> None:
-        if not isinstance(self._backend, KeepsAlive):
-            return
+    async def _keep_alive_loop(self, consumer: Consumer) -> None:
         interval = min(self._config.consumer_timeout_seconds / 3, KEEP_ALIVE_MAX_INTERVAL_SECONDS)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._backend.keep_alive([entry.delivery for entry in self._held])
+                await consumer.keep_alive([entry.delivery for entry in self._held])
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
@@ -533,7 +644,7 @@ class WorkerRuntime:
             for entry in held:
                 try:
                     async with asyncio.timeout(GIVE_BACK_TIMEOUT_SECONDS):
-                        await self._backend.nack(entry.delivery, 0)
+                        await self._queue.nack(entry.delivery, 0)
                 except Exception as exc:
                     log.error("could not give a task back; it will be delivered again later: %s", exc)
             self._release(held)
@@ -557,6 +668,11 @@ def _encode_result(result: Any) -> bytes:
         return encode_result(result)
     except TypeError as exc:
         raise PermanentTaskError(f"handler returned a result that is not JSON: {exc}") from exc
+
+
+def _started(runnable: Sequence[Runnable]) -> list[tuple[Task, int | None]]:
+    """What to mark started: each task with its attempt, or None where the queue did not count it."""
+    return [(r.task, r.held.delivery.attempt if r.held.delivery.attempt_known else None) for r in runnable]
 
 
 def _fields(item: Runnable) -> dict[str, Any]:
@@ -584,11 +700,17 @@ async def serve(config: WorkerConfig, *, stop: asyncio.Event | None = None, hand
         handlers = create_handlers(config.handlers, config, resources)
         results = ResultStore.from_config(config)
         cleanup.push_async_callback(results.close)
-        backend = make_backend(config)
-        cleanup.push_async_callback(backend.close)
-        runtime = WorkerRuntime(config, backend, results, handlers)
+        receiver: PushReceiver | None = None
+        consumer: Consumer | None = None
+        if receives_by_push(config):
+            receiver = make_push_receiver(config)
+            cleanup.push_async_callback(receiver.close)
+        else:
+            consumer = make_consumer(config)
+            cleanup.push_async_callback(consumer.close)
+        runtime = WorkerRuntime(config, results, handlers, consumer=consumer, receiver=receiver)
         cleanup.push_async_callback(runtime.stop_handlers)
-        http = await start_http(runtime, backend, config.http_host, config.http_port)
+        http = await start_http(runtime, receiver, config.http_host, config.http_port)
         cleanup.push_async_callback(http.cleanup)
         if handle_signals:
             loop = asyncio.get_running_loop()

@@ -1,48 +1,67 @@
-"""Picks the backend class for a configuration, importing only the one in use.
+"""Picks the class for each role and configuration, importing only the one in use.
 
-Besides the ``Backend`` protocol (base.py), a backend may offer two optional capabilities that the
-runtime uses when present: ``ping()`` for readiness, and ``keep_alive(deliveries)`` to show it is
-alive while it holds tasks. A third, ``routes(runtime)``, lets a backend add HTTP endpoints (see
-``swell_worker.http``); a backend whose work only arrives that way sets ``receives_by_push = True`` and
-the runtime does not pull from it. Each backend class has ``from_config(config)``.
+A worker is given a ``Consumer`` (pull) or a ``PushReceiver`` (Pub/Sub push), chosen from the
+configuration, never from what an object happens to offer; producers get a ``Publisher``. Each class
+has ``from_config(config)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
-
-from swell_contract.depth import Depth
-
-from swell_worker.backends.base import Backend, BackendError, Delivery
+from swell_worker.backends.base import (
+    BackendError,
+    Consumer,
+    Delivery,
+    Publisher,
+    PushAdmission,
+    PushOutcome,
+    PushReceiver,
+)
 from swell_worker.config import WorkerConfig
 from swell_worker.imports import load_object
 
-__all__ = ["Backend", "BackendError", "Delivery", "Depth", "KeepsAlive", "Pingable", "make_backend"]
+__all__ = [
+    "BackendError",
+    "Consumer",
+    "Delivery",
+    "Publisher",
+    "PushAdmission",
+    "PushOutcome",
+    "PushReceiver",
+    "make_consumer",
+    "make_publisher",
+    "make_push_receiver",
+    "receives_by_push",
+]
 
 # "module:Class" per backend kind; imported on demand so Redis workers never import google-cloud.
-BACKEND_CLASSES = {
-    "redis-list": "swell_worker.backends.redis_list:RedisListBackend",
-    "redis-streams": "swell_worker.backends.redis_streams:RedisStreamsBackend",
-    "pubsub": "swell_worker.backends.pubsub:PubSubBackend",
+CONSUMER_CLASSES = {
+    "redis-list": "swell_worker.backends.redis_list:RedisListConsumer",
+    "redis-streams": "swell_worker.backends.redis_streams:RedisStreamsConsumer",
+    "pubsub": "swell_worker.backends.pubsub:PubSubPullConsumer",
 }
+PUBLISHER_CLASSES = {
+    "redis-list": "swell_worker.backends.redis_list:RedisListPublisher",
+    "redis-streams": "swell_worker.backends.redis_streams:RedisStreamsPublisher",
+    "pubsub": "swell_worker.backends.pubsub:PubSubPublisher",
+}
+PUSH_RECEIVER_CLASS = "swell_worker.backends.pubsub:PubSubPushReceiver"
 
 
-@runtime_checkable
-class Pingable(Protocol):
-    async def ping(self) -> None:
-        """Raise BackendError unless the queue answers now."""
-        ...
+def receives_by_push(config: WorkerConfig) -> bool:
+    """Whether work reaches this worker over HTTP (Pub/Sub push) instead of being pulled."""
+    return config.backend == "pubsub" and config.pubsub_mode == "push"
 
 
-@runtime_checkable
-class KeepsAlive(Protocol):
-    async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
-        """Called every third of the consumer timeout with every delivery the worker holds."""
-        ...
+def make_consumer(config: WorkerConfig) -> Consumer:
+    consumer: Consumer = load_object(CONSUMER_CLASSES[config.backend]).from_config(config)
+    return consumer
 
 
-def make_backend(config: WorkerConfig) -> Backend:
-    backend_class = load_object(BACKEND_CLASSES[config.backend])
-    backend: Backend = backend_class.from_config(config)
-    return backend
+def make_push_receiver(config: WorkerConfig) -> PushReceiver:
+    receiver: PushReceiver = load_object(PUSH_RECEIVER_CLASS).from_config(config)
+    return receiver
+
+
+def make_publisher(config: WorkerConfig) -> Publisher:
+    publisher: Publisher = load_object(PUBLISHER_CLASSES[config.backend]).from_config(config)
+    return publisher

@@ -6,8 +6,9 @@ worker would hold messages it cannot start while another pod sits idle. Ack afte
 the message's ack deadline to the backoff delay (Pub/Sub redelivers it then); a message that can never
 succeed is published to the dead-letter topic with ``reason``, ``attempts``, ``failed_at`` attributes and
 acked. The attempt number is Pub/Sub's ``delivery_attempt`` where the subscription has a dead-letter
-policy (the operator sets one up from the spec) and otherwise this worker's own count of sightings of
-the message id.
+policy (the operator sets one up from the spec); without one Pub/Sub sends none, and the runtime counts
+the deliveries of each task in its record (shared by every worker), so an always-failing task still
+reaches the dead-letter topic after SWELL_MAX_ATTEMPTS, in pull and push mode alike.
 
 Push (``SWELL_PUBSUB_MODE=push``): Pub/Sub POSTs each message to ``/pubsub/push``. The endpoint checks
 the caller (a shared token, or the OIDC token Pub/Sub signs for the push subscription), then asks the
@@ -15,9 +16,8 @@ runtime for a free slot: none free means 429 at once, which Pub/Sub answers by b
 redelivering. Otherwise the task runs and the answer is its outcome: 204 once acked or dead-lettered,
 503 for a retry (Pub/Sub's retry policy then provides the backoff).
 
-Depth: Pub/Sub has no cheap "queue length". In production the backlog comes from Cloud Monitoring
-(``num_undelivered_messages``), minutes late; what a worker knows at once is what it holds. See
-docs/pubsub.md for what each mode can and cannot see.
+Depth is read by the operator (Cloud Monitoring's ``num_undelivered_messages``), not here; see
+docs/pubsub.md.
 """
 
 from __future__ import annotations
@@ -28,20 +28,15 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from swell_contract.depth import Depth
 from swell_contract.push_auth import GoogleIdTokens, PushAuthenticator, PushAuthError
 
 from swell_worker import metrics
-from swell_worker.backends.base import BackendError, Delivery
+from swell_worker.backends.base import BackendError, Delivery, PushAdmission
 from swell_worker.config import WorkerConfig
-
-if TYPE_CHECKING:
-    from swell_worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +91,36 @@ def dead_letter_attributes(delivery: Delivery, reason: str, subscription: str | 
     }
 
 
-class PubSubBackend:
+class PubSubPublisher:
+    """Publishes tasks to the topic (the client SDK's side of Pub/Sub)."""
+
+    def __init__(self, clients: PubSubClients) -> None:
+        self._clients = clients
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> PubSubPublisher:
+        return cls(clients_from(config))
+
+    async def publish(self, body: bytes, priority: int = 0) -> None:
+        await self._clients.publish(self._clients.topic, body)
+
+    async def close(self) -> None:
+        self._clients.close()
+
+
+def clients_from(config: WorkerConfig) -> PubSubClients:
+    assert config.pubsub_project is not None  # WorkerConfig checks this
+    return PubSubClients(
+        config.pubsub_project, config.pubsub_subscription, config.pubsub_topic, config.pubsub_dead_letter_topic
+    )
+
+
+class PubSubPullConsumer:
     """Pull mode."""
 
     def __init__(self, clients: PubSubClients) -> None:
-        """A client that only publishes needs no subscription; consuming without one is a BackendError."""
+        """Consuming without a subscription is a BackendError."""
         self._clients = clients
-        self._seen: dict[str, int] = {}  # message id -> sightings, when Pub/Sub gives no delivery_attempt
-        self._held = 0
-        self._acked = 0
 
     @property
     def _subscription(self) -> str:
@@ -113,16 +129,8 @@ class PubSubBackend:
         return str(self._clients.subscription)
 
     @classmethod
-    def from_config(cls, config: WorkerConfig) -> PubSubBackend | PubSubPushBackend:
-        assert config.pubsub_project is not None  # WorkerConfig checks this
-        clients = PubSubClients(
-            config.pubsub_project, config.pubsub_subscription, config.pubsub_topic, config.pubsub_dead_letter_topic
-        )
-        if config.pubsub_mode == "push":
-            tokens = GoogleIdTokens(config.oidc_certs_url, timeout=config.oidc_timeout_seconds)
-            gate = PushAuthenticator(config.push_token, config.push_audience, config.push_service_account, tokens)
-            return PubSubPushBackend(clients, gate, tokens=tokens, max_payload_bytes=config.max_payload_bytes)
-        return cls(clients)
+    def from_config(cls, config: WorkerConfig) -> PubSubPullConsumer:
+        return cls(clients_from(config))
 
     async def ping(self) -> None:
         await self._clients.call(
@@ -141,17 +149,17 @@ class PubSubBackend:
             request={"subscription": self._subscription, "max_messages": max_messages},
             timeout=max(timeout, 1.0),
         )
-        deliveries = []
-        for received in response.received_messages:
-            message = received.message
-            attempt = received.delivery_attempt
-            if not attempt:
-                attempt = self._seen[message.message_id] = self._seen.get(message.message_id, 0) + 1
-            deliveries.append(
-                Delivery(body=bytes(message.data), attempt=attempt, receipt=received.ack_id, source=self._subscription)
+        return [
+            Delivery(
+                body=bytes(received.message.data),
+                # Without a dead-letter policy Pub/Sub sends no count: the runtime counts in the task record.
+                attempt=received.delivery_attempt or 1,
+                receipt=received.ack_id,
+                source=self._subscription,
+                attempt_known=bool(received.delivery_attempt),
             )
-        self._held += len(deliveries)
-        return deliveries
+            for received in response.received_messages
+        ]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -161,9 +169,6 @@ class PubSubBackend:
             self._clients.subscriber.acknowledge,
             request={"subscription": self._subscription, "ack_ids": [delivery.receipt for delivery in deliveries]},
         )
-        for delivery in deliveries:
-            self._settled(delivery)
-        self._acked += len(deliveries)
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
         """Redelivery after ``delay`` seconds: the ack deadline becomes the backoff."""
@@ -177,13 +182,9 @@ class PubSubBackend:
                 "ack_deadline_seconds": seconds,
             },
         )
-        self._held = max(self._held - 1, 0)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        attributes = dead_letter_attributes(delivery, reason, self._subscription)
-        await self._clients.publish(
-            self._clients.dead_letter_topic or self._missing_dead_letter(), delivery.body, **attributes
-        )
+        await publish_dead_letter(self._clients, delivery, reason, self._subscription)
         await self.ack([delivery])
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
@@ -199,29 +200,14 @@ class PubSubBackend:
                 },
             )
 
-    async def publish(self, body: bytes, priority: int = 0) -> None:
-        await self._clients.publish(self._clients.topic, body)
-
-    async def depth(self) -> Depth:
-        """What this worker knows now: what it holds and what it acked. The subscription's backlog is not
-        visible to a Pub/Sub client (Cloud Monitoring has it, minutes late)."""
-        return Depth(backlog=0, in_flight=self._held, completed_total=self._acked)
-
     async def close(self) -> None:
         self._clients.close()
 
-    def _settled(self, delivery: Delivery) -> None:
-        self._held = max(self._held - 1, 0)
 
-    def _missing_dead_letter(self) -> str:
+async def publish_dead_letter(clients: PubSubClients, delivery: Delivery, reason: str, source: str | None) -> None:
+    if clients.dead_letter_topic is None:
         raise BackendError("no dead-letter topic is configured (SWELL_PUBSUB_DEAD_LETTER_TOPIC)")
-
-
-@dataclass
-class PushOutcome:
-    """How the runtime settled one pushed message; the HTTP answer follows from it."""
-
-    status: int = 503
+    await clients.publish(clients.dead_letter_topic, delivery.body, **dead_letter_attributes(delivery, reason, source))
 
 
 # Room in a push body for everything but the task: the envelope's JSON, the message id, publish time,
@@ -279,14 +265,19 @@ def parse_push(raw: bytes) -> Delivery:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise MalformedEnvelope(f"not a Pub/Sub push envelope: {problems}"[:900]) from None
-    attempt = envelope.delivery_attempt or envelope.message.delivery_attempt or 1
-    return Delivery(body=envelope.message.data, attempt=attempt, receipt=PushOutcome(), source=envelope.subscription)
+    counted = envelope.delivery_attempt or envelope.message.delivery_attempt
+    return Delivery(
+        body=envelope.message.data,
+        attempt=counted or 1,
+        receipt=envelope.message.message_id,
+        source=envelope.subscription,
+        # Without a dead-letter policy Pub/Sub sends no count: the runtime counts in the task record.
+        attempt_known=counted is not None,
+    )
 
 
-class PubSubPushBackend:
-    """Push mode: nothing to pull; messages arrive over HTTP and are settled by the answer."""
-
-    receives_by_push = True
+class PubSubPushReceiver:
+    """Push mode: messages arrive over HTTP, and the answer settles them (2xx acks, 5xx redelivers)."""
 
     def __init__(
         self,
@@ -296,56 +287,40 @@ class PubSubPushBackend:
         tokens: GoogleIdTokens | None = None,
         max_payload_bytes: int = 1_048_576,
     ) -> None:
-        """``tokens``: the OIDC verifier the authenticator uses, whose threads this backend stops on close."""
+        """``tokens``: the OIDC verifier the authenticator uses, whose threads this receiver stops on close."""
         self._clients = clients
         self._auth = authenticator
         self._tokens = tokens
         self.body_limit = push_body_limit(max_payload_bytes)
-        self._held = 0
-        self._acked = 0
         self._admitting = 0  # pushes past the slot check whose body is being read or judged
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> PubSubPushReceiver:
+        tokens = GoogleIdTokens(config.oidc_certs_url, timeout=config.oidc_timeout_seconds)
+        gate = PushAuthenticator(config.push_token, config.push_audience, config.push_service_account, tokens)
+        return cls(clients_from(config), gate, tokens=tokens, max_payload_bytes=config.max_payload_bytes)
 
     async def ping(self) -> None:
         return None  # Pub/Sub calls us; there is nothing to reach
 
-    async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
-        return []  # never called by the runtime: see receives_by_push
-
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            self._finish(delivery, 204)
-        self._acked += len(deliveries)
+        return None  # the 2xx answer acks
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
-        self._finish(delivery, 503)
+        return None  # the 503 answer makes Pub/Sub redeliver, after its own retry policy's backoff
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        if self._clients.dead_letter_topic is None:
-            raise BackendError("no dead-letter topic is configured (SWELL_PUBSUB_DEAD_LETTER_TOPIC)")
-        await self._clients.publish(
-            self._clients.dead_letter_topic, delivery.body, **dead_letter_attributes(delivery, reason, delivery.source)
-        )
-        self._finish(delivery, 204)
-
-    async def publish(self, body: bytes, priority: int = 0) -> None:
-        await self._clients.publish(self._clients.topic, body)
-
-    async def depth(self) -> Depth:
-        return Depth(backlog=0, in_flight=self._held, completed_total=self._acked)
+        await publish_dead_letter(self._clients, delivery, reason, delivery.source)
 
     async def close(self) -> None:
         if self._tokens is not None:
             self._tokens.close()
         self._clients.close()
 
-    def _finish(self, delivery: Delivery, status: int) -> None:
-        outcome: PushOutcome = delivery.receipt
-        outcome.status = status
-
     async def _dead_letter_push(self, body: bytes, reason: str, label: metrics.DeadLetterReason) -> web.Response:
         """Dead-letter a push that can never run, and ack it (204): a redelivery would fail the same way."""
         try:
-            await self.dead_letter(Delivery(body=body, attempt=1, receipt=PushOutcome()), reason)
+            await self.dead_letter(Delivery(body=body, attempt=1), reason)
         except BackendError as exc:
             log.error("cannot dead-letter a push (%s): %s", reason, exc)
             return web.json_response({"error": f"{reason}; and it cannot be dead-lettered now"}, status=503)
@@ -384,7 +359,7 @@ class PubSubPushBackend:
         except MalformedEnvelope as exc:
             return await self._dead_letter_push(raw, str(exc), "malformed")
 
-    def routes(self, runtime: WorkerRuntime) -> Iterable[web.AbstractRouteDef]:
+    def routes(self, runtime: PushAdmission) -> Iterable[web.AbstractRouteDef]:
         async def push(request: web.Request) -> web.Response:
             # The slot first, then the caller, then the body: while full, a flood costs no crypto and no memory.
             if runtime.draining or runtime.in_flight + self._admitting >= runtime.concurrency:
@@ -397,14 +372,10 @@ class PubSubPushBackend:
                 self._admitting -= 1
             if isinstance(received, web.Response):
                 return received
-            self._held += 1
-            try:
-                if not await runtime.admit(received):
-                    return web.json_response({"error": "every slot is busy; retry later"}, status=429)
-                # admit() returns once the delivery is settled; unsettled (503) means Pub/Sub retries it.
-                outcome: PushOutcome = received.receipt
-                return web.Response(status=outcome.status)
-            finally:
-                self._held -= 1
+            # admit() returns once the delivery is settled; "retry" (503) means Pub/Sub redelivers it.
+            outcome = await runtime.admit(received)
+            if outcome == "refused":
+                return web.json_response({"error": "every slot is busy; retry later"}, status=429)
+            return web.Response(status=204 if outcome == "done" else 503)
 
         return [web.post("/pubsub/push", push)]

@@ -3,8 +3,7 @@
 A worker moves each task from the queue into its own processing list, so a task is never only in a
 worker's memory: if the worker dies, its processing list outlives it, and once its heartbeat key has
 expired any other worker moves the tasks back. Each delivery is counted in ``Q:attempts`` (keyed by
-the SHA-1 of the body) so redeliveries after a crash count towards the dead-letter limit. The same
-class reads depth for the operator, including queues Swell only watches (Celery, RQ).
+the SHA-1 of the body) so redeliveries after a crash count towards the dead-letter limit.
 
 Takes are safe to repeat: the Redis client re-sends a command whose reply was lost, so the take script
 carries a token and answers a repeated token with the batch it moved the first time, instead of moving
@@ -18,30 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
-from swell_contract.depth import Depth
 from swell_contract.keys import QueueKeys
 
 from swell_worker.backends.base import Delivery
+from swell_worker.backends.redis_base import RedisConsumerBase, RedisPublisherBase
 from swell_worker.backends.redis_common import (
     MAX_BLOCK_SECONDS,
     POLL_INTERVAL_SECONDS,
-    PROMOTE_DUE,
     dead_letter_record,
     delayed_member,
-    describe,
-    open_redis,
     queue_for_priority,
     redis_errors,
 )
-from swell_worker.config import InFlightKind, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -140,36 +133,16 @@ return 0
 
 # A take's answer is kept this long for a repeat of the same call.
 TAKE_MEMO_MS = 60_000
-# How often due retries are moved back to their queue; bounds how late a retry starts.
-PROMOTE_INTERVAL_SECONDS = 0.2
 # A task found in our processing list but not in memory for this long is given back.
 RECONCILE_GRACE_SECONDS = 5.0
 
 
-class RedisListBackend:
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        queues: Sequence[str],
-        consumer: str,
-        *,
-        where: str = "Redis",
-        consumer_timeout: float = 30.0,
-        extra_in_flight: Sequence[tuple[InFlightKind, str]] = (),
-    ) -> None:
-        """``client`` is owned by the backend from now on: ``close()`` closes it."""
-        if not queues:
-            raise ValueError("RedisListBackend needs at least one queue")
-        self._redis = client
-        self._keys = [QueueKeys(name) for name in queues]
-        self._by_name = {keys.name: keys for keys in self._keys}
-        self._consumer = consumer
-        self._where = where
-        self._consumer_timeout = consumer_timeout
-        self._extra_in_flight = tuple(extra_in_flight)
+class RedisListConsumer(RedisConsumerBase):
+    promote_mode = "list"
+
+    def _prepare(self, client: aioredis.Redis) -> None:
         self._joined = False
         self._next_recovery = 0.0
-        self._next_promote = 0.0
         # (processing list, body) -> when reconcile first saw it there without the worker holding it.
         self._unheld_since: dict[tuple[str, bytes], float] = {}
         self._take = client.register_script(TAKE)
@@ -178,27 +151,6 @@ class RedisListBackend:
         self._ack = client.register_script(ACK)
         self._nack = client.register_script(NACK)
         self._dead_letter = client.register_script(DEAD_LETTER)
-        self._promote = client.register_script(PROMOTE_DUE)
-
-    @classmethod
-    def from_config(cls, config: WorkerConfig) -> RedisListBackend:
-        assert config.redis_url is not None  # WorkerConfig checks this for Redis backends
-        return cls(
-            open_redis(config.redis_url, config.redis_password),
-            config.queues,
-            config.consumer,
-            where=describe(config.redis_url),
-            consumer_timeout=config.consumer_timeout_seconds,
-            extra_in_flight=config.extra_in_flight,
-        )
-
-    async def ping(self) -> None:
-        with redis_errors(self._where):
-            await self._redis.ping()
-
-    async def publish(self, body: bytes, priority: int = 0) -> None:
-        with redis_errors(self._where):
-            await self._redis.lpush(queue_for_priority([k.name for k in self._keys], priority), body)
 
     async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
         if max_messages <= 0:
@@ -206,10 +158,8 @@ class RedisListBackend:
         with redis_errors(self._where):
             if not self._joined:
                 await self._join()
+            await self._promote_when_due()
             now = time.monotonic()
-            if now >= self._next_promote:
-                await self._promote_due()
-                self._next_promote = now + PROMOTE_INTERVAL_SECONDS
             if now >= self._next_recovery:
                 await self._recover_abandoned()
                 self._next_recovery = now + self._consumer_timeout / 3
@@ -302,36 +252,6 @@ class RedisListBackend:
                 )
         self._unheld_since = unheld_since
 
-    async def depth(self) -> Depth:
-        with redis_errors(self._where):
-            pipe = self._redis.pipeline(transaction=False)
-            for keys in self._keys:
-                pipe.llen(keys.name)
-                pipe.zcard(keys.delayed)
-                pipe.get(keys.completed)
-                pipe.lindex(keys.name, -1)
-            for kind, key in self._extra_in_flight:
-                {"list": pipe.llen, "zset": pipe.zcard, "hash": pipe.hlen}[kind](key)
-            answers: list[Any] = await pipe.execute()
-            per_consumer = await self._processing_counts()
-        backlog, completed, completed_known, oldest = 0, 0, False, None
-        for i in range(len(self._keys)):
-            waiting, delayed, done, next_body = answers[4 * i : 4 * i + 4]
-            backlog += int(waiting) + int(delayed)
-            if done is not None:
-                completed, completed_known = completed + int(done), True
-            age = _age_of(next_body)
-            if age is not None:
-                oldest = max(oldest or 0.0, age)
-        extra = sum(int(n) for n in answers[4 * len(self._keys) :])
-        return Depth(
-            backlog=backlog,
-            in_flight=sum(per_consumer.values()) + extra,
-            per_consumer=per_consumer,
-            completed_total=completed if completed_known else None,
-            oldest_age_seconds=oldest,
-        )
-
     async def close(self) -> None:
         """Give back whatever this consumer still holds and stop its heartbeat, then disconnect."""
         try:
@@ -364,11 +284,6 @@ class RedisListBackend:
         for keys in self._keys:
             pipe.set(keys.heartbeat(self._consumer), b"1", px=int(self._consumer_timeout * 1000))
         await pipe.execute()
-
-    async def _promote_due(self) -> None:
-        now = time.time()
-        for keys in self._keys:
-            await self._promote(keys=[keys.delayed, keys.name], args=[now, 100, "list"])
 
     async def _registered_consumers(self) -> list[tuple[QueueKeys, str]]:
         """Every (queue, consumer) that may hold a processing list, from the registry sets."""
@@ -422,28 +337,8 @@ class RedisListBackend:
     def _delivery(self, keys: QueueKeys, body: bytes, attempt: int) -> Delivery:
         return Delivery(body=body, attempt=attempt, receipt=keys.processing(self._consumer), source=keys.name)
 
-    async def _processing_counts(self) -> dict[str, int]:
-        found = await self._registered_consumers()
-        if not found:
-            return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, consumer in found:
-            pipe.llen(keys.processing(consumer))
-        counts: dict[str, int] = {}
-        for (_, consumer), held in zip(found, await pipe.execute(), strict=True):
-            if int(held):
-                counts[consumer] = counts.get(consumer, 0) + int(held)
-        return counts
 
-
-def _age_of(body: bytes | None) -> float | None:
-    """Seconds since the task at the head of a queue was submitted, when it says."""
-    if body is None:
-        return None
-    try:
-        submitted = json.loads(body).get("submitted_at")
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(submitted, int | float):
-        return None
-    return max(0.0, time.time() - float(submitted))
+class RedisListPublisher(RedisPublisherBase):
+    async def publish(self, body: bytes, priority: int = 0) -> None:
+        with redis_errors(self._where):
+            await self._redis.lpush(queue_for_priority(self._queues, priority), body)

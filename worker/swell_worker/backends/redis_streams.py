@@ -19,17 +19,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from swell_contract.depth import Depth
-from swell_contract.keys import QueueKeys
 
 from swell_worker.backends.base import Delivery
+from swell_worker.backends.redis_base import RedisConsumerBase, RedisPublisherBase
 from swell_worker.backends.redis_common import (
     MAX_BLOCK_SECONDS,
     POLL_INTERVAL_SECONDS,
-    PROMOTE_DUE,
     delayed_member,
-    describe,
-    open_redis,
     queue_for_priority,
     redis_errors,
     text,
@@ -138,13 +134,13 @@ return kept
 """
 )
 
-# How often due retries are moved back to their stream; bounds how late a retry starts.
-PROMOTE_INTERVAL_SECONDS = 0.2
 # The longest wait between two looks for abandoned entries while none were found.
 CLAIM_INTERVAL_SECONDS = 1.0
 
 
-class RedisStreamsBackend:
+class RedisStreamsConsumer(RedisConsumerBase):
+    promote_mode = "stream"
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -155,48 +151,22 @@ class RedisStreamsBackend:
         where: str = "Redis",
         consumer_timeout: float = 30.0,
     ) -> None:
-        """``client`` is owned by the backend from now on: ``close()`` closes it."""
-        if not streams:
-            raise ValueError("RedisStreamsBackend needs at least one stream")
-        self._redis = client
-        self._keys = [QueueKeys(name) for name in streams]
-        self._by_name = {keys.name: keys for keys in self._keys}
-        self._consumer = consumer
         self._group = group
-        self._where = where
-        self._consumer_timeout = consumer_timeout
+        super().__init__(client, streams, consumer, where=where, consumer_timeout=consumer_timeout)
+
+    def _prepare(self, client: aioredis.Redis) -> None:
         self._groups_ready = False
         self._consumed = False
         self._next_claim = 0.0
-        self._next_promote = 0.0
         self._claim_cursor = dict.fromkeys(self._by_name, "0-0")
         self._ack = client.register_script(ACK)
         self._keep_alive = client.register_script(KEEP_ALIVE)
         self._nack = client.register_script(NACK)
         self._dead_letter = client.register_script(DEAD_LETTER)
-        self._promote = client.register_script(PROMOTE_DUE)
 
     @classmethod
-    def from_config(cls, config: WorkerConfig) -> RedisStreamsBackend:
-        assert config.redis_url is not None  # WorkerConfig checks this for Redis backends
-        return cls(
-            open_redis(config.redis_url, config.redis_password),
-            config.queues,
-            config.consumer,
-            group=config.group,
-            where=describe(config.redis_url),
-            consumer_timeout=config.consumer_timeout_seconds,
-        )
-
-    async def ping(self) -> None:
-        with redis_errors(self._where):
-            await self._redis.ping()
-
-    async def publish(self, body: bytes, priority: int = 0) -> None:
-        stream = queue_for_priority([k.name for k in self._keys], priority)
-        with redis_errors(self._where):
-            await self._ensure_groups()
-            await self._redis.xadd(stream, {"body": body})
+    def options_from(cls, config: WorkerConfig) -> dict[str, Any]:
+        return {"group": config.group}
 
     async def consume(self, max_messages: int, timeout: float) -> list[Delivery]:
         if max_messages <= 0:
@@ -235,10 +205,10 @@ class RedisStreamsBackend:
 
     async def nack(self, delivery: Delivery, delay: float) -> None:
         """``delay <= 0`` re-adds the entry at once; otherwise it waits in the delayed zset."""
-        stream, entry_id = delivery.receipt
+        stream, entry_id = delivery.source, delivery.receipt
         member = delayed_member(delivery.attempt, delivery.body)
         mode = "now" if delay <= 0 else "later"
-        args = [
+        args: list[str | bytes | int | float] = [
             self._group,
             self._consumer,
             entry_id,
@@ -252,8 +222,17 @@ class RedisStreamsBackend:
             await self._nack(keys=[stream, self._by_name[stream].delayed], args=args)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        stream, entry_id = delivery.receipt
-        args = [self._group, self._consumer, entry_id, delivery.body, reason, delivery.attempt, time.time(), stream]
+        stream, entry_id = delivery.source, delivery.receipt
+        args: list[str | bytes | int | float] = [
+            self._group,
+            self._consumer,
+            entry_id,
+            delivery.body,
+            reason,
+            delivery.attempt,
+            time.time(),
+            stream,
+        ]
         with redis_errors(self._where):
             await self._dead_letter(keys=[stream, self._by_name[stream].dead], args=args)
 
@@ -269,48 +248,6 @@ class RedisStreamsBackend:
                 if not ids:
                     continue
                 await self._keep_alive(keys=[stream], args=[self._group, self._consumer, min_idle, *ids])
-
-    async def depth(self) -> Depth:
-        with redis_errors(self._where):
-            pipe = self._redis.pipeline(transaction=False)
-            for keys in self._keys:
-                pipe.xinfo_groups(keys.name)
-                pipe.xpending(keys.name, self._group)
-                pipe.zcard(keys.delayed)
-                pipe.get(keys.completed)
-                pipe.xlen(keys.name)
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
-            backlog, completed, completed_known = 0, 0, False
-            per_consumer: dict[str, int] = {}
-            next_ids: list[tuple[str, str]] = []
-            for i, keys in enumerate(self._keys):
-                groups, pending, delayed, done, length = answers[5 * i : 5 * i + 5]
-                group = _find_group(groups, self._group)
-                held = 0
-                if isinstance(pending, dict):
-                    held = int(pending["pending"])
-                    for entry in pending["consumers"] or ():
-                        name = text(entry["name"])
-                        per_consumer[name] = per_consumer.get(name, 0) + int(entry["pending"])
-                if group is None:
-                    backlog += _count(length)
-                    next_ids.append((keys.name, "-"))
-                else:
-                    lag = group.get("lag")
-                    # Acked entries are deleted, so the stream holds exactly pending plus waiting ones.
-                    backlog += int(lag) if lag is not None else max(0, _count(length) - held)
-                    next_ids.append((keys.name, f"({text(group['last-delivered-id'])}"))
-                backlog += _count(delayed)
-                if done is not None and not isinstance(done, Exception):
-                    completed, completed_known = completed + int(done), True
-            oldest = await self._oldest_waiting_age(next_ids)
-        return Depth(
-            backlog=backlog,
-            in_flight=sum(per_consumer.values()),
-            per_consumer=per_consumer,
-            completed_total=completed if completed_known else None,
-            oldest_age_seconds=oldest,
-        )
 
     async def close(self) -> None:
         """Leave the group if nothing is pending for this consumer, so idle consumers do not pile up."""
@@ -331,12 +268,9 @@ class RedisStreamsBackend:
     async def _consume(self, wanted: int, timeout: float) -> list[Delivery]:
         await self._ensure_groups()
         self._consumed = True
-        now = time.monotonic()
-        if now >= self._next_promote:
-            await self._promote_due()
-            self._next_promote = now + PROMOTE_INTERVAL_SECONDS
+        await self._promote_when_due()
         deliveries: list[Delivery] = []
-        if now >= self._next_claim:
+        if time.monotonic() >= self._next_claim:
             deliveries = await self._claim_abandoned(wanted)
         if len(self._keys) == 1 and not deliveries:
             # One stream: a single blocking read answers at once when entries wait.
@@ -368,21 +302,9 @@ class RedisStreamsBackend:
         return deliveries
 
     async def _ensure_groups(self) -> None:
-        """Create the group from the stream's start, so tasks published before any worker are kept."""
-        if self._groups_ready:
-            return
-        for keys in self._keys:
-            try:
-                await self._redis.xgroup_create(keys.name, self._group, id="0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._groups_ready = True
-
-    async def _promote_due(self) -> None:
-        now = time.time()
-        for keys in self._keys:
-            await self._promote(keys=[keys.delayed, keys.name], args=[now, 100, "stream"])
+        if not self._groups_ready:
+            await ensure_groups(self._redis, [keys.name for keys in self._keys], self._group)
+            self._groups_ready = True
 
     async def _read_in_priority_order(self, wanted: int) -> list[Delivery]:
         deliveries: list[Delivery] = []
@@ -459,37 +381,41 @@ class RedisStreamsBackend:
             prior = int(fields.get(b"attempts", b"0"))
         except ValueError:
             prior = 0
-        return Delivery(body=body, attempt=prior + times_delivered, receipt=(stream, text(entry_id)), source=stream)
+        return Delivery(body=body, attempt=prior + times_delivered, receipt=text(entry_id), source=stream)
 
-    async def _oldest_waiting_age(self, next_ids: list[tuple[str, str]]) -> float | None:
-        pipe = self._redis.pipeline(transaction=False)
-        for stream, start in next_ids:
-            pipe.xrange(stream, min=start, max="+", count=1)
-        oldest: float | None = None
-        for entries in await pipe.execute(raise_on_error=False):
-            if isinstance(entries, list) and entries:
-                added_ms = int(text(entries[0][0]).split("-")[0])
-                age = max(0.0, time.time() - added_ms / 1000)
-                oldest = max(oldest or 0.0, age)
-        return oldest
+
+async def ensure_groups(client: aioredis.Redis, streams: Sequence[str], group: str) -> None:
+    """Create the group from each stream's start, so tasks published before any worker are kept."""
+    for stream in streams:
+        try:
+            await client.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+class RedisStreamsPublisher(RedisPublisherBase):
+    def __init__(
+        self, client: aioredis.Redis, streams: Sequence[str], *, group: str = "swell", where: str = "Redis"
+    ) -> None:
+        super().__init__(client, streams, where=where)
+        self._group = group
+        self._groups_ready = False
+
+    @classmethod
+    def options_from(cls, config: WorkerConfig) -> dict[str, Any]:
+        return {"group": config.group}
+
+    async def publish(self, body: bytes, priority: int = 0) -> None:
+        with redis_errors(self._where):
+            if not self._groups_ready:
+                await ensure_groups(self._redis, self._queues, self._group)
+                self._groups_ready = True
+            await self._redis.xadd(queue_for_priority(self._queues, priority), {"body": body})
 
 
 def _ids_by_stream(deliveries: Sequence[Delivery]) -> dict[str, list[str]]:
     held: dict[str, list[str]] = {}
     for delivery in deliveries:
-        stream, entry_id = delivery.receipt
-        held.setdefault(stream, []).append(entry_id)
+        held.setdefault(delivery.source, []).append(delivery.receipt)
     return held
-
-
-def _find_group(groups: Any, name: str) -> dict[str, Any] | None:
-    if not isinstance(groups, list):
-        return None  # the stream does not exist yet
-    for group in groups:
-        if text(group["name"]) == name:
-            return dict(group)
-    return None
-
-
-def _count(value: Any) -> int:
-    return 0 if value is None or isinstance(value, Exception) else int(value)

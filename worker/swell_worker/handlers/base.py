@@ -7,6 +7,7 @@ vector store) get it from the runtime-wide ``Resources`` so that it is loaded on
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from swell_contract.task import Task
@@ -17,9 +18,15 @@ class PermanentTaskError(Exception):
 
 
 class Handler(Protocol):
+    """``handle`` is either ``async def`` (runs on the event loop, cancelled at the task timeout; it must
+    never block) or a plain ``def`` (runs in a thread, so it may block; at the timeout the task is
+    retried and the thread keeps its slot until it returns). See execution.py and docs "Writing handlers".
+    """
+
     name: str
-    # True for handlers that return at once without blocking I/O: the runtime runs them inline in their
-    # batch, without a task or a timeout of their own. Anything that waits or computes long says False.
+    # True for handlers that return at once, with no I/O and no effect but their result: the runtime runs
+    # them inline in their batch, without a task, a timeout or a started mark of their own (a repeated
+    # delivery may run them again; the commit keeps the first result). Anything else says False.
     fast: bool
 
     async def startup(self) -> None:
@@ -30,7 +37,7 @@ class Handler(Protocol):
         """Whether the handler can take work now (model loaded, store reachable)."""
         ...
 
-    async def handle(self, task: Task) -> dict[str, Any]:
+    def handle(self, task: Task) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         """Run the task and return its JSON-able result; raise PermanentTaskError to skip retries."""
         ...
 
