@@ -1,8 +1,8 @@
 """kopf wiring: the WorkerPool's Deployment (and push Service) on create/resume/update, one scaling daemon per pool.
 
 Handlers only translate between kopf and the modules that do the work (``deployment``, ``scaler``).
-Both operator replicas may reconcile Deployments, because that is idempotent (create if missing,
-otherwise replace everything but replicas, guarded by resourceVersion); only the Lease holder
+Both operator replicas may reconcile Deployments, because that is idempotent (a server-side apply of
+everything but replicas, guarded by resourceVersion); only the Lease holder
 scales and writes status, because those are decisions.
 """
 
