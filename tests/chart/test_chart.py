@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,8 @@ KINDS = {
     "ClusterRole",
     "ClusterRoleBinding",
     "ConfigMap",
+    "CustomResourceDefinition",
+    "PodDisruptionBudget",
 }
 VALID_SPEC = {
     "queue": {
@@ -211,6 +214,8 @@ def installed(cluster: Cluster, namespace: str) -> Iterator[str]:
         namespace,
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        "--set",
+        "crds.install=false",  # the session's CRD (tests/fixtures/operator.py) stays the test suite's
         "--wait=false",
     )
     yield release
@@ -329,7 +334,9 @@ def test_the_granted_verbs_are_the_ones_the_code_calls() -> None:
 
 def test_a_clusterwide_install_reaches_every_namespace_but_no_further(cluster: Cluster, namespace: str) -> None:
     release = f"cw-{namespace}"
-    helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--wait=false")
+    helm(
+        cluster, "install", release, str(CHART), "--namespace", namespace, "--set", "crds.install=false", "--wait=false"
+    )
     try:
         sa = f"system:serviceaccount:{namespace}:{release}-operator"
         for verb_resource in (
@@ -361,12 +368,44 @@ def test_a_clusterwide_install_reaches_every_namespace_but_no_further(cluster: C
         helm(cluster, "uninstall", release, "--namespace", namespace, check=False)
 
 
-def test_uninstall_keeps_the_crd(cluster: Cluster, namespace: str) -> None:
-    release = f"keep-{namespace}"
-    helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}")
-    cluster.kubectl("get", "crd", "workerpools.swell.dev")
-    helm(cluster, "uninstall", release, "--namespace", namespace)
-    assert cluster.kubectl("get", "crd", "workerpools.swell.dev").returncode == 0
+CRD = "workerpools.swell.dev"
+
+
+def printer_columns(cluster: Cluster) -> list[str]:
+    crd = json.loads(cluster.kubectl("get", "crd", CRD, "-o", "json").stdout)
+    return [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+
+
+def test_the_crd_is_a_template_behind_crds_install_and_kept_by_default(cluster: Cluster) -> None:
+    (crd,) = [d for d in render(cluster) if d["kind"] == "CustomResourceDefinition"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    from swell_operator.crdgen import crd_manifest
+
+    assert crd["spec"] == crd_manifest()["spec"], "the chart's CRD is not the one the model generates"
+    (gone,) = [d for d in render(cluster, "--set", "crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
+    assert "helm.sh/resource-policy" not in gone["metadata"]["annotations"]
+    assert not [d for d in render(cluster, "--set", "crds.install=false") if d["kind"] == "CustomResourceDefinition"]
+    assert not (CHART / "crds").exists(), "Helm never upgrades crds/: the CRD must not be there too"
+
+
+def test_helm_upgrade_updates_the_crd_and_uninstall_keeps_it(
+    cluster: Cluster, namespace: str, workerpool_crd: str, tmp_path: Path
+) -> None:
+    release = f"crd-{namespace}"
+    old = tmp_path / "swell"
+    shutil.copytree(CHART, old)
+    template = old / "templates" / "crds" / f"{CRD}.yaml"
+    template.write_text(template.read_text().replace("name: Degraded", "name: Unhealthy"))
+    values = ("--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}", "--wait=false")
+    # The CRD exists, applied by kubectl (as after a chart that shipped it in crds/): docs/upgrade.md's flags.
+    helm(cluster, "install", release, str(old), *values, "--take-ownership", "--force-conflicts")
+    try:
+        assert "Unhealthy" in printer_columns(cluster) and "Degraded" not in printer_columns(cluster)
+        helm(cluster, "upgrade", release, str(CHART), *values)
+        assert "Degraded" in printer_columns(cluster) and "Unhealthy" not in printer_columns(cluster)
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace)
+    assert cluster.kubectl("get", "crd", CRD).returncode == 0
     assert "workerpools" in cluster.kubectl("api-resources", "--api-group=swell.dev").stdout
 
 
