@@ -34,6 +34,7 @@ KINDS = {
     "ConfigMap",
     "CustomResourceDefinition",
     "PodDisruptionBudget",
+    "Job",
 }
 VALID_SPEC = {
     "queue": {
