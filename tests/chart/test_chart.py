@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ KINDS = {
     "CustomResourceDefinition",
     "PodDisruptionBudget",
     "Job",
+    "Pod",
 }
 VALID_SPEC = {
     "queue": {
@@ -435,3 +437,103 @@ def test_worker_image_and_default_vector_store_are_operator_settings(cluster: Cl
         cluster, "template", "swell", str(CHART), "--set", "vectorStore.defaultUri=/tmp/vectors.db", check=False
     )
     assert refused.returncode != 0 and "defaultUri" in refused.stderr
+
+
+def test_the_chart_works_as_a_subchart_with_global_values(cluster: Cluster, tmp_path: Path) -> None:
+    parent = tmp_path / "platform"
+    (parent / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, parent / "charts" / "swell")
+    (parent / "Chart.yaml").write_text("apiVersion: v2\nname: platform\nversion: 1.0.0\n")
+    (parent / "values.yaml").write_text("global:\n  imageRegistry: registry.example\nswell:\n  replicaCount: 1\n")
+    text = helm(cluster, "template", "platform", str(parent), "--namespace", "platform").stdout
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(text) if doc}
+    assert {"Deployment", "CustomResourceDefinition"} <= kinds
+
+
+def test_security_context_is_overridable_for_openshift(cluster: Cluster, schema_location: str) -> None:
+    values = ("--set", "podSecurityContext.runAsUser=null", "--set", "podSecurityContext.runAsGroup=null")
+    docs = render(cluster, *values)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert "runAsUser" not in pod and "runAsGroup" not in pod and pod["runAsNonRoot"] is True
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert "runAsUser" not in job["spec"]["template"]["spec"]["securityContext"]
+    text = helm(cluster, "template", "swell", str(CHART), "--namespace", "swell-system", *values).stdout
+    checked = subprocess.run(
+        [str(cluster.kubeconform), "-strict", "-summary", "-schema-location", schema_location],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0 and "Invalid: 0, Errors: 0, Skipped: 0" in checked.stdout, checked.stdout
+
+
+def test_a_disruption_budget_only_for_more_than_one_replica(cluster: Cluster) -> None:
+    (pdb,) = [d for d in render(cluster) if d["kind"] == "PodDisruptionBudget"]
+    (deployment,) = [d for d in render(cluster) if d["kind"] == "Deployment"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert not [d for d in render(cluster, "--set", "replicaCount=1") if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_kube_version_is_enforced(cluster: Cluster) -> None:
+    refused = helm(cluster, "template", "swell", str(CHART), "--kube-version", "1.28.0", check=False)
+    assert refused.returncode != 0 and "kubeVersion" in refused.stderr
+    helm(cluster, "template", "swell", str(CHART), "--kube-version", "1.29.0")
+
+
+def test_the_readme_documents_every_value() -> None:
+    def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for key, value in values.items():
+            path = f"{prefix}{key}"
+            nested = isinstance(value, dict) and value and key not in ("resources", "labels", "podSecurityContext")
+            out += leaves(value, f"{path}.") if nested and key != "securityContext" else [path]
+        return out
+
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [path for path in leaves(values) if f"`{path}`" not in readme]
+    assert not missing, missing
+
+
+def test_helm_test_hook_checks_a_real_operators_metrics(cluster: Cluster, operator_process: Any) -> None:
+    docs = render(cluster)
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    command, url = container["command"][:-1], container["command"][-1]
+    (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "swell-operator"]
+    assert url == f"http://swell-operator.swell-system.svc:{service['spec']['ports'][0]['port']}/metrics"
+    assert command[0] == "python"
+    local = f"http://127.0.0.1:{operator_process.metrics_port}/metrics"
+    passed = subprocess.run([sys.executable, *command[1:], local], capture_output=True, text=True, timeout=60)
+    assert passed.returncode == 0 and "ok:" in passed.stdout, passed.stderr
+    failed = subprocess.run(
+        [sys.executable, *command[1:], f"http://127.0.0.1:{operator_process.health_port}/healthz"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode != 0, "the test passes against something that is not the operator's metrics"
+
+
+def test_alerts_read_the_series_the_code_exports(cluster: Cluster) -> None:
+    from swell_operator.metrics import expected_wait
+
+    (rule,) = [
+        d for d in render(cluster, "--set", "metrics.prometheusRule.enabled=true") if d["kind"] == "PrometheusRule"
+    ]
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {"SwellPoolDegraded", "SwellBacklogOverWaitTarget", "SwellDeadLettersGrowing"}
+    exported = {m.name for m in operator_metrics.REGISTRY.collect()} | {
+        m.name for m in REGISTRY.collect() if m.name.startswith("swell_")
+    }
+    used = set(re.findall(r"\b(swell_[a-z_]+?)(?:_total)?\b", " ".join(r["expr"] for r in alerts.values())))
+    assert used and used <= exported, used - exported
+    assert not [d for d in render(cluster) if d["kind"] == "PrometheusRule"]  # off by default
+    assert expected_wait(0, 0, None) == 0.0
+    assert expected_wait(10, 0, 2.0) == float("inf")  # a backlog and nobody to serve it
+    assert expected_wait(10, 2, None) is None
+    assert expected_wait(100, 2, 5.0) == 10.0
