@@ -152,6 +152,8 @@ def worker_env(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaul
     for extra in worker.env:
         if extra.secret_key_ref is not None:
             env.append(_secret_env(extra.name, extra.secret_key_ref))
+        elif extra.value_from is not None:
+            env.append({"name": extra.name, "valueFrom": extra.value_from.model_dump(by_alias=True, exclude_none=True)})
         else:
             env.append(_plain(extra.name, extra.value or ""))
     return env
@@ -230,7 +232,7 @@ def render_deployment(
         },
     }
     if worker.pod_template:
-        template = deep_merge(template, worker.pod_template)
+        template = deep_merge(template, worker.pod_template.model_dump(by_alias=True, exclude_none=True))
         template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **labels}
     return {
         "apiVersion": "apps/v1",

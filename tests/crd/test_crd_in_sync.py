@@ -37,7 +37,8 @@ def test_schema_is_structural() -> None:
             if "properties" in node:
                 assert node.get("type") == "object", f"untyped object at {path}"
                 for name, sub in node["properties"].items():
-                    assert "type" in sub or sub.get("x-kubernetes-preserve-unknown-fields"), f"untyped {path}.{name}"
+                    typed = "type" in sub or sub.get("x-kubernetes-int-or-string")
+                    assert typed or sub.get("x-kubernetes-preserve-unknown-fields"), f"untyped {path}.{name}"
                     walk(sub, f"{path}.{name}")
             if "items" in node:
                 walk(node["items"], f"{path}[]")
