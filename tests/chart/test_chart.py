@@ -255,6 +255,8 @@ GRANTED = (
     ("create", "events"),
     ("create", "services"),
     ("patch", "services"),
+    ("list", "horizontalpodautoscalers.autoscaling"),
+    ("list", "scaledobjects.keda.sh"),
 )
 REFUSED = (
     ("delete", "deployments.apps"),
@@ -279,6 +281,8 @@ REFUSED = (
     ("get", "services"),
     ("patch", "events"),
     ("create", "events.events.k8s.io"),
+    ("patch", "horizontalpodautoscalers.autoscaling"),
+    ("get", "scaledobjects.keda.sh"),
 )
 
 
@@ -321,6 +325,7 @@ def test_the_granted_verbs_are_the_ones_the_code_calls() -> None:
         "custom_object": "workerpools.swell.dev",
         "custom_object_status": "workerpools.swell.dev/status",
         "lease": "leases.coordination.k8s.io",
+        "horizontal_pod_autoscaler": "horizontalpodautoscalers.autoscaling",
     }
     source = " ".join(p.read_text() for p in (CHART.parents[1] / "operator" / "swell_operator").glob("*.py"))
     called = {

@@ -70,6 +70,13 @@ proves both the grants and their absence with `kubectl auth can-i`. */}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# A target another scaler already scales is refused (double_scaling.py): list the HPAs and KEDA's ScaledObjects.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["list"]
 # events: kopf posts core/v1 Events (kopf.event); it never patches or reads them.
 - apiGroups: [""]
   resources: ["events"]
