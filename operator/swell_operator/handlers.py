@@ -37,6 +37,7 @@ from swell_operator.double_scaling import ALREADY_SCALED, DoubleScalingGuard
 from swell_operator.leader import LeaderElector
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
 from swell_operator.scaler import PoolScaler, target_of
+from swell_operator.scaler import _target_text as target_text
 from swell_operator.status import Health, conditions, utc_now, write_status
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,7 @@ async def _report_unrunnable(
         # No workers without a store; an already-scaled target's replicas are the other scaler's.
         "desiredReplicas": 0 if reason == NO_VECTOR_STORE else None,
         "conditions": conditions(health, previous, utc_now()),
+        "target": target_text(name, _spec(spec)),
     }
     try:
         await write_status(api, namespace, name, status)

@@ -416,6 +416,9 @@ class WorkerPoolSpec(Spec):
 class Condition(Spec):
     """As the Kubernetes API conventions have it (metav1.Condition): keyed by type, reason always set."""
 
+    # metav1.Condition's required fields; status.conditions() always sets lastTransitionTime before writing.
+    model_config = ConfigDict(json_schema_extra={"required": ["type", "status", "reason", "lastTransitionTime"]})
+
     type: str = Field(description="`Ready`, `Active`, `Degraded` or `Paused`.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(min_length=1, description="One CamelCase word for machines.")

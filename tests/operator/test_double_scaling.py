@@ -70,6 +70,14 @@ def test_a_target_scaled_by_an_hpa_or_keda_is_refused(
 
     degraded = wait_for(lambda: _degraded(cluster, namespace, "celery"), 30, "the pool refused as AlreadyScaled")
     assert "HorizontalPodAutoscaler celery" in degraded["message"], degraded
+    # The API conventions' shape, as the API server stored it (the CRD requires type/status/reason/time).
+    assert degraded["observedGeneration"] == 1 and degraded["lastTransitionTime"].endswith("Z"), degraded
+    wait_for(lambda: "scaleTargetRef" in str(status_of(cluster, namespace, "celery").get("target")), 10, "target")
+    header, row = cluster.kubectl("get", "wp", "celery", "-n", namespace).stdout.splitlines()[:2]
+    starts = [header.index(name) for name in header.split()] + [len(row) + 1]
+    shown = {name: row[a:b].strip() for name, a, b in zip(header.split(), starts, starts[1:], strict=False)}
+    assert shown["TARGET"] == "celery (scaleTargetRef)", shown
+    assert shown["DEGRADED"] == "True" and shown["READY"] == "False", shown
     assert condition(status_of(cluster, namespace, "celery"), "Ready")["status"] == "False"
     warnings = [e for e in events_for(cluster, namespace, "celery") if e.get("reason") == "AlreadyScaled"]
     assert warnings and warnings[0]["type"] == "Warning"
