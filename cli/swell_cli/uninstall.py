@@ -21,8 +21,6 @@ import os
 import time
 from typing import Any
 
-from swell_operator.model import GROUP, PLURAL, VERSION
-
 FINALIZER = "swell.dev/scaler"  # handlers.startup sets kopf's finalizer to this name
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -66,6 +64,7 @@ async def release_pools(api: Any, namespaces: list[str], delete: bool) -> list[s
     """Remove Swell's finalizer from every pool (and delete the pools with ``delete``); returns what was done."""
     from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
+    from swell_operator.model import GROUP, PLURAL, VERSION
 
     custom: Any = client.CustomObjectsApi(api)
     if namespaces:
