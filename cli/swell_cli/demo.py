@@ -376,6 +376,10 @@ def _run_on_local_control_plane(args: argparse.Namespace, output: Path) -> dict[
                 "replicaCount=1",
                 "--set-string",
                 "podAnnotations.swell\\.dev/run-locally=true",
+                # A cluster kept from an older demo has the CRD from the chart's former crds/ directory.
+                "--take-ownership",
+                "--server-side=true",
+                "--force-conflicts",
                 "--kubeconfig",
                 str(kubeconfig),
             ],

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator_run.add_argument("operator_args", nargs=argparse.REMAINDER, help="passed to the operator")
 
+    from swell_cli.uninstall import add_parser as add_uninstall_cleanup
+
+    add_uninstall_cleanup(commands)
+
     demo = commands.add_parser("demo", help="kind (or the local control plane), operator, Redis, a pool and a burst")
     demo.add_argument("--tasks", type=int, default=4000, help="documents in the burst")
     demo.add_argument("--keep", action="store_true", help="leave the cluster and the pool running afterwards")
@@ -134,6 +138,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from swell_worker.runtime import run_from_env
 
         return int(run_from_env())
+    if args.command == "uninstall-cleanup":
+        import asyncio
+
+        from swell_cli.uninstall import run_cleanup
+
+        return asyncio.run(run_cleanup(args))
     if args.command == "demo":
         from swell_cli.demo import run_demo
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from swell_worker.client import SwellClient, TaskFailed, TaskTimeout
+from swell_worker.client import DEFAULT_BACKEND, SwellClient, TaskFailed, TaskTimeout
 from swell_worker.config import ConfigError, WorkerConfig
 
 
@@ -24,7 +24,7 @@ def client_config(args: argparse.Namespace) -> WorkerConfig:
         "SWELL_QUEUE": args.queue,
     }
     environ = {**os.environ, **{k: v for k, v in overrides.items() if v}}
-    environ.setdefault("SWELL_BACKEND", "redis-streams")
+    environ.setdefault("SWELL_BACKEND", DEFAULT_BACKEND)
     return WorkerConfig.from_env(environ)
 
 

@@ -23,6 +23,10 @@ POOL_LABEL = "swell.dev/workerpool"
 WORKER_PORT = 8080
 # Where the Pub/Sub service-account key is mounted when the pool references one.
 GCP_KEY_DIR = "/var/run/secrets/swell/gcp"
+# Server-side apply: the field manager that owns what Swell renders, and tries on a conflicting write.
+FIELD_MANAGER = "swell"
+APPLY_PATCH = "application/apply-patch+yaml"
+APPLY_ATTEMPTS = 3
 # Seconds the worker keeps for itself between its drain deadline and the kubelet's SIGKILL.
 DRAIN_MARGIN_SECONDS = 5
 
@@ -156,6 +160,8 @@ def worker_env(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolDefaul
     for extra in worker.env:
         if extra.secret_key_ref is not None:
             env.append(_secret_env(extra.name, extra.secret_key_ref))
+        elif extra.value_from is not None:
+            env.append({"name": extra.name, "valueFrom": extra.value_from.model_dump(by_alias=True, exclude_none=True)})
         else:
             env.append(_plain(extra.name, extra.value or ""))
     return env
@@ -234,7 +240,7 @@ def render_deployment(
         },
     }
     if worker.pod_template:
-        template = deep_merge(template, worker.pod_template)
+        template = deep_merge(template, worker.pod_template.model_dump(by_alias=True, exclude_none=True))
         template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **labels}
     return {
         "apiVersion": "apps/v1",
@@ -281,26 +287,37 @@ async def apply_service(api: client.ApiClient, namespace: str, manifest: dict[st
 
 
 async def apply_deployment(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> str:
-    """Create the Deployment, or replace everything but its replicas; returns "created" or "updated"."""
-    apps = client.AppsV1Api(api)
+    """Server-side apply as field manager ``swell``; returns "created" or "updated".
+
+    Only the fields Swell renders are Swell's: what others set (``kubectl rollout restart``'s annotation,
+    another controller's labels) survives, and a field Swell stops rendering is removed. Replicas are
+    applied at their current value, guarded by the resourceVersion just read, so an apply can never undo
+    a scaling decision made in between (it gets 409 and is retried on the fresh object).
+    """
+    apps: Any = client.AppsV1Api(api)  # Any: the typed stub lacks the _content_type keyword
     name = manifest["metadata"]["name"]
-    try:
-        current = await apps.read_namespaced_deployment(name, namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    for attempt in range(APPLY_ATTEMPTS):
+        body = copy.deepcopy(manifest)
         try:
-            await apps.create_namespaced_deployment(namespace, cast(Any, manifest))
-            return "created"
-        except ApiException as create_exc:
-            if create_exc.status != 409:  # 409: another operator replica created it just now
+            current = await apps.read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
                 raise
-        current = await apps.read_namespaced_deployment(name, namespace)
-    body = copy.deepcopy(manifest)
-    body["metadata"]["resourceVersion"] = current.metadata.resource_version
-    body["spec"]["replicas"] = current.spec.replicas
-    await apps.replace_namespaced_deployment(name, namespace, cast(Any, body))
-    return "updated"
+            current = None
+        if current is not None:
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            body["spec"]["replicas"] = current.spec.replicas
+        try:
+            await apps.patch_namespaced_deployment(
+                name, namespace, body, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY_PATCH
+            )
+        except ApiException as exc:
+            # 409: the Deployment changed (or was created by the other replica) since it was read.
+            if exc.status != 409 or attempt == APPLY_ATTEMPTS - 1:
+                raise
+            continue
+        return "created" if current is None else "updated"
+    raise AssertionError("unreachable")
 
 
 class Replicas:

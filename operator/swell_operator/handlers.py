@@ -1,8 +1,8 @@
 """kopf wiring: the WorkerPool's Deployment (and push Service) on create/resume/update, one scaling daemon per pool.
 
 Handlers only translate between kopf and the modules that do the work (``deployment``, ``scaler``).
-Both operator replicas may reconcile Deployments, because that is idempotent (create if missing,
-otherwise replace everything but replicas, guarded by resourceVersion); only the Lease holder
+Both operator replicas may reconcile Deployments, because that is idempotent (a server-side apply of
+everything but replicas, guarded by resourceVersion); only the Lease holder
 scales and writes status, because those are decisions.
 """
 
@@ -33,9 +33,11 @@ from swell_operator.deployment import (
     scale_deployment,
 )
 from swell_operator.depth import QueueReader
+from swell_operator.double_scaling import ALREADY_SCALED, DoubleScalingGuard
 from swell_operator.leader import LeaderElector
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
-from swell_operator.scaler import PoolScaler
+from swell_operator.scaler import PoolScaler, target_of
+from swell_operator.scaler import _target_text as target_text
 from swell_operator.status import Health, conditions, utc_now, write_status
 
 log = logging.getLogger(__name__)
@@ -187,21 +189,25 @@ async def scale(
         current.elector,
         activator_url=OPTIONS.activator_url,
     )
+    guard = DoubleScalingGuard(current.api, namespace)
     reported: str | None = None  # the reason this pool cannot run, once reported
     try:
         while not stopped:
             try:
-                problem = missing_vector_store(_spec(body.get("spec") or {}), OPTIONS.pool_defaults())
+                pool = _spec(body.get("spec") or {})
+                problem, reason = missing_vector_store(pool, OPTIONS.pool_defaults()), NO_VECTOR_STORE
+                if problem is None:
+                    problem, reason = await guard.problem(target_of(name, pool)), ALREADY_SCALED
                 if problem is not None:
                     leading = current.elector is None or current.elector.is_leader
                     if leading and problem != reported:
-                        await _report_unrunnable(current.api, namespace, name, body, problem)
+                        await _report_unrunnable(current.api, namespace, name, body, problem, reason)
                         reported = problem
                     await stopped.wait(UNRUNNABLE_RECHECK_SECONDS)
                     continue
                 if reported is not None:
                     reported = None
-                    scaler.state.written = None  # the next round replaces the NoVectorStore status at once
+                    scaler.state.written = None  # the next round replaces the unrunnable status at once
                 wait = await scaler.tick(body)
             except (pydantic.ValidationError, kopf.PermanentError) as exc:
                 log.error("%s/%s has an invalid spec: %s", namespace, name, exc)
@@ -223,9 +229,11 @@ async def _scale_to_zero_if_present(namespace: str, deployment: str) -> None:
             raise
 
 
-async def _report_unrunnable(api: client.ApiClient, namespace: str, name: str, body: kopf.Body, problem: str) -> None:
-    """Degraded and not Ready with the reason, plus one Warning Event, instead of workers."""
-    kopf.event(body, type="Warning", reason=NO_VECTOR_STORE, message=problem)
+async def _report_unrunnable(
+    api: client.ApiClient, namespace: str, name: str, body: kopf.Body, problem: str, reason: str
+) -> None:
+    """Degraded and not Ready with the reason, plus one Warning Event, instead of scaling."""
+    kopf.event(body, type="Warning", reason=reason, message=problem)
     spec = body.get("spec") or {}
     previous = (body.get("status") or {}).get("conditions") or []
     health = Health(
@@ -234,13 +242,15 @@ async def _report_unrunnable(api: client.ApiClient, namespace: str, name: str, b
         desired=0,
         current=None,
         ready=None,
-        error_reason=NO_VECTOR_STORE,
+        error_reason=reason,
         generation=(body.get("metadata") or {}).get("generation"),
     )
     status = {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),
-        "desiredReplicas": 0,
+        # No workers without a store; an already-scaled target's replicas are the other scaler's.
+        "desiredReplicas": 0 if reason == NO_VECTOR_STORE else None,
         "conditions": conditions(health, previous, utc_now()),
+        "target": target_text(name, _spec(spec)),
     }
     try:
         await write_status(api, namespace, name, status)

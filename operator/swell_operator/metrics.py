@@ -30,7 +30,55 @@ QUEUE_READ_ERRORS = Counter(
     "swell_operator_queue_read_errors_total", "Queue reads that failed.", _LABELS, registry=REGISTRY
 )
 
-_PER_POOL = (QUEUE_BACKLOG, IN_FLIGHT, REPLICAS_DESIRED, REPLICAS_CURRENT, DECISION_SECONDS, QUEUE_READ_ERRORS)
+# For alerts (the chart's PrometheusRule): a pool's Degraded condition and its backlog against its objective.
+DEGRADED = Gauge(
+    "swell_operator_pool_degraded", "1 while the pool's Degraded condition is True, else 0.", _LABELS, registry=REGISTRY
+)
+TARGET_WAIT_SECONDS = Gauge(
+    "swell_operator_target_wait_seconds", "The pool's spec.scaling.targetWaitSeconds.", _LABELS, registry=REGISTRY
+)
+EXPECTED_WAIT_SECONDS = Gauge(
+    "swell_operator_expected_wait_seconds",
+    "Seconds the backlog takes to drain at the ready replicas' measured rate (+Inf with a backlog and no "
+    "ready replica; unset until a service rate is measured).",
+    _LABELS,
+    registry=REGISTRY,
+)
+
+_PER_POOL = (
+    QUEUE_BACKLOG,
+    IN_FLIGHT,
+    REPLICAS_DESIRED,
+    REPLICAS_CURRENT,
+    DECISION_SECONDS,
+    QUEUE_READ_ERRORS,
+    DEGRADED,
+    TARGET_WAIT_SECONDS,
+    EXPECTED_WAIT_SECONDS,
+)
+
+
+def expected_wait(backlog: int | None, ready: int | None, service_rate_per_replica: float | None) -> float | None:
+    """Drain time of the backlog at the measured rate; None while it cannot be told."""
+    if backlog is None:
+        return None
+    if backlog == 0:
+        return 0.0
+    if not ready:
+        return float("inf")
+    if not service_rate_per_replica:
+        return None
+    return backlog / (ready * service_rate_per_replica)
+
+
+def record_health(
+    namespace: str, pool: str, *, degraded: bool, target_wait: float, expected_wait_seconds: float | None
+) -> None:
+    labels = (namespace, pool)
+    DEGRADED.labels(*labels).set(1 if degraded else 0)
+    TARGET_WAIT_SECONDS.labels(*labels).set(target_wait)
+    if expected_wait_seconds is not None:
+        EXPECTED_WAIT_SECONDS.labels(*labels).set(expected_wait_seconds)
 
 
 def forget_pool(namespace: str, pool: str) -> None:

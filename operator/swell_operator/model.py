@@ -8,9 +8,9 @@ README's reference table is generated from the field descriptions. Rules the API
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -223,26 +223,128 @@ class Scaling(Spec):
     paused: bool = Field(default=False, description="Hold replicas as they are and make no decisions.")
 
 
+# A quantity as core types take it: `cpu: 1` and `cpu: 500m` alike.
+Quantity = Annotated[
+    int | str,
+    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+]
+
+
 class ResourceRequirements(Spec):
-    requests: dict[str, str] | None = Field(default=None, description="Resource requests, e.g. cpu: 500m.")
-    limits: dict[str, str] | None = Field(default=None, description="Resource limits, e.g. memory: 1Gi.")
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Resource requests, e.g. `cpu: 1` or `cpu: 500m`."
+    )
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits, e.g. memory: 1Gi.")
+
+
+class KeyRef(Spec):
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret or ConfigMap.")
+    key: str = Field(min_length=1, max_length=253, description="Key inside it.")
+    optional: bool | None = Field(default=None, description="Start even when the key is missing.")
+
+
+class FieldRef(Spec):
+    field_path: str = Field(min_length=1, description="Pod field, e.g. `metadata.name` or `status.podIP`.")
+    api_version: str | None = Field(default=None, description="Defaults to v1.")
+
+
+class ResourceFieldRef(Spec):
+    resource: str = Field(min_length=1, description="e.g. `limits.memory`.")
+    container_name: str | None = Field(default=None, description="Defaults to the worker container.")
+    divisor: Quantity | None = Field(default=None, description="Unit, e.g. `1Mi`.")
+
+
+class EnvVarSource(Spec):
+    """A container's ``valueFrom``, as core/v1 has it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
+                    "has(self.resourceFieldRef)].filter(x, x).size() == 1",
+                    "valueFrom: set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
+                )
+            ]
+        }
+    )
+
+    secret_key_ref: KeyRef | None = Field(default=None, description="A Secret key.")
+    config_map_key_ref: KeyRef | None = Field(default=None, description="A ConfigMap key.")
+    field_ref: FieldRef | None = Field(default=None, description="A field of the pod (downward API).")
+    resource_field_ref: ResourceFieldRef | None = Field(default=None, description="A container resource.")
 
 
 class EnvVar(Spec):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("!(has(self.value) && has(self.secretKeyRef))", "env: set value or secretKeyRef, not both")
+                cel(
+                    "[has(self.value), has(self.secretKeyRef), has(self.valueFrom)].filter(x, x).size() <= 1",
+                    "env: set at most one of value, secretKeyRef, valueFrom",
+                )
             ]
         }
     )
 
     name: str = Field(min_length=1, max_length=253, description="Variable name.")
     value: str | None = Field(default=None, description="Plain value.")
-    secret_key_ref: SecretKeyRef | None = Field(default=None, description="Value from a Secret key.")
+    secret_key_ref: SecretKeyRef | None = Field(
+        default=None, description="Value from a Secret key (short for `valueFrom.secretKeyRef`)."
+    )
+    value_from: EnvVarSource | None = Field(default=None, description="As a container's `env[].valueFrom`.")
 
 
-HandlerName = Literal["embed", "index", "search", "noop", "sleep", "echo", "fail"]
+# The worker's own handlers (swell_worker.handlers.HANDLER_FACTORIES), or a `module:Class` of the user's.
+BUILTIN_HANDLERS = ("embed", "index", "search", "noop", "sleep", "echo", "fail")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+HANDLER_PATTERN = rf"^({'|'.join(BUILTIN_HANDLERS)}|{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER})$"
+HandlerName = Annotated[str, Field(pattern=HANDLER_PATTERN, max_length=253)]
+
+
+class PodTemplateMetadata(Spec):
+    labels: dict[str, str] | None = Field(
+        default=None, description="Extra pod labels (the pool's selector label is always Swell's)."
+    )
+    annotations: dict[str, str] | None = Field(default=None, description="Extra pod annotations.")
+
+
+class LocalObjectReference(Spec):
+    name: str = Field(min_length=1, max_length=253, description="Object name.")
+
+
+def _core_object(description: str) -> Any:
+    """A core/v1 structure passed through as is (the API server validates it when the Deployment is applied)."""
+    return Field(
+        default=None, description=description, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+
+class PodTemplateSpec(Spec):
+    """What a pool may change in its workers' pod; the container, probes, volumes and ports stay Swell's."""
+
+    node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods need.")
+    tolerations: list[dict[str, Any]] | None = _core_object("core/v1 tolerations.")
+    affinity: dict[str, Any] | None = _core_object("core/v1 affinity.")
+    topology_spread_constraints: list[dict[str, Any]] | None = _core_object("core/v1 topologySpreadConstraints.")
+    service_account_name: str | None = Field(default=None, max_length=253, description="ServiceAccount of the pods.")
+    automount_service_account_token: bool | None = Field(
+        default=None, description="Mount the ServiceAccount's token (off by default: workers need no API access)."
+    )
+    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass.")
+    runtime_class_name: str | None = Field(default=None, max_length=253, description="RuntimeClass.")
+    scheduler_name: str | None = Field(default=None, max_length=253, description="Scheduler.")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=20, description="Secrets to pull the worker image with."
+    )
+    security_context: dict[str, Any] | None = _core_object(
+        "core/v1 PodSecurityContext, merged over Swell's (e.g. unset runAsUser on OpenShift)."
+    )
+
+
+class PodTemplate(Spec):
+    metadata: PodTemplateMetadata | None = Field(default=None, description="Pod labels and annotations.")
+    spec: PodTemplateSpec | None = Field(default=None, description="Pod scheduling and identity.")
 
 
 class BundledWorker(Spec):
@@ -255,7 +357,9 @@ class BundledWorker(Spec):
     handlers: list[HandlerName] = Field(
         default=["embed", "index", "search"],  # a plain default so the CRD carries it (pydantic copies it)
         min_length=1,
-        description="Handlers the worker serves.",
+        max_length=32,
+        description="Handlers the worker serves: `embed`, `index`, `search`, `noop`, `sleep`, `echo`, `fail`, "
+        "or your own as `package.module:Class` (in your worker image).",
     )
     max_attempts: int = Field(default=5, ge=1, le=100, description="Deliveries before dead-letter.")
     task_timeout_seconds: float = Field(default=300.0, gt=0, le=86400, description="Per-task timeout.")
@@ -274,11 +378,10 @@ class BundledWorker(Spec):
     )
     resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
     env: list[EnvVar] = Field(default_factory=list, max_length=100, description="Extra environment.")
-    pod_template: dict[str, Any] | None = Field(
+    pod_template: PodTemplate | None = Field(
         default=None,
-        description="Extra pod template fields merged into the Deployment: `metadata` (labels, annotations) "
-        "and `spec` fields such as nodeSelector, tolerations, affinity, serviceAccountName.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Pod template fields merged into the worker Deployment: `metadata` (labels, annotations) "
+        "and the scheduling and identity fields of `spec`. Anything else (containers, volumes) is refused.",
     )
 
 
@@ -312,6 +415,9 @@ class WorkerPoolSpec(Spec):
 
 class Condition(Spec):
     """As the Kubernetes API conventions have it (metav1.Condition): keyed by type, reason always set."""
+
+    # metav1.Condition's required fields; status.conditions() always sets lastTransitionTime before writing.
+    model_config = ConfigDict(json_schema_extra={"required": ["type", "status", "reason", "lastTransitionTime"]})
 
     type: str = Field(description="`Ready`, `Active`, `Degraded` or `Paused`.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")

@@ -332,6 +332,15 @@ class PoolScaler:
         if depth is not None:
             status["backlog"] = depth.backlog
             status["inFlight"] = depth.in_flight
+        metrics.record_health(
+            self.namespace,
+            self.name,
+            degraded=error is not None,
+            target_wait=spec.scaling.target_wait_seconds,
+            expected_wait_seconds=metrics.expected_wait(
+                depth.backlog if depth else None, status["readyReplicas"], self.state.rates.service_rate_per_replica
+            ),
+        )
         if self.pubsub.dead_letter is not None:
             status["deadLetter"] = self.pubsub.dead_letter
         shown = visible(status)

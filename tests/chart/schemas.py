@@ -27,6 +27,9 @@ def _suffix(group: str, version: str) -> str:
 def _strict(node: Any) -> Any:
     """Objects with properties refuse unknown fields: kubeconform's ``-strict`` relies on such "strict" schemas."""
     if isinstance(node, dict):
+        if node.get("format") == "int-or-string":  # OpenAPI v2 says "string"; the API server takes both
+            rest = {k: v for k, v in node.items() if k not in ("type", "format")}
+            return {**rest, "oneOf": [{"type": "string"}, {"type": "integer"}]}
         out = {k: _strict(v) for k, v in node.items()}
         if "properties" in out and "additionalProperties" not in out:
             out["additionalProperties"] = False

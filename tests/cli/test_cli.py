@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -136,3 +137,51 @@ def test_status_as_yaml_and_watch_against_the_api_server(cluster: Any, namespace
         watcher.terminate()
         out, _ = watcher.communicate(timeout=20)
     assert out.count("--- ") >= 2 and out.count("shown") >= 2, out
+
+
+def test_cli_and_sdk_share_one_default_backend(redis_url: str) -> None:
+    """`swell submit` and `SwellClient.for_redis` without a backend both write a Redis stream."""
+    import redis
+    from swell_worker.client import DEFAULT_BACKEND, SyncSwellClient
+
+    assert DEFAULT_BACKEND == "redis-streams"
+    env = {k: v for k, v in os.environ.items() if k != "SWELL_BACKEND"}
+    done = subprocess.run(
+        [sys.executable, "-m", "swell_cli", "submit", "noop", "{}", "--redis-url", redis_url, "--queue", "from-cli"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    with SyncSwellClient.for_redis(redis_url, "from-sdk") as client:
+        client.submit("noop", {})
+    plain = redis.Redis.from_url(redis_url)
+    assert plain.type("from-cli") == plain.type("from-sdk") == b"stream"
+
+
+async def test_sync_client_works_inside_a_running_event_loop(redis_url: str) -> None:
+    """As in Jupyter, whose cell runs while its event loop does."""
+    from swell_worker.client import SyncSwellClient
+
+    asyncio.get_running_loop()  # there is one
+    with SyncSwellClient.for_redis(redis_url, "notebook") as client:
+        task_id = client.submit("noop", {"x": 1})
+        assert client.status(task_id).state == "queued"
+
+
+def test_the_client_extra_is_light() -> None:
+    """A producer imports the SDK without the model, the vector store or the operator."""
+    import tomllib
+
+    heavy = ("onnxruntime", "numpy", "pymilvus", "milvus_lite", "kopf", "kubernetes_asyncio", "torch", "tokenizers")
+    probe = f"import sys, swell_worker.client; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    client = " ".join(extras["client"])
+    assert "google-auth" in client and "google-cloud-pubsub" in client
+    assert not any(name in client for name in ("onnxruntime", "pymilvus", "milvus-lite", "kopf", "numpy"))
+    for extra in ("operator", "worker"):  # both import google.auth themselves
+        assert any(d.startswith("google-auth") for d in extras[extra]), extra

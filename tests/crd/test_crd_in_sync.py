@@ -17,10 +17,14 @@ def test_check_fails_on_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     for relative in crdgen.GENERATED:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(crdgen.ROOT / relative, tmp_path / relative)
-    stale = tmp_path / crdgen.GENERATED[0]
-    stale.write_text(stale.read_text().replace("replicas.min must be <= replicas.max", "anything goes"))
-    assert crdgen.main(["--check", "--root", str(tmp_path)]) == 1
-    assert "anything goes" in capsys.readouterr().err
+    for relative in crdgen.GENERATED[:2]:  # crds/ and the chart's template, each checked
+        stale = tmp_path / relative
+        fresh = stale.read_text()
+        stale.write_text(fresh.replace("replicas.min must be <= replicas.max", "anything goes"))
+        assert crdgen.main(["--check", "--root", str(tmp_path)]) == 1
+        assert "anything goes" in capsys.readouterr().err
+        stale.write_text(fresh)
+    assert crdgen.main(["--check", "--root", str(tmp_path)]) == 0
 
 
 def test_schema_is_structural() -> None:
@@ -33,7 +37,8 @@ def test_schema_is_structural() -> None:
             if "properties" in node:
                 assert node.get("type") == "object", f"untyped object at {path}"
                 for name, sub in node["properties"].items():
-                    assert "type" in sub or sub.get("x-kubernetes-preserve-unknown-fields"), f"untyped {path}.{name}"
+                    typed = "type" in sub or sub.get("x-kubernetes-int-or-string")
+                    assert typed or sub.get("x-kubernetes-preserve-unknown-fields"), f"untyped {path}.{name}"
                     walk(sub, f"{path}.{name}")
             if "items" in node:
                 walk(node["items"], f"{path}[]")

@@ -79,11 +79,11 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
             "pubsub needs queue.pubsub",
         ),
         ({"concurrency": 0}, "spec.concurrency: Invalid value: 0"),
-        ({"worker": {"handlers": ["translate"]}}, 'Unsupported value: "translate"'),
+        ({"worker": {"handlers": ["translate"]}}, "spec.worker.handlers[0] in body should match"),
         ({"surprise": True}, 'unknown field "spec.surprise"'),
         (
             {"worker": {"env": [{"name": "TOKEN", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}]}},
-            "env: set value or secretKeyRef, not both",
+            "env: set at most one of value, secretKeyRef, valueFrom",
         ),
         (
             {
@@ -123,6 +123,31 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
             },
             "spec.queue.pubsub.pushEndpoint in body should match",
         ),
+        ({"worker": {"handlers": ["my module:Thing"]}}, "spec.worker.handlers[0] in body should match"),
+        (
+            {
+                "worker": {
+                    "env": [
+                        {
+                            "name": "X",
+                            "valueFrom": {
+                                "fieldRef": {"fieldPath": "metadata.name"},
+                                "configMapKeyRef": {"name": "c", "key": "k"},
+                            },
+                        }
+                    ]
+                }
+            },
+            "valueFrom: set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
+        ),
+        (
+            {"worker": {"podTemplate": {"spec": {"containers": [{"name": "x"}]}}}},
+            'unknown field "spec.worker.podTemplate.spec.containers"',
+        ),
+        (
+            {"worker": {"podTemplate": {"metadata": {"name": "x"}}}},
+            'unknown field "spec.worker.podTemplate.metadata.name"',
+        ),
     ],
     ids=[
         "min>max",
@@ -139,6 +164,10 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
         "open-push",
         "pull-push-endpoint",
         "token-in-push-endpoint",
+        "handler-not-a-reference",
+        "value-from-two-sources",
+        "pod-template-containers",
+        "pod-template-unknown-metadata",
     ],
 )
 def test_invalid_pools_are_refused_with_the_reason(
@@ -202,3 +231,47 @@ def test_swell_status_lists_pools_like_kubectl_get_wp(cluster: Cluster, namespac
     assert row.split()[:3] == [namespace, "pool", "redis-streams"]
     listed = yaml.safe_load(status("-o", "json").stdout)
     assert [p["metadata"]["name"] for p in listed] == ["pool"]
+
+
+def test_real_world_worker_shapes_are_accepted_and_rendered(cluster: Cluster, namespace: str, crd: None) -> None:
+    """Own handlers as module:Class, integer quantities, env from the downward API, a scheduling override."""
+    from swell_operator.deployment import render_deployment
+
+    worker = {
+        "handlers": ["noop", "acme.tasks:Translate"],
+        "resources": {"requests": {"cpu": 1, "memory": "512Mi"}, "limits": {"cpu": "1500m", "nvidia.com/gpu": 1}},
+        "env": [
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "MODEL", "valueFrom": {"configMapKeyRef": {"name": "models", "key": "name", "optional": True}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        ],
+        "podTemplate": {
+            "metadata": {"labels": {"team": "ml"}},
+            "spec": {
+                "nodeSelector": {"gpu": "yes"},
+                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "securityContext": {"runAsNonRoot": True},
+            },
+        },
+    }
+    manifest = changed(worker=worker)
+    assert apply(cluster, namespace, manifest) == (0, "")
+    got = cluster.kubectl("get", "wp", "pool", "-n", namespace, "-o", "yaml").stdout
+    stored = yaml.safe_load(got)["spec"]
+    assert contains(stored, manifest["spec"]), stored
+    pod = render_deployment("pool", WorkerPoolSpec.model_validate(stored), 1)["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["requests"]["cpu"] == 1
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["MODEL"]["valueFrom"]["configMapKeyRef"]["optional"] is True
+    assert pod["spec"]["tolerations"][0]["key"] == "gpu" and pod["spec"]["nodeSelector"] == {"gpu": "yes"}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["fsGroup"] == 65532, "the override replaced Swell's pod security"
+    assert "acme.tasks:Translate" in env["SWELL_HANDLERS"]["value"]
+    # The rendered Deployment is one the API server takes (dry run).
+    deployment = render_deployment("pool", WorkerPoolSpec.model_validate(stored), 1)
+    dry = cluster.kubectl(
+        "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(deployment), check=False
+    )
+    assert dry.returncode == 0, dry.stderr

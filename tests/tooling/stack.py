@@ -204,6 +204,10 @@ def install_chart(stack: KindStack, *, extra: tuple[str, ...] = ()) -> None:
             f"vectorStore.defaultUri={stack.vector_uri_in_cluster}",
             "--set",
             "replicaCount=1",
+            # A cluster kept from before the CRD became a chart template has it unowned (docs/upgrade.md).
+            "--take-ownership",
+            "--server-side=true",
+            "--force-conflicts",
             "--wait",
             "--timeout",
             "5m",

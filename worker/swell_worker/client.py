@@ -9,10 +9,11 @@ result Redis. Status is written as "queued" before the message is published, so 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from swell_contract.keys import reply_key
 from swell_contract.task import Task
@@ -20,6 +21,15 @@ from swell_contract.task import Task
 from swell_worker.backends import Publisher, make_publisher
 from swell_worker.config import BackendKind, WorkerConfig
 from swell_worker.results import ResultStore, TaskStatus
+
+T = TypeVar("T")
+
+
+# The one default of the SDK and the CLI (`swell submit`): Redis Streams, because a consumer group acknowledges
+# each task, so a worker that dies mid-task has it redelivered (XAUTOCLAIM), and the operator sees in-flight
+# work in the pending list. With a list, a crashed worker's task is only recovered by the worker's own
+# processing-list sweep, and producers of other tools (RQ, Celery) already choose lists themselves.
+DEFAULT_BACKEND: BackendKind = "redis-streams"
 
 
 class TaskTimeout(TimeoutError):
@@ -58,7 +68,7 @@ class SwellClient:
         redis_url: str,
         queues: str | Sequence[str],
         *,
-        backend: BackendKind = "redis-list",
+        backend: BackendKind = DEFAULT_BACKEND,
         password: str | None = None,
         group: str = "swell",
     ) -> SwellClient:
@@ -120,33 +130,55 @@ class SwellClient:
 
 
 class SyncSwellClient:
-    """The same calls for code without an event loop; it runs a private loop of its own."""
+    """The same calls for code that is not async, Jupyter included.
 
-    def __init__(self, client: SwellClient) -> None:
-        self._client = client
+    The async client lives on a private event loop in a thread of its own, so a call works whether or not the
+    calling thread already runs a loop (Jupyter's does, and ``run_until_complete`` would refuse there). The
+    client is built on that loop too, so nothing it opens is bound to the caller's loop.
+    """
+
+    def __init__(self, client: SwellClient | Callable[[], SwellClient]) -> None:
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="swell-sync-client", daemon=True)
+        self._thread.start()
+        if isinstance(client, SwellClient):
+            self._client = client
+        else:
+            make = client
+
+            async def build() -> SwellClient:
+                return make()
+
+            self._client = self._run(build())
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> SyncSwellClient:
-        return cls(SwellClient.from_config(config))
+        return cls(lambda: SwellClient.from_config(config))
 
     @classmethod
     def for_redis(cls, redis_url: str, queues: str | Sequence[str], **options: Any) -> SyncSwellClient:
-        return cls(SwellClient.for_redis(redis_url, queues, **options))
+        return cls(lambda: SwellClient.for_redis(redis_url, queues, **options))
 
     def submit(self, handler: str, payload: dict[str, Any] | None = None, **options: Any) -> str:
-        return self._loop.run_until_complete(self._client.submit(handler, payload, **options))
+        return self._run(self._client.submit(handler, payload, **options))
 
     def call(self, handler: str, payload: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
-        return self._loop.run_until_complete(self._client.call(handler, payload, **options))
+        return self._run(self._client.call(handler, payload, **options))
 
     def status(self, task_id: str) -> TaskStatus:
-        return self._loop.run_until_complete(self._client.status(task_id))
+        return self._run(self._client.status(task_id))
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         try:
-            self._loop.run_until_complete(self._client.close())
+            self._run(self._client.close())
         finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
             self._loop.close()
 
     def __enter__(self) -> SyncSwellClient:

@@ -30,24 +30,37 @@ app.kubernetes.io/managed-by: swell-operator
 {{- end -}}
 {{- end -}}
 
-{{/* The permissions the operator needs in a namespace it manages; shared by the Role and the ClusterRole. */}}
+{{/* The permissions the operator needs in a namespace it manages; shared by the Role and the ClusterRole.
+Each verb is one the code calls (grep the API calls in operator/swell_operator and kopf's own); tests/chart
+proves both the grants and their absence with `kubectl auth can-i`. */}}
 {{- define "swell.rules" -}}
+# workerpools: kopf lists and watches them and patches its finalizer and progress annotations; the
+# activator patches its wake-up annotation. Nothing reads one pool by name, so no get.
 - apiGroups: ["swell.dev"]
   resources: ["workerpools"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
+# workerpools/status: merge patches only (status.write_status).
 - apiGroups: ["swell.dev"]
   resources: ["workerpools/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# workerpools/finalizers: the Deployment's ownerReference has blockOwnerDeletion, which clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) allow only with this grant.
+- apiGroups: ["swell.dev"]
+  resources: ["workerpools/finalizers"]
+  verbs: ["update"]
+# deployments: get (replicas, and the resourceVersion a server-side apply is guarded by), patch (server-side
+# apply, field manager swell), create (an apply that creates needs it). Never delete: owner references do that.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
+# deployments/scale: the scaler's one write to replicas.
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "update", "patch"]
-# pods: list to find a pool's workers, patch to set controller.kubernetes.io/pod-deletion-cost.
+  verbs: ["patch"]
+# pods: list to find a pool's workers (in-flight per pod, metrics), patch to set the pod-deletion-cost.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "patch"]
 # services: the Service in front of a Pub/Sub push pool's workers (created, then kept in shape).
 - apiGroups: [""]
   resources: ["services"]
@@ -57,9 +70,17 @@ app.kubernetes.io/managed-by: swell-operator
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-- apiGroups: ["", "events.k8s.io"]
+# A target another scaler already scales is refused (double_scaling.py): list the HPAs and KEDA's ScaledObjects.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["list"]
+# events: kopf posts core/v1 Events (kopf.event); it never patches or reads them.
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* Only when watching every namespace: kopf watches CRDs to notice the WorkerPool CRD being upgraded.
@@ -68,5 +89,5 @@ kopf then scans CRDs once at start (it logs that it cannot watch them) and takes
 {{- define "swell.clusterwideRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end -}}
