@@ -91,6 +91,7 @@ class Swell:
             in_flight=seen.in_flight,
             per_consumer_in_flight={},
             arrival_rate=self.rates.arrival_rate,
+            steady_arrival_rate=self.rates.slow_arrival_rate,
             service_rate_per_replica=self.rates.service_rate_per_replica,
             current_replicas=seen.replicas,
             ready_replicas=seen.ready,

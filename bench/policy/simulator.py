@@ -1,13 +1,18 @@
-"""A queue, pods that take time to start, and a scaler, on a 0.1 s clock that skips the quiet stretches.
+"""A queue, pods that take time to start and to stop, and a scaler, on a 0.1 s clock that skips quiet stretches.
 
 Pods have ``concurrency`` slots and serve the queue first come, first served. A new pod is useful only
 after ``startup_seconds`` (pod start plus model load). A pod being removed takes no new task, finishes
-what it holds (the worker's drain), then goes; it costs replica-seconds until then. Which pod goes:
-Swell marks idle pods with a low deletion cost, so the idlest go first; for the baselines the
-ReplicaSet controller's default order applies, which ignores work in flight (we take the newest pod).
+what it holds (the worker's drain), then takes ``STOP_SECONDS`` to go; it costs replica-seconds until
+then. A pod removed before it was ready goes only when its grace period ends (``UNSTARTED_STOP_SECONDS``):
+the worker, PID 1 in its container, has no SIGTERM handler yet, so the kubelet's SIGTERM is ignored and
+its SIGKILL comes after ``terminationGracePeriodSeconds`` (30 s by default). Both were measured on kind
+(bench/results/keda_side_by_side.json: idle ready pods went 2-3 s after their Deployment shrank, pods cut
+while starting 28-33 s after). Which pod goes: the ReplicaSet controller removes pods that are not ready
+first; among ready ones Swell marks idle pods with a low deletion cost, so the idlest go first; for the
+baselines the controller's default order applies, which ignores work in flight (we take the newest pod).
 
 Time advances in ``STEP`` ticks; a tick where nothing can happen (no arrival, completion, pod becoming
-ready or scaler decision due) is skipped, which changes no result: replica-seconds accrue for the
+ready or going, or scaler decision due) is skipped, which changes no result: replica-seconds accrue for the
 skipped ticks, and every task is still queued and served on the first tick at or after its event.
 """
 
@@ -23,6 +28,8 @@ from bench.policy.traces import DURATION, Trace
 
 STEP = 0.1
 DRAIN_SECONDS = 900.0  # after the trace: time to drain and scale back to zero
+STOP_SECONDS = 2.0  # from a removed pod's last task to its end (SIGTERM handled, container gone)
+UNSTARTED_STOP_SECONDS = 30.0  # a pod removed before ready: its terminationGracePeriodSeconds
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Pod:
     ready_at: float
     busy: int = 0
     leaving: bool = False
+    gone_at: float = math.inf  # set once a removed pod has nothing left to finish
 
 
 @dataclass
@@ -42,7 +50,13 @@ class Result:
 
 
 def simulate(
-    trace: Trace, scaler: Scaler, *, concurrency: int, startup_seconds: float, drain_idle_first: bool
+    trace: Trace,
+    scaler: Scaler,
+    *,
+    concurrency: int,
+    startup_seconds: float,
+    drain_idle_first: bool,
+    timeline: list[tuple[float, int, int, int]] | None = None,
 ) -> Result:
     arrivals = deque(sorted(trace))
     queue: deque[tuple[float, float]] = deque()
@@ -60,15 +74,14 @@ def simulate(
         now = step * STEP
         while arrivals and arrivals[0][0] <= now:
             queue.append(arrivals.popleft())
-        gone = False
         while finishing and finishing[0][0] <= now:
             pod = heapq.heappop(finishing)[2]
             pod.busy -= 1
             completed += 1
             in_flight -= 1
-            gone = gone or (pod.leaving and pod.busy == 0)
-        if gone:
-            pods = [p for p in pods if not (p.leaving and p.busy == 0)]
+            if pod.leaving and pod.busy == 0:
+                pod.gone_at = now + STOP_SECONDS
+        pods = [p for p in pods if p.gone_at > now + 1e-9]
         if queue:
             for pod in pods:
                 if pod.leaving or pod.ready_at > now:
@@ -97,16 +110,21 @@ def simulate(
                 actions += 1
                 spec_replicas = wanted
             next_decision = now + scaler.interval
+            if timeline is not None:
+                timeline.append((now, spec_replicas, sum(p.ready_at <= now for p in serving), len(pods)))
             if len(serving) < spec_replicas:
                 pods += [Pod(created=now, ready_at=now + startup_seconds) for _ in range(spec_replicas - len(serving))]
             elif len(serving) > spec_replicas:
-                if drain_idle_first:
-                    order = sorted(serving, key=lambda p: (p.busy, -p.created))
+                if drain_idle_first:  # not ready first, then the lowest deletion cost (the idlest)
+                    order = sorted(serving, key=lambda p: (p.ready_at <= now, p.busy, -p.created))
                 else:  # ReplicaSet default: not-ready first, then the newest
                     order = sorted(serving, key=lambda p: (p.ready_at <= now, -p.created))
                 for pod in order[: len(serving) - spec_replicas]:
                     pod.leaving = True
-                pods = [p for p in pods if not (p.leaving and p.busy == 0)]
+                    if pod.ready_at > now:
+                        pod.gone_at = now + UNSTARTED_STOP_SECONDS
+                    elif pod.busy == 0:
+                        pod.gone_at = now + STOP_SECONDS
         if not arrivals and not queue and in_flight == 0 and not pods and now > DURATION:
             break
         # The next tick where anything can happen: an arrival, a completion, a pod ready, a decision.
@@ -117,6 +135,7 @@ def simulate(
             upcoming.append(finishing[0][0])
         if queue:
             upcoming += [p.ready_at for p in pods if p.ready_at > now and not p.leaving]
+        upcoming += [p.gone_at for p in pods if p.gone_at < math.inf]
         following = max(step + 1, math.ceil(min(upcoming) / STEP - 1e-6))
         following = min(following, last_step + 1)
         replica_seconds += len(pods) * STEP * (following - step)

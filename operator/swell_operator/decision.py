@@ -74,6 +74,10 @@ class Observation:
     # False where the queue cannot tell what waits (Pub/Sub): ``backlog`` is then only the work seen waiting
     # (pushes refused, an activation), a lower bound, and the in-flight rule keeps headroom.
     backlog_visible: bool = True
+    # The arrival rate averaged over minutes (rates.RateEstimator.slow_arrival_rate), for the steady-state
+    # quantile rule: a formula for the long run read with a 10 s average adds a replica at every noisy
+    # reading. None: ``arrival_rate`` serves for both.
+    steady_arrival_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,9 @@ class Need:
 def demand(observation: Observation, policy: Policy, startup_seconds: float = STARTUP_GUESS_SECONDS) -> Need:
     """Replicas the queue needs now and over the stabilisation window, before clamping, and why."""
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
-    for_in_flight, in_flight_why = _for_in_flight(in_flight, observation.backlog_visible, policy)
+    for_in_flight, in_flight_why = _for_in_flight(
+        in_flight, observation.backlog_visible, policy, observation.current_replicas
+    )
     # Where the backlog is unseen (Pub/Sub), the arrival rate is only what the workers already took, so
     # planning on it double-counts the in-flight rule, which keeps them 70 % busy and grows them when full.
     arrivals = max(observation.arrival_rate or 0.0, 0.0) if observation.backlog_visible else 0.0
@@ -188,8 +194,11 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     for_drain = work / horizon if work <= ready_share else ready + (work - ready * budget) / late_budget
     for_quantile = 0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
+        steady = arrivals
+        if observation.steady_arrival_rate is not None and observation.backlog_visible:
+            steady = max(observation.steady_arrival_rate, 0.0)
         for_quantile = _for_quantile(
-            arrivals, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
+            steady, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
         )
     # Keep up: over a horizon, arrivals beyond capacity queue; the queue then must still drain in budget.
     for_arrivals = _for_horizon(backlog, arrivals, capacity, budget, startup_seconds)
@@ -249,12 +258,18 @@ def _whole(replicas: float) -> int:
     return max(math.ceil(replicas - ROUNDING_TOLERANCE), 0)
 
 
-def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy) -> tuple[int, str]:
-    """Replicas the work in flight needs: full workers where the backlog shows, else with headroom."""
+def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy, current: int) -> tuple[int, str]:
+    """Replicas the work in flight needs: full workers where the backlog shows, else with headroom.
+
+    Where the backlog shows, work in flight keeps replicas but never adds one: tasks beyond the slots of
+    the current replicas are held by pods on their way out (draining after a scale-down, or cut while
+    starting and serving until their grace period ends), or are pending entries of a consumer that died.
+    New pods would not serve them; counting them made a pool flap between 1 and 2 on kind, each flap
+    leaving a pod that lived out its 30 s grace period (bench/results/keda_side_by_side.json)."""
     if in_flight <= 0:
         return 0, ""
     if backlog_visible:
-        needed = math.ceil(in_flight / policy.concurrency)
+        needed = min(math.ceil(in_flight / policy.concurrency), max(current, 1))
         return needed, f"{in_flight:g} in flight needs {needed} at concurrency {policy.concurrency}"
     slots = policy.concurrency * UNSEEN_BACKLOG_UTILISATION
     needed = max(math.ceil(in_flight / slots - ROUNDING_TOLERANCE), 1)
@@ -338,6 +353,11 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         if policy.max_step_up is not None and current + policy.max_step_up < up:
             replicas = current + policy.max_step_up
             why += f"; step up limited to +{policy.max_step_up}"
+    elif keep < current and observation.ready_replicas < current:
+        # The ReplicaSet removes pods that are not ready first, and a pod cut while starting lives out its
+        # grace period anyway (its worker has no SIGTERM handler yet): let the starting pods get ready.
+        replicas = current
+        why += f"; holding {current} until the {current - observation.ready_replicas} starting are ready"
     elif keep < current and observation.backlog > 0:
         # Each reading restarts the budget for the same waiting tasks; only an empty queue shows it was met.
         replicas = current

@@ -115,10 +115,50 @@ def test_the_operator_test_floor_holds_for_500_tasks_at_zero() -> None:
 
 
 def test_never_below_what_in_flight_work_needs() -> None:
-    decision = decide(seen(in_flight=14, current=2), POLICY, Memory())
-    assert decision.replicas == 4
     decision = decide(seen(in_flight=14, current=6, backlog=0), POLICY, Memory())
     assert decision.replicas == 4
+    decision = decide(seen(in_flight=14, current=2), POLICY, Memory())
+    assert decision.replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "current", "ready", "expected"),
+    [
+        (14, 2, 2, 2),  # 6 tasks on pods draining away: no new pod would serve them
+        (7, 1, 1, 1),  # pending entries beyond one pod's 4 slots (a pod cut while starting took them)
+        (3, 0, 0, 1),  # entries pending at zero (a consumer died): one worker to reclaim them
+        (8, 3, 3, 2),  # within the current replicas the rule still holds
+    ],
+)
+def test_work_in_flight_keeps_replicas_but_never_adds_one(
+    in_flight: int, current: int, ready: int, expected: int
+) -> None:
+    decision = decide(seen(in_flight=in_flight, current=current, ready=ready), POLICY, Memory(last_busy_at=999.0))
+    assert decision.replicas == expected, decision.reason
+
+
+def test_pods_still_starting_are_not_cut() -> None:
+    """A scale-down while pods start would cut the starting ones (the ReplicaSet removes pods that are not
+    ready first), which live out their grace period anyway: the pool holds until they are ready."""
+    starting = decide(seen(current=2, ready=1, in_flight=2, arrival_rate=1.0, service_rate=4.0), POLICY, Memory())
+    assert starting.replicas == 2 and "starting are ready" in starting.reason
+    started = decide(seen(current=2, ready=2, in_flight=2, arrival_rate=1.0, service_rate=4.0), POLICY, Memory())
+    assert started.replicas == 1
+
+
+def test_the_quantile_rule_reads_the_steady_rate_where_given() -> None:
+    """A 10 s average that reads 3.9 tasks/s on a 3 tasks/s load asks a short budget for a second pod; the
+    minutes-long average it is a steady-state formula for does not."""
+    short = replace(POLICY, target_wait_seconds=3.0)
+    fast = seen(current=1, in_flight=3, arrival_rate=3.9, service_rate=4.0)
+    assert decide(fast, short, Memory()).replicas == 2
+    assert decide(replace(fast, steady_arrival_rate=3.0), short, Memory()).replicas == 1
+    # where the backlog is unseen the rate is not planned on at all; the steady one is not either
+    unseen = replace(fast, steady_arrival_rate=3.0, backlog_visible=False)
+    assert (
+        decide(unseen, short, Memory()).replicas
+        == decide(replace(unseen, steady_arrival_rate=None), short, Memory()).replicas
+    )
 
 
 def test_scale_up_is_immediate_and_can_be_stepped() -> None:
@@ -287,7 +327,8 @@ def test_more_backlog_never_means_fewer_replicas() -> None:
         )
         assert b.replicas >= a.replicas
         assert POLICY.min_replicas <= a.replicas <= POLICY.max_replicas
-        assert a.replicas >= math.ceil(in_flight / POLICY.concurrency) or a.replicas == POLICY.max_replicas
+        held = min(math.ceil(in_flight / POLICY.concurrency), max(current, 1))
+        assert a.replicas >= held or a.replicas == POLICY.max_replicas
 
 
 def test_steady_load_does_not_flap() -> None:
