@@ -89,7 +89,9 @@ def swell_settings(quick: bool) -> list[Setting]:
     at zero (activationBacklog) and a few kept warm (replicas.min 1). A 15 s window lets short budgets
     hold their headroom part-time."""
     waits = (
-        (0.1, 1, 5, 10, 20, 30, 60) if quick else (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
+        (0.1, 1, 5, 10, 20, 30, 60)
+        if quick
+        else (0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7.5, 8.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
     )
     grid = [
         _setting(
@@ -139,6 +141,18 @@ def swell_settings(quick: bool) -> list[Setting]:
         )
         for w in warm
     ]
+    # Pools kept warmer (replicas.min 2 and 3; KEDA's sweep has minReplicaCount 2 and 3 too).
+    grid += [
+        _setting(
+            "swell",
+            target_wait_seconds=float(w),
+            idle_seconds_before_zero=5.0,
+            scale_down_stabilization_seconds=60.0,
+            min_replicas=m,
+            activation_backlog=1,
+        )
+        for w, m in itertools.product((0.1, 2) if not quick else (2,), (2, 3))
+    ]
     return grid
 
 
@@ -160,6 +174,19 @@ def keda_settings(quick: bool) -> list[Setting]:
             pending_entries=f,
         )
         for (p, c, m), n, w, f in itertools.product(loops, list_lengths, windows, in_flight)
+    }
+    # Warmer pools (minReplicaCount 2 and 3, as Swell's sweep has replicas.min 2 and 3), expert loops.
+    grid |= {
+        _setting(
+            "keda",
+            polling_interval=5.0,
+            cooldown_period=300.0,
+            min_replica_count=m,
+            list_length=n,
+            scale_down_window=w,
+            pending_entries=f,
+        )
+        for m, n, w, f in itertools.product((2, 3), (5.0, 20.0), (60.0, 300.0), in_flight)
     }
     grid |= {_setting("keda", **KEDA_DEFAULT), _setting("keda", **KEDA_EXPERT)}
     return sorted(grid, key=lambda s: s.label)

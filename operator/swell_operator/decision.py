@@ -92,6 +92,8 @@ class Memory:
     starting_since: float | None = None
     starting_replicas: int = 0
     startup_seconds: float | None = None
+    # Since when the queue has not read empty (None: empty at the last reading): how old a batch is.
+    backlog_since: float | None = None
     # (time, replicas) the quantile rule called for within the stabilisation window, oldest first.
     headroom: tuple[tuple[float, int], ...] = ()
 
@@ -103,6 +105,7 @@ class Memory:
             "startingReplicas": self.starting_replicas,
             "startupSeconds": self.startup_seconds,
             "headroom": [list(h) for h in self.headroom],
+            "backlogSince": self.backlog_since,
         }
 
     @classmethod
@@ -117,6 +120,7 @@ class Memory:
             startup = _optional(data.get("startupSeconds"))
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
+            backlog_since = _optional(data.get("backlogSince"))
         except (TypeError, ValueError):
             return cls()
         return cls(
@@ -125,6 +129,7 @@ class Memory:
             starting_since=starting_since,
             starting_replicas=max(starting_replicas, 0),
             headroom=headroom,
+            backlog_since=backlog_since,
             startup_seconds=None if startup is None or startup < 0 else startup,
         )
 
@@ -168,8 +173,20 @@ class Need:
     headroom: int = 0  # the quantile rule's share of ``up``: held for the stabilisation window
 
 
-def demand(observation: Observation, policy: Policy, startup_seconds: float = STARTUP_GUESS_SECONDS) -> Need:
-    """Replicas the queue needs now and over the stabilisation window, before clamping, and why."""
+def demand(
+    observation: Observation,
+    policy: Policy,
+    startup_seconds: float = STARTUP_GUESS_SECONDS,
+    backlog_age: float = 0.0,
+) -> Need:
+    """Replicas the queue needs now and over the stabilisation window, before clamping, and why.
+
+    ``backlog_age``: how long the queue has not read empty. A backlog larger than a budget's worth of
+    arrivals came as a batch, so its first tasks are that old and the batch has only the rest of the
+    budget; a smaller one is mostly recent arrivals (a queue that keeps up holds the latest), and the full
+    budget applies. Without this, every reading restarted the budget for the same waiting tasks, and a
+    batch sized on a service-time hint half the real one missed its budget by the first sizing's error.
+    """
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
     for_in_flight, in_flight_why = _for_in_flight(
         in_flight, observation.backlog_visible, policy, observation.current_replicas
@@ -187,11 +204,24 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     # Drain: ready replicas serve for the whole budget, new ones for what is left after they start. A
     # backlog the ready replicas clear before a new pod could start needs no new pod, however short the
     # budget: queueing noise is the quantile rule's business, not the drain's.
-    horizon = max(budget, startup_seconds)
-    late_budget = max(budget - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    left = budget
+    if backlog_age > 0 and backlog > arrivals * budget:
+        left = max(budget - backlog_age, LEAST_BUDGET_SHARE * budget)
+    horizon = max(left, startup_seconds)
+    late_budget = max(left - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    # Pods still starting were asked for when the backlog showed (as far as the decision knows): they have
+    # its age less to start, and serve what is left of the budget once ready.
+    starting = max(observation.current_replicas, 0) - ready
+    starting_in = max(startup_seconds - backlog_age, 0.0)
+    starting_budget = max(left - starting_in, LEAST_BUDGET_SHARE * horizon)
     work = backlog / capacity
-    ready_share = ready * horizon
-    for_drain = work / horizon if work <= ready_share else ready + (work - ready * budget) / late_budget
+    beyond_ready = work - ready * left
+    if work <= ready * horizon:
+        for_drain = work / horizon
+    elif beyond_ready <= starting * starting_budget:
+        for_drain = ready + beyond_ready / starting_budget
+    else:
+        for_drain = ready + starting + (beyond_ready - starting * starting_budget) / late_budget
     for_quantile = 0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
         steady = arrivals
@@ -209,8 +239,9 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     keep = max(up, _whole(for_window))
     source = "measured" if observation.service_rate_per_replica else "hinted"
     why = "nothing queued or in flight; " if backlog == 0 and in_flight == 0 else ""
+    aged = f" ({backlog_age:.0f}s old, {left:.0f}s of the budget left)" if left < budget else ""
     why += (
-        f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
+        f"backlog {backlog}{aged} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
         f"need {up} to stay within {budget:g}s (pods start in {startup_seconds:.0f}s)"
     )
     if keep > up:
@@ -307,7 +338,13 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     memory = _learn_startup(observation, memory)
     startup = STARTUP_GUESS_SECONDS if memory.startup_seconds is None else memory.startup_seconds
     busy = observation.backlog > 0 or observation.in_flight > 0
-    need = demand(observation, policy, startup)
+    if observation.backlog > 0:
+        if memory.backlog_since is None:
+            memory = replace(memory, backlog_since=now)
+    elif memory.backlog_since is not None:
+        memory = replace(memory, backlog_since=None)
+    backlog_age = 0.0 if memory.backlog_since is None else now - memory.backlog_since
+    need = demand(observation, policy, startup, backlog_age)
     up, keep, why = need.up, need.keep, need.why
     # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.
     window_start = now - policy.scale_down_stabilization_seconds

@@ -268,7 +268,8 @@ def test_pod_start_time_is_learned_from_the_pools_own_pods() -> None:
     assert learned.memory.startup_seconds == 40.0 and "pods start in 40s" in learned.reason
     # slow pods leave less of the budget: 1 ready, 120 tasks more than it drains in 30 s, new pods serve
     # for max(30 - 40, 0.25 x 40) = 10 s
-    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, learned.memory)
+    fresh_batch = replace(learned.memory, backlog_since=None)  # a new batch, not the one of t=0 (50 s old)
+    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, fresh_batch)
     assert slow.replicas == 1 + math.ceil(30 / 10 - 0.1), slow.reason
 
 
@@ -398,3 +399,23 @@ def test_a_trickle_in_flight_keeps_one_replica_and_seen_waiting_work_adds_to_it(
     assert decide(unseen(in_flight=0.05, current=1), POLICY, Memory()).replicas == 1
     # Refused pushes are work seen waiting: at zero, one refused push wakes the pool.
     assert decide(unseen(in_flight=0, current=0, backlog=1), POLICY, Memory()).replicas == 1
+
+
+def test_a_batch_that_waited_has_only_the_rest_of_its_budget() -> None:
+    """2 000 tasks sized on a 1 s hint; the first completions say 2 s. Re-planned with a fresh budget, the
+    batch would miss it by the first sizing's error; its age leaves it 17 s, and the pool grows to it."""
+    big = replace(POLICY, max_replicas=50)
+    memory = decide(seen(backlog=2000, now=120.0), big, Memory()).memory
+    first = decide(seen(backlog=2000, current=25, ready=0, now=121.0), big, memory)
+    assert first.replicas == 25  # the pods asked for are still starting: the plan holds
+    late = seen(backlog=1778, in_flight=100, current=25, ready=25, now=133.0, service_rate=2.0, arrival_rate=1.0)
+    fresh = decide(late, big, Memory())
+    aged = decide(late, big, first.memory)
+    assert "13s old, 17s of the budget left" in aged.reason
+    assert aged.replicas > fresh.replicas
+    assert aged.replicas == big.max_replicas
+    # a backlog a budget's worth of arrivals explains is recent work, not an old batch: no ageing
+    steady = seen(backlog=80, in_flight=12, current=3, now=133.0, service_rate=4.0, arrival_rate=3.0)
+    assert "old" not in decide(steady, big, first.memory).reason
+    # an empty reading ends the batch
+    assert decide(seen(in_flight=4, current=1, now=140.0), big, aged.memory).memory.backlog_since is None
