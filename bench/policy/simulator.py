@@ -5,9 +5,12 @@ after ``startup_seconds`` (pod start plus model load). A pod being removed takes
 what it holds (the worker's drain), then takes ``STOP_SECONDS`` to go; it costs replica-seconds until
 then. A pod removed before it was ready goes only when its grace period ends (``UNSTARTED_STOP_SECONDS``):
 the worker, PID 1 in its container, has no SIGTERM handler yet, so the kubelet's SIGTERM is ignored and
-its SIGKILL comes after ``terminationGracePeriodSeconds`` (30 s by default). Both were measured on kind
-(bench/results/keda_side_by_side.json: idle ready pods went 2-3 s after their Deployment shrank, pods cut
-while starting 28-33 s after). Which pod goes: the ReplicaSet controller removes pods that are not ready
+its SIGKILL comes after ``terminationGracePeriodSeconds`` (30 s by default). Unaware it is going, the
+worker starts and takes tasks like any other until it is killed; the tasks it held then go back to the
+head of the queue (another worker claims them) and their first wait does not count, their second does.
+Both were measured on kind (bench/results/keda_side_by_side.json: idle ready pods went 2-3 s after their
+Deployment shrank, pods cut while starting 28-33 s after, and meanwhile held more tasks than the ready
+pods had slots). Which pod goes: the ReplicaSet controller removes pods that are not ready
 first; among ready ones Swell marks idle pods with a low deletion cost, so the idlest go first; for the
 baselines the controller's default order applies, which ignores work in flight (we take the newest pod).
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.policy.policies import Scaler, Seen
 from bench.policy.traces import DURATION, Trace
@@ -39,6 +42,8 @@ class Pod:
     busy: int = 0
     leaving: bool = False
     gone_at: float = math.inf  # set once a removed pod has nothing left to finish
+    unaware: bool = False  # removed while starting: serves anyway until killed at ``gone_at``
+    tasks: dict[int, tuple[float, float, int]] = field(default_factory=dict)  # serial: arrival, service, wait
 
 
 @dataclass
@@ -64,6 +69,8 @@ def simulate(
     finishing: list[tuple[float, int, Pod]] = []  # (finish time, tie-breaker, pod) of tasks in flight
     serial = 0
     waits: list[float] = []
+    dropped: set[int] = set()  # waits of tasks whose pod was killed under them (served again later)
+    cancelled: set[int] = set()  # serials of those tasks, whose completion never comes
     completed = in_flight = 0
     replica_seconds = 0.0
     actions = spec_replicas = 0
@@ -75,16 +82,29 @@ def simulate(
         while arrivals and arrivals[0][0] <= now:
             queue.append(arrivals.popleft())
         while finishing and finishing[0][0] <= now:
-            pod = heapq.heappop(finishing)[2]
+            _, done, pod = heapq.heappop(finishing)
+            if done in cancelled:
+                cancelled.discard(done)
+                continue
+            del pod.tasks[done]
             pod.busy -= 1
             completed += 1
             in_flight -= 1
-            if pod.leaving and pod.busy == 0:
+            if pod.leaving and not pod.unaware and pod.busy == 0:
                 pod.gone_at = now + STOP_SECONDS
+        for pod in pods:
+            if pod.gone_at <= now + 1e-9 and pod.tasks:  # killed with work in hand
+                for held, (arrived, service, wait) in sorted(pod.tasks.items(), key=lambda t: t[1][0], reverse=True):
+                    queue.appendleft((arrived, service))
+                    dropped.add(wait)
+                    cancelled.add(held)
+                in_flight -= len(pod.tasks)
+                pod.tasks.clear()
+                pod.busy = 0
         pods = [p for p in pods if p.gone_at > now + 1e-9]
         if queue:
             for pod in pods:
-                if pod.leaving or pod.ready_at > now:
+                if (pod.leaving and not pod.unaware) or pod.ready_at > now:
                     continue
                 while queue and pod.busy < concurrency:
                     arrived, service = queue.popleft()
@@ -92,6 +112,7 @@ def simulate(
                     pod.busy += 1
                     in_flight += 1
                     serial += 1
+                    pod.tasks[serial] = (arrived, service, len(waits) - 1)
                     heapq.heappush(finishing, (now + service, serial, pod))
                 if not queue:
                     break
@@ -122,7 +143,7 @@ def simulate(
                 for pod in order[: len(serving) - spec_replicas]:
                     pod.leaving = True
                     if pod.ready_at > now:
-                        pod.gone_at = now + UNSTARTED_STOP_SECONDS
+                        pod.gone_at, pod.unaware = now + UNSTARTED_STOP_SECONDS, True
                     elif pod.busy == 0:
                         pod.gone_at = now + STOP_SECONDS
         if not arrivals and not queue and in_flight == 0 and not pods and now > DURATION:
@@ -134,12 +155,14 @@ def simulate(
         if finishing:
             upcoming.append(finishing[0][0])
         if queue:
-            upcoming += [p.ready_at for p in pods if p.ready_at > now and not p.leaving]
+            upcoming += [p.ready_at for p in pods if p.ready_at > now and (p.unaware or not p.leaving)]
         upcoming += [p.gone_at for p in pods if p.gone_at < math.inf]
         following = max(step + 1, math.ceil(min(upcoming) / STEP - 1e-6))
         following = min(following, last_step + 1)
         replica_seconds += len(pods) * STEP * (following - step)
         step = following
+    if dropped:
+        waits = [w for i, w in enumerate(waits) if i not in dropped]
     return Result(
         replica_seconds=replica_seconds, waits=waits, scaling_actions=actions, unfinished=len(queue) + len(arrivals)
     )
