@@ -109,7 +109,7 @@ class Swell:
         self.memory, self._decided_at = decision.memory, seen.now
         idle = seen.backlog == 0 and seen.in_flight == 0
         self.interval = WAKE_POLL_SECONDS if decision.replicas == 0 and idle else self.poll_interval
-        return decision.replicas
+        return int(decision.replicas)
 
 
 # --- KEDA + HPA ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from bench import keda_side_by_side as side_by_side
 
 RECORDED = side_by_side.RESULTS / "keda_side_by_side.json"
