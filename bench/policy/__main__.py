@@ -448,6 +448,40 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def named_markdown(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> str:
+    """The settings a reader knows by name, one point each, as a Markdown table for the README."""
+    named: dict[str, tuple[str, dict[str, Any]]] = {
+        "Swell defaults": ("swell", SWELL_DEFAULT),
+        "KEDA defaults": ("keda", KEDA_DEFAULT),
+        "KEDA expert (issue 13)": ("keda", KEDA_EXPERT),
+        "Knative KPA defaults": ("kpa", KPA_DEFAULT),
+    }
+    lines = [
+        "| trace | lower bound | " + " | ".join(named) + " |",
+        "|---|---|" + "---|" * len(named),
+    ]
+    for summary in summaries:
+        cells = []
+        for family, params in named.values():
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if r["trace"] == summary["trace"] and r["family"] == family and r["setting"] == _normal(params)
+                ),
+                None,
+            )
+            if row is None:
+                cells.append("-")
+                continue
+            over = f" ({row['share_over_slo']:.0%} > SLO)" if row["share_over_slo"] >= 0.005 else ""
+            cells.append(f"{row['replica_seconds']:.0f} / {row['wait_p95_s']:.1f} s{over}")
+        lines.append(
+            f"| {summary['trace']} | {summary['lower_bound_replica_seconds']:.0f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -557,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "policy.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(outcome["traces"], outcome["rows"], out / "policy.png")
-    (out / "policy_headline.md").write_text(markdown(outcome["traces"]) + "\n")
+    (out / "policy_headline.md").write_text(
+        markdown(outcome["traces"]) + "\n\n" + named_markdown(outcome["rows"], outcome["traces"]) + "\n"
+    )
     print(f"\nwrote {out}/policy.json, policy.png and policy_headline.md ({report['command']}, {runtime} s)")
     return 0
 
