@@ -689,7 +689,7 @@ def compare_recorded(
             "within_bound": abs(error) <= MODEL_BOUND,
             "real_wait_p95_s": report["sides"][side]["wait"]["p95_s"],
             "model_wait": summarise_waits(result.waits),
-            "model_pods_started": result.scaling_actions,
+            "model_scaling_actions": result.scaling_actions,
             "model_timeline": [(round(t, 1), spec, ready, pods) for t, spec, ready, pods in timeline],
         }
     return {
