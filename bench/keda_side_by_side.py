@@ -681,11 +681,16 @@ def compare_recorded(
         )
         real = float(report["sides"][side]["replica_seconds_pods"])
         error = result.replica_seconds / real - 1.0
+        # What the Deployment asked for, apart from pods that outlived it (draining, or cut while starting).
+        spec = sum(here[1] * (after[0] - here[0]) for here, after in itertools.pairwise(timeline))
+        real_spec = float(report["sides"][side]["replica_seconds_spec"])
         rows[side] = {
             "real_replica_seconds": real,
-            "real_spec_replica_seconds": report["sides"][side]["replica_seconds_spec"],
             "model_replica_seconds": round(result.replica_seconds, 1),
             "error": round(error, 3),
+            "real_spec_replica_seconds": real_spec,
+            "model_spec_replica_seconds": round(spec, 1),
+            "spec_error": round(spec / real_spec - 1.0, 3) if real_spec else None,
             "within_bound": abs(error) <= MODEL_BOUND,
             "real_wait_p95_s": report["sides"][side]["wait"]["p95_s"],
             "model_wait": summarise_waits(result.waits),
