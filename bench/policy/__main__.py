@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "name": "policy",
-        "command": COMMAND + (" " + " ".join(argv) if argv else ""),
+        "command": " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)]),
         "machine": platform.platform(),
         "seeds": seeds,
         "pod_startup_seconds": args.startup_seconds,

@@ -92,8 +92,11 @@ class Memory:
     starting_since: float | None = None
     starting_replicas: int = 0
     startup_seconds: float | None = None
-    # Since when the queue has not read empty (None: empty at the last reading): how old a batch is.
-    backlog_since: float | None = None
+    # When a batch landed: the reading that found the queue, empty before, holding more than a budget's
+    # worth of arrivals. None while the queue is empty or built up from arrivals (its age is then spread
+    # over its tasks, and a p95 target is met by the fresh budget).
+    batch_since: float | None = None
+    backlog_seen: bool = False  # the last reading found a backlog
     # (time, replicas) the quantile rule called for within the stabilisation window, oldest first.
     headroom: tuple[tuple[float, int], ...] = ()
 
@@ -105,7 +108,8 @@ class Memory:
             "startingReplicas": self.starting_replicas,
             "startupSeconds": self.startup_seconds,
             "headroom": [list(h) for h in self.headroom],
-            "backlogSince": self.backlog_since,
+            "batchSince": self.batch_since,
+            "backlogSeen": self.backlog_seen,
         }
 
     @classmethod
@@ -120,7 +124,7 @@ class Memory:
             startup = _optional(data.get("startupSeconds"))
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
-            backlog_since = _optional(data.get("backlogSince"))
+            batch_since = _optional(data.get("batchSince"))
         except (TypeError, ValueError):
             return cls()
         return cls(
@@ -129,7 +133,8 @@ class Memory:
             starting_since=starting_since,
             starting_replicas=max(starting_replicas, 0),
             headroom=headroom,
-            backlog_since=backlog_since,
+            batch_since=batch_since,
+            backlog_seen=bool(data.get("backlogSeen")),
             startup_seconds=None if startup is None or startup < 0 else startup,
         )
 
@@ -181,10 +186,10 @@ def demand(
 ) -> Need:
     """Replicas the queue needs now and over the stabilisation window, before clamping, and why.
 
-    ``backlog_age``: how long the queue has not read empty. A backlog larger than a budget's worth of
-    arrivals came as a batch, so its first tasks are that old and the batch has only the rest of the
-    budget; a smaller one is mostly recent arrivals (a queue that keeps up holds the latest), and the full
-    budget applies. Without this, every reading restarted the budget for the same waiting tasks, and a
+    ``backlog_age``: how long ago a batch landed (0 where the queue built up instead: see ``decide``). A
+    backlog larger than a budget's worth of arrivals is then still that batch, whose tasks are that old,
+    and it has only the rest of the budget; a smaller one is mostly recent arrivals (a queue that keeps up
+    holds the latest), and the full budget applies. Without this, every reading restarted the budget for the same waiting tasks, and a
     batch sized on a service-time hint half the real one missed its budget by the first sizing's error.
     """
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
@@ -338,12 +343,14 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     memory = _learn_startup(observation, memory)
     startup = STARTUP_GUESS_SECONDS if memory.startup_seconds is None else memory.startup_seconds
     busy = observation.backlog > 0 or observation.in_flight > 0
-    if observation.backlog > 0:
-        if memory.backlog_since is None:
-            memory = replace(memory, backlog_since=now)
-    elif memory.backlog_since is not None:
-        memory = replace(memory, backlog_since=None)
-    backlog_age = 0.0 if memory.backlog_since is None else now - memory.backlog_since
+    if observation.backlog <= 0:
+        if memory.backlog_seen:
+            memory = replace(memory, batch_since=None, backlog_seen=False)
+    elif not memory.backlog_seen:
+        arrivals = max(observation.arrival_rate or 0.0, 0.0)
+        landed = observation.backlog > arrivals * policy.target_wait_seconds
+        memory = replace(memory, backlog_seen=True, batch_since=now if landed else None)
+    backlog_age = 0.0 if memory.batch_since is None else now - memory.batch_since
     need = demand(observation, policy, startup, backlog_age)
     up, keep, why = need.up, need.keep, need.why
     # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.

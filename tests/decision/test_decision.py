@@ -268,7 +268,7 @@ def test_pod_start_time_is_learned_from_the_pools_own_pods() -> None:
     assert learned.memory.startup_seconds == 40.0 and "pods start in 40s" in learned.reason
     # slow pods leave less of the budget: 1 ready, 120 tasks more than it drains in 30 s, new pods serve
     # for max(30 - 40, 0.25 x 40) = 10 s
-    fresh_batch = replace(learned.memory, backlog_since=None)  # a new batch, not the one of t=0 (50 s old)
+    fresh_batch = replace(learned.memory, batch_since=None)  # a new batch, not the one of t=0 (50 s old)
     slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, fresh_batch)
     assert slow.replicas == 1 + math.ceil(30 / 10 - 0.1), slow.reason
 
@@ -418,4 +418,13 @@ def test_a_batch_that_waited_has_only_the_rest_of_its_budget() -> None:
     steady = seen(backlog=80, in_flight=12, current=3, now=133.0, service_rate=4.0, arrival_rate=3.0)
     assert "old" not in decide(steady, big, first.memory).reason
     # an empty reading ends the batch
-    assert decide(seen(in_flight=4, current=1, now=140.0), big, aged.memory).memory.backlog_since is None
+    assert decide(seen(in_flight=4, current=1, now=140.0), big, aged.memory).memory.batch_since is None
+
+
+def test_a_queue_that_built_up_is_not_a_batch() -> None:
+    """A burst that fills the queue over 20 s: its tasks' ages are spread, and the fresh budget serves a
+    p95 target; only a queue found already holding more than a budget's worth of arrivals ages as one."""
+    memory = decide(seen(backlog=3, current=1, now=240.0, arrival_rate=1.0), POLICY, Memory()).memory
+    assert memory.batch_since is None and memory.backlog_seen
+    later = decide(seen(backlog=260, in_flight=8, current=2, now=261.0, arrival_rate=5.0), POLICY, memory)
+    assert "old" not in later.reason and later.memory.batch_since is None
