@@ -189,8 +189,9 @@ def demand(
     ``backlog_age``: how long ago a batch landed (0 where the queue built up instead: see ``decide``). A
     backlog larger than a budget's worth of arrivals is then still that batch, whose tasks are that old,
     and it has only the rest of the budget; a smaller one is mostly recent arrivals (a queue that keeps up
-    holds the latest), and the full budget applies. Without this, every reading restarted the budget for the same waiting tasks, and a
-    batch sized on a service-time hint half the real one missed its budget by the first sizing's error.
+    holds the latest), and the full budget applies. Without this, every reading restarted the budget for
+    the same waiting tasks, and a batch sized on a service-time hint half the real one missed its budget by
+    the first sizing's error.
     """
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
     for_in_flight, in_flight_why = _for_in_flight(
