@@ -19,6 +19,14 @@ from its creation until it is gone, as in the simulator), reads each task's stat
 with the pod start time measured here and reports how far each model's replica-seconds land from the run.
 
     python -m bench.keda_side_by_side
+    python -m bench.keda_side_by_side --compare-recorded   # the models against the committed run, no cluster
+
+``--compare-recorded`` reruns the simulator's models against the committed run's own record
+(bench/results/keda_side_by_side.json) and writes bench/results/keda_side_by_side_model.json: the same
+trace as it was actually submitted (the driver fell behind during the burst; the streams' lengths while no
+pod was ready show when each task went in), each task's slot time including the worker's own per-task
+time (measured from how fast both pools drained the burst at full size), and Swell's decision as of the
+commit that made the run (``git show``), so the simulator is what is being compared, not a newer decision.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +55,7 @@ if str(ROOT) not in sys.path:
 
 from bench.policy.policies import KedaHpa, Swell  # noqa: E402
 from bench.policy.simulator import percentile, simulate  # noqa: E402
+from bench.policy.traces import Trace  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.tooling.stack import KindStack
@@ -562,6 +572,168 @@ def analyse(run: dict[str, Any], trace: list[tuple[float, float]]) -> dict[str, 
     }
 
 
+# --- the models against the committed run ------------------------------------------------------------------
+MODEL_BOUND = 0.15  # issue 13: a model lands within 15 % of the real replica-seconds, or is fixed
+
+
+def recorded_trace(report: dict[str, Any], side: str = SWELL_SIDE) -> Trace:
+    """The trace as it was submitted. The driver submits in trace order and fell behind where the rate
+    outran it; where ``side`` had no ready pod and nothing in flight, nothing consumed its stream, so the
+    growth of its length between two samples is what was submitted then. Each such task gets the later
+    of its planned instant and its share of that interval; every later task keeps the order."""
+    nominal = make_trace(report["trace"]["seed"])
+    times = [t for t, _ in nominal]
+    samples = report["timeline"]
+
+    def quiet(sample: dict[str, Any]) -> bool:
+        return bool(sample["t"] >= 0 and sample["ready"][side] == 0 and sample["stream"][side]["pending"] == 0)
+
+    j = 0
+    while j < len(samples):
+        if not quiet(samples[j]):
+            j += 1
+            continue
+        index = sum(1 for t in times if t < samples[j]["t"])  # caught up when the window opens
+        while j + 1 < len(samples) and quiet(samples[j + 1]):
+            before, after = samples[j], samples[j + 1]
+            grown = after["stream"][side]["length"] - before["stream"][side]["length"]
+            for k in range(max(grown, 0)):
+                if index < len(times):
+                    times[index] = max(times[index], before["t"] + (after["t"] - before["t"]) * (k + 1) / grown)
+                    index += 1
+            j += 1
+        j += 1
+    for i in range(1, len(times)):
+        times[i] = max(times[i], times[i - 1])
+    return [(t, seconds) for t, (_, seconds) in zip(times, nominal, strict=True)]
+
+
+def task_overhead_seconds(report: dict[str, Any], trace: Trace) -> float:
+    """Slot time per task beyond its sleep: from the first stretch in which a pool ran all its replicas
+    ready with a backlog (every slot busy), tasks completed = what left the stream + what arrived, and
+    slots x seconds / completed is a task's slot time. The mean over both pools, less the mean sleep."""
+    samples = report["timeline"]
+    per_task: list[float] = []
+    for side in STREAMS:
+        full = [s["ready"][side] == MAX_REPLICAS and s["stream"][side]["lag"] > 0 for s in samples]
+        if True not in full:
+            continue
+        first = full.index(True)
+        last = first
+        while last + 1 < len(samples) and full[last + 1]:
+            last += 1
+        start, end = samples[first], samples[last]
+        arrived = sum(1 for t, _ in trace if start["t"] < t <= end["t"])
+        done = start["stream"][side]["length"] - end["stream"][side]["length"] + arrived
+        if done > 0:
+            per_task.append(MAX_REPLICAS * CONCURRENCY * (end["t"] - start["t"]) / done)
+    mean_sleep = statistics.fmean(seconds for _, seconds in trace)
+    return max(statistics.fmean(per_task) - mean_sleep, 0.0) if per_task else 0.0
+
+
+def decision_at(commit: str) -> types.ModuleType:
+    """operator/swell_operator/decision.py as of ``commit``, loaded as a module of its own."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{commit}:operator/swell_operator/decision.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"swell_operator_decision_{commit[:12]}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"decision.py@{commit[:12]}", "exec"), module.__dict__)
+    return module
+
+
+def results_commit(path: Path) -> str:
+    """The commit that last wrote the committed result file."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", str(path.relative_to(ROOT))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def compare_recorded(
+    report: dict[str, Any], decision: types.ModuleType | None = None, overhead: float | None = None
+) -> dict[str, Any]:
+    """Both models on the committed run's trace as submitted, against the replica-seconds it recorded.
+    ``overhead``: a task's slot time beyond its sleep (None: measured from the run)."""
+    submitted = recorded_trace(report)
+    if overhead is None:
+        overhead = task_overhead_seconds(report, submitted)
+    trace = [(t, seconds + overhead) for t, seconds in submitted]
+    startup = float(report["model_pod_startup_seconds"])
+    rows: dict[str, Any] = {}
+    for side in STREAMS:
+        scaler: KedaHpa | Swell = model_keda() if side == KEDA_SIDE else model_swell()
+        if isinstance(scaler, Swell) and decision is not None:
+            scaler.decision = decision
+        timeline: list[tuple[float, int, int, int]] = []
+        result = simulate(
+            trace,
+            scaler,
+            concurrency=CONCURRENCY,
+            startup_seconds=startup,
+            drain_idle_first=side == SWELL_SIDE,
+            timeline=timeline,
+        )
+        real = float(report["sides"][side]["replica_seconds_pods"])
+        error = result.replica_seconds / real - 1.0
+        # What the Deployment asked for, apart from pods that outlived it (draining, or cut while starting).
+        spec = sum(here[1] * (after[0] - here[0]) for here, after in itertools.pairwise(timeline))
+        real_spec = float(report["sides"][side]["replica_seconds_spec"])
+        rows[side] = {
+            "real_replica_seconds": real,
+            "model_replica_seconds": round(result.replica_seconds, 1),
+            "error": round(error, 3),
+            "real_spec_replica_seconds": real_spec,
+            "model_spec_replica_seconds": round(spec, 1),
+            "spec_error": round(spec / real_spec - 1.0, 3) if real_spec else None,
+            "within_bound": abs(error) <= MODEL_BOUND,
+            "real_wait_p95_s": report["sides"][side]["wait"]["p95_s"],
+            "model_wait": summarise_waits(result.waits),
+            "model_scaling_actions": result.scaling_actions,
+            "model_timeline": [(round(t, 1), spec, ready, pods) for t, spec, ready, pods in timeline],
+        }
+    return {
+        "trace_tasks": len(trace),
+        "tasks_submitted_late_by_over_1s": sum(
+            1 for (t, _), (n, _) in zip(submitted, make_trace(report["trace"]["seed"]), strict=True) if t - n > 1.0
+        ),
+        "task_overhead_seconds": round(overhead, 3),
+        "pod_startup_seconds": startup,
+        "bound": MODEL_BOUND,
+        "models": rows,
+    }
+
+
+def compare_recorded_main(path: Path, out: Path) -> int:
+    report = json.loads(path.read_text())
+    commit = results_commit(path)
+    decision = decision_at(commit) if commit else None
+    comparison = compare_recorded(report, decision)
+    # How much the measured per-task time moves the result: the same comparison without it.
+    plain = compare_recorded(report, decision, overhead=0.0)
+    comparison["error_without_task_overhead"] = {side: row["error"] for side, row in plain["models"].items()}
+    comparison = {
+        "name": "keda_side_by_side_model",
+        "command": f"{COMMAND} --compare-recorded",
+        "recorded": str(path.relative_to(ROOT)),
+        "swell_decision_commit": commit or None,
+        **comparison,
+    }
+    out.write_text(json.dumps(comparison, indent=1) + "\n")
+    for side, row in comparison["models"].items():
+        print(
+            f"{side:6} real {row['real_replica_seconds']:>7.0f} replica-s  model {row['model_replica_seconds']:>7.0f}"
+            f"  error {row['error']:+.1%}  within {MODEL_BOUND:.0%}: {row['within_bound']}"
+        )
+    print(f"wrote {out}")
+    return 0
+
+
 def plot(run: dict[str, Any], analysis: dict[str, Any], trace: list[tuple[float, float]], path: Path) -> None:
     import matplotlib
 
@@ -629,7 +801,14 @@ def main(argv: list[str] | None = None) -> int:
         "--without-keda", action="store_true", help="smoke-run the harness where KEDA is not built (no result)"
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--compare-recorded",
+        action="store_true",
+        help="no cluster: the simulator's models against the committed run (keda_side_by_side.json)",
+    )
     args = parser.parse_args(argv)
+    if args.compare_recorded:
+        return compare_recorded_main(RESULTS / "keda_side_by_side.json", args.out_dir / "keda_side_by_side_model.json")
     out: Path = args.out_dir
 
     def log(message: str) -> None:

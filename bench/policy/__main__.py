@@ -89,7 +89,9 @@ def swell_settings(quick: bool) -> list[Setting]:
     at zero (activationBacklog) and a few kept warm (replicas.min 1). A 15 s window lets short budgets
     hold their headroom part-time."""
     waits = (
-        (0.1, 1, 5, 10, 20, 30, 60) if quick else (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
+        (0.1, 1, 5, 10, 20, 30, 60)
+        if quick
+        else (0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7.5, 8.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
     )
     grid = [
         _setting(
@@ -139,6 +141,18 @@ def swell_settings(quick: bool) -> list[Setting]:
         )
         for w in warm
     ]
+    # Pools kept warmer (replicas.min 2 and 3; KEDA's sweep has minReplicaCount 2 and 3 too).
+    grid += [
+        _setting(
+            "swell",
+            target_wait_seconds=float(w),
+            idle_seconds_before_zero=5.0,
+            scale_down_stabilization_seconds=60.0,
+            min_replicas=m,
+            activation_backlog=1,
+        )
+        for w, m in itertools.product((0.1, 2) if not quick else (2,), (2, 3))
+    ]
     return grid
 
 
@@ -160,6 +174,19 @@ def keda_settings(quick: bool) -> list[Setting]:
             pending_entries=f,
         )
         for (p, c, m), n, w, f in itertools.product(loops, list_lengths, windows, in_flight)
+    }
+    # Warmer pools (minReplicaCount 2 and 3, as Swell's sweep has replicas.min 2 and 3), expert loops.
+    grid |= {
+        _setting(
+            "keda",
+            polling_interval=5.0,
+            cooldown_period=300.0,
+            min_replica_count=m,
+            list_length=n,
+            scale_down_window=w,
+            pending_entries=f,
+        )
+        for m, n, w, f in itertools.product((2, 3), (5.0, 20.0), (60.0, 300.0), in_flight)
     }
     grid |= {_setting("keda", **KEDA_DEFAULT), _setting("keda", **KEDA_EXPERT)}
     return sorted(grid, key=lambda s: s.label)
@@ -421,6 +448,40 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def named_markdown(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> str:
+    """The settings a reader knows by name, one point each, as a Markdown table for the README."""
+    named: dict[str, tuple[str, dict[str, Any]]] = {
+        "Swell defaults": ("swell", SWELL_DEFAULT),
+        "KEDA defaults": ("keda", KEDA_DEFAULT),
+        "KEDA expert (issue 13)": ("keda", KEDA_EXPERT),
+        "Knative KPA defaults": ("kpa", KPA_DEFAULT),
+    }
+    lines = [
+        "| trace | lower bound | " + " | ".join(named) + " |",
+        "|---|---|" + "---|" * len(named),
+    ]
+    for summary in summaries:
+        cells = []
+        for family, params in named.values():
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if r["trace"] == summary["trace"] and r["family"] == family and r["setting"] == _normal(params)
+                ),
+                None,
+            )
+            if row is None:
+                cells.append("-")
+                continue
+            over = f" ({row['share_over_slo']:.0%} > SLO)" if row["share_over_slo"] >= 0.005 else ""
+            cells.append(f"{row['replica_seconds']:.0f} / {row['wait_p95_s']:.1f} s{over}")
+        lines.append(
+            f"| {summary['trace']} | {summary['lower_bound_replica_seconds']:.0f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -509,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "name": "policy",
-        "command": COMMAND + (" " + " ".join(argv) if argv else ""),
+        "command": " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)]),
         "machine": platform.platform(),
         "seeds": seeds,
         "pod_startup_seconds": args.startup_seconds,
@@ -530,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "policy.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(outcome["traces"], outcome["rows"], out / "policy.png")
-    (out / "policy_headline.md").write_text(markdown(outcome["traces"]) + "\n")
+    (out / "policy_headline.md").write_text(
+        markdown(outcome["traces"]) + "\n\n" + named_markdown(outcome["rows"], outcome["traces"]) + "\n"
+    )
     print(f"\nwrote {out}/policy.json, policy.png and policy_headline.md ({report['command']}, {runtime} s)")
     return 0
 

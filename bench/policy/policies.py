@@ -1,17 +1,21 @@
 """The autoscalers under comparison, each a function of what its real counterpart can observe.
 
-Swell calls the operator's own ``decide`` and ``RateEstimator`` (imported, never re-implemented). The
+Swell calls the operator's own ``decide`` and ``RateEstimator`` (imported, never re-implemented; a
+comparison with a recorded run may hand it the decision module of the commit that ran, see
+bench/keda_side_by_side.py). The
 baselines follow their documentation; every default below carries its source.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
-from swell_operator.decision import Memory, Observation, Policy, decide
+import swell_operator.decision
 from swell_operator.rates import RateEstimator
 from swell_operator.scaler import WAKE_POLL_SECONDS
 
@@ -54,7 +58,8 @@ class Swell:
     name: str = "swell"
     poll_interval: float = 1.0  # spec.scaling.pollIntervalSeconds default
     interval: float = 1.0
-    memory: Memory = field(default_factory=Memory)
+    decision: ModuleType = swell_operator.decision  # the module with Policy, Observation, Memory, decide
+    memory: Any = None  # the decision module's Memory
     rates: RateEstimator = field(default_factory=RateEstimator)
     _decided_at: float = -math.inf
     _quiet_at: float | None = None
@@ -73,7 +78,8 @@ class Swell:
         self.rates = self.rates.observe(
             seen.now, seen.backlog, seen.in_flight, seen.completed_total, seen.ready, self.concurrency
         )
-        policy = Policy(
+        module = self.decision
+        policy = module.Policy(
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
             concurrency=self.concurrency,
@@ -85,21 +91,25 @@ class Swell:
             max_step_down=None,
             task_seconds_hint=self.task_seconds_hint,
         )
-        observation = Observation(
+        steady = {}
+        if "steady_arrival_rate" in {f.name for f in dataclasses.fields(module.Observation)}:
+            steady = {"steady_arrival_rate": self.rates.slow_arrival_rate}
+        observation = module.Observation(
             now=seen.now,
             backlog=seen.backlog,
             in_flight=seen.in_flight,
             per_consumer_in_flight={},
             arrival_rate=self.rates.arrival_rate,
+            **steady,
             service_rate_per_replica=self.rates.service_rate_per_replica,
             current_replicas=seen.replicas,
             ready_replicas=seen.ready,
         )
-        decision = decide(observation, policy, self.memory)
+        decision = module.decide(observation, policy, self.memory if self.memory is not None else module.Memory())
         self.memory, self._decided_at = decision.memory, seen.now
         idle = seen.backlog == 0 and seen.in_flight == 0
         self.interval = WAKE_POLL_SECONDS if decision.replicas == 0 and idle else self.poll_interval
-        return decision.replicas
+        return int(decision.replicas)
 
 
 # --- KEDA + HPA ----------------------------------------------------------------------------------------------

@@ -74,6 +74,10 @@ class Observation:
     # False where the queue cannot tell what waits (Pub/Sub): ``backlog`` is then only the work seen waiting
     # (pushes refused, an activation), a lower bound, and the in-flight rule keeps headroom.
     backlog_visible: bool = True
+    # The arrival rate averaged over minutes (rates.RateEstimator.slow_arrival_rate), for the steady-state
+    # quantile rule: a formula for the long run read with a 10 s average adds a replica at every noisy
+    # reading. None: ``arrival_rate`` serves for both.
+    steady_arrival_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ class Memory:
     starting_since: float | None = None
     starting_replicas: int = 0
     startup_seconds: float | None = None
+    # When a batch landed: the reading that found the queue, empty before, holding more than a budget's
+    # worth of arrivals. None while the queue is empty or built up from arrivals (its age is then spread
+    # over its tasks, and a p95 target is met by the fresh budget).
+    batch_since: float | None = None
+    backlog_seen: bool = False  # the last reading found a backlog
     # (time, replicas) the quantile rule called for within the stabilisation window, oldest first.
     headroom: tuple[tuple[float, int], ...] = ()
 
@@ -99,6 +108,8 @@ class Memory:
             "startingReplicas": self.starting_replicas,
             "startupSeconds": self.startup_seconds,
             "headroom": [list(h) for h in self.headroom],
+            "batchSince": self.batch_since,
+            "backlogSeen": self.backlog_seen,
         }
 
     @classmethod
@@ -113,6 +124,7 @@ class Memory:
             startup = _optional(data.get("startupSeconds"))
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
+            batch_since = _optional(data.get("batchSince"))
         except (TypeError, ValueError):
             return cls()
         return cls(
@@ -121,6 +133,8 @@ class Memory:
             starting_since=starting_since,
             starting_replicas=max(starting_replicas, 0),
             headroom=headroom,
+            batch_since=batch_since,
+            backlog_seen=bool(data.get("backlogSeen")),
             startup_seconds=None if startup is None or startup < 0 else startup,
         )
 
@@ -164,10 +178,25 @@ class Need:
     headroom: int = 0  # the quantile rule's share of ``up``: held for the stabilisation window
 
 
-def demand(observation: Observation, policy: Policy, startup_seconds: float = STARTUP_GUESS_SECONDS) -> Need:
-    """Replicas the queue needs now and over the stabilisation window, before clamping, and why."""
+def demand(
+    observation: Observation,
+    policy: Policy,
+    startup_seconds: float = STARTUP_GUESS_SECONDS,
+    backlog_age: float = 0.0,
+) -> Need:
+    """Replicas the queue needs now and over the stabilisation window, before clamping, and why.
+
+    ``backlog_age``: how long ago a batch landed (0 where the queue built up instead: see ``decide``). A
+    backlog larger than a budget's worth of arrivals is then still that batch, whose tasks are that old,
+    and it has only the rest of the budget; a smaller one is mostly recent arrivals (a queue that keeps up
+    holds the latest), and the full budget applies. Without this, every reading restarted the budget for
+    the same waiting tasks, and a batch sized on a service-time hint half the real one missed its budget by
+    the first sizing's error.
+    """
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
-    for_in_flight, in_flight_why = _for_in_flight(in_flight, observation.backlog_visible, policy)
+    for_in_flight, in_flight_why = _for_in_flight(
+        in_flight, observation.backlog_visible, policy, observation.current_replicas
+    )
     # Where the backlog is unseen (Pub/Sub), the arrival rate is only what the workers already took, so
     # planning on it double-counts the in-flight rule, which keeps them 70 % busy and grows them when full.
     arrivals = max(observation.arrival_rate or 0.0, 0.0) if observation.backlog_visible else 0.0
@@ -181,15 +210,31 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     # Drain: ready replicas serve for the whole budget, new ones for what is left after they start. A
     # backlog the ready replicas clear before a new pod could start needs no new pod, however short the
     # budget: queueing noise is the quantile rule's business, not the drain's.
-    horizon = max(budget, startup_seconds)
-    late_budget = max(budget - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    left = budget
+    if backlog_age > 0 and backlog > arrivals * budget:
+        left = max(budget - backlog_age, LEAST_BUDGET_SHARE * budget)
+    horizon = max(left, startup_seconds)
+    late_budget = max(left - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    # Pods still starting were asked for when the backlog showed (as far as the decision knows): they have
+    # its age less to start, and serve what is left of the budget once ready.
+    starting = max(observation.current_replicas, 0) - ready
+    starting_in = max(startup_seconds - backlog_age, 0.0)
+    starting_budget = max(left - starting_in, LEAST_BUDGET_SHARE * horizon)
     work = backlog / capacity
-    ready_share = ready * horizon
-    for_drain = work / horizon if work <= ready_share else ready + (work - ready * budget) / late_budget
+    beyond_ready = work - ready * left
+    if work <= ready * horizon:
+        for_drain = work / horizon
+    elif beyond_ready <= starting * starting_budget:
+        for_drain = ready + beyond_ready / starting_budget
+    else:
+        for_drain = ready + starting + (beyond_ready - starting * starting_budget) / late_budget
     for_quantile = 0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
+        steady = arrivals
+        if observation.steady_arrival_rate is not None and observation.backlog_visible:
+            steady = max(observation.steady_arrival_rate, 0.0)
         for_quantile = _for_quantile(
-            arrivals, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
+            steady, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
         )
     # Keep up: over a horizon, arrivals beyond capacity queue; the queue then must still drain in budget.
     for_arrivals = _for_horizon(backlog, arrivals, capacity, budget, startup_seconds)
@@ -200,8 +245,9 @@ def demand(observation: Observation, policy: Policy, startup_seconds: float = ST
     keep = max(up, _whole(for_window))
     source = "measured" if observation.service_rate_per_replica else "hinted"
     why = "nothing queued or in flight; " if backlog == 0 and in_flight == 0 else ""
+    aged = f" ({backlog_age:.0f}s old, {left:.0f}s of the budget left)" if left < budget else ""
     why += (
-        f"backlog {backlog} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
+        f"backlog {backlog}{aged} and {arrivals:.2f} arrivals/s at {capacity:.2f} tasks/s/replica ({source}) "
         f"need {up} to stay within {budget:g}s (pods start in {startup_seconds:.0f}s)"
     )
     if keep > up:
@@ -249,12 +295,18 @@ def _whole(replicas: float) -> int:
     return max(math.ceil(replicas - ROUNDING_TOLERANCE), 0)
 
 
-def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy) -> tuple[int, str]:
-    """Replicas the work in flight needs: full workers where the backlog shows, else with headroom."""
+def _for_in_flight(in_flight: float, backlog_visible: bool, policy: Policy, current: int) -> tuple[int, str]:
+    """Replicas the work in flight needs: full workers where the backlog shows, else with headroom.
+
+    Where the backlog shows, work in flight keeps replicas but never adds one: tasks beyond the slots of
+    the current replicas are held by pods on their way out (draining after a scale-down, or cut while
+    starting and serving until their grace period ends), or are pending entries of a consumer that died.
+    New pods would not serve them; counting them made a pool flap between 1 and 2 on kind, each flap
+    leaving a pod that lived out its 30 s grace period (bench/results/keda_side_by_side.json)."""
     if in_flight <= 0:
         return 0, ""
     if backlog_visible:
-        needed = math.ceil(in_flight / policy.concurrency)
+        needed = min(math.ceil(in_flight / policy.concurrency), max(current, 1))
         return needed, f"{in_flight:g} in flight needs {needed} at concurrency {policy.concurrency}"
     slots = policy.concurrency * UNSEEN_BACKLOG_UTILISATION
     needed = max(math.ceil(in_flight / slots - ROUNDING_TOLERANCE), 1)
@@ -292,7 +344,15 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     memory = _learn_startup(observation, memory)
     startup = STARTUP_GUESS_SECONDS if memory.startup_seconds is None else memory.startup_seconds
     busy = observation.backlog > 0 or observation.in_flight > 0
-    need = demand(observation, policy, startup)
+    if observation.backlog <= 0:
+        if memory.backlog_seen:
+            memory = replace(memory, batch_since=None, backlog_seen=False)
+    elif not memory.backlog_seen:
+        arrivals = max(observation.arrival_rate or 0.0, 0.0)
+        landed = observation.backlog > arrivals * policy.target_wait_seconds
+        memory = replace(memory, backlog_seen=True, batch_since=now if landed else None)
+    backlog_age = 0.0 if memory.batch_since is None else now - memory.batch_since
+    need = demand(observation, policy, startup, backlog_age)
     up, keep, why = need.up, need.keep, need.why
     # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.
     window_start = now - policy.scale_down_stabilization_seconds
@@ -338,6 +398,11 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         if policy.max_step_up is not None and current + policy.max_step_up < up:
             replicas = current + policy.max_step_up
             why += f"; step up limited to +{policy.max_step_up}"
+    elif keep < current and observation.ready_replicas < current:
+        # The ReplicaSet removes pods that are not ready first, and a pod cut while starting lives out its
+        # grace period anyway (its worker has no SIGTERM handler yet): let the starting pods get ready.
+        replicas = current
+        why += f"; holding {current} until the {current - observation.ready_replicas} starting are ready"
     elif keep < current and observation.backlog > 0:
         # Each reading restarts the budget for the same waiting tasks; only an empty queue shows it was met.
         replicas = current

@@ -179,6 +179,7 @@ class PoolScaler:
             in_flight=depth.in_flight if depth.mean_in_flight is None else depth.mean_in_flight,
             per_consumer_in_flight=dict(depth.per_consumer),
             arrival_rate=self.state.rates.arrival_rate,
+            steady_arrival_rate=self.state.rates.slow_arrival_rate,
             service_rate_per_replica=self.state.rates.service_rate_per_replica,
             current_replicas=replicas.spec,
             ready_replicas=replicas.ready,

@@ -115,10 +115,50 @@ def test_the_operator_test_floor_holds_for_500_tasks_at_zero() -> None:
 
 
 def test_never_below_what_in_flight_work_needs() -> None:
-    decision = decide(seen(in_flight=14, current=2), POLICY, Memory())
-    assert decision.replicas == 4
     decision = decide(seen(in_flight=14, current=6, backlog=0), POLICY, Memory())
     assert decision.replicas == 4
+    decision = decide(seen(in_flight=14, current=2), POLICY, Memory())
+    assert decision.replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "current", "ready", "expected"),
+    [
+        (14, 2, 2, 2),  # 6 tasks on pods draining away: no new pod would serve them
+        (7, 1, 1, 1),  # pending entries beyond one pod's 4 slots (a pod cut while starting took them)
+        (3, 0, 0, 1),  # entries pending at zero (a consumer died): one worker to reclaim them
+        (8, 3, 3, 2),  # within the current replicas the rule still holds
+    ],
+)
+def test_work_in_flight_keeps_replicas_but_never_adds_one(
+    in_flight: int, current: int, ready: int, expected: int
+) -> None:
+    decision = decide(seen(in_flight=in_flight, current=current, ready=ready), POLICY, Memory(last_busy_at=999.0))
+    assert decision.replicas == expected, decision.reason
+
+
+def test_pods_still_starting_are_not_cut() -> None:
+    """A scale-down while pods start would cut the starting ones (the ReplicaSet removes pods that are not
+    ready first), which live out their grace period anyway: the pool holds until they are ready."""
+    starting = decide(seen(current=2, ready=1, in_flight=2, arrival_rate=1.0, service_rate=4.0), POLICY, Memory())
+    assert starting.replicas == 2 and "starting are ready" in starting.reason
+    started = decide(seen(current=2, ready=2, in_flight=2, arrival_rate=1.0, service_rate=4.0), POLICY, Memory())
+    assert started.replicas == 1
+
+
+def test_the_quantile_rule_reads_the_steady_rate_where_given() -> None:
+    """A 10 s average that reads 3.9 tasks/s on a 3 tasks/s load asks a short budget for a second pod; the
+    minutes-long average it is a steady-state formula for does not."""
+    short = replace(POLICY, target_wait_seconds=3.0)
+    fast = seen(current=1, in_flight=3, arrival_rate=3.9, service_rate=4.0)
+    assert decide(fast, short, Memory()).replicas == 2
+    assert decide(replace(fast, steady_arrival_rate=3.0), short, Memory()).replicas == 1
+    # where the backlog is unseen the rate is not planned on at all; the steady one is not either
+    unseen = replace(fast, steady_arrival_rate=3.0, backlog_visible=False)
+    assert (
+        decide(unseen, short, Memory()).replicas
+        == decide(replace(unseen, steady_arrival_rate=None), short, Memory()).replicas
+    )
 
 
 def test_scale_up_is_immediate_and_can_be_stepped() -> None:
@@ -228,7 +268,8 @@ def test_pod_start_time_is_learned_from_the_pools_own_pods() -> None:
     assert learned.memory.startup_seconds == 40.0 and "pods start in 40s" in learned.reason
     # slow pods leave less of the budget: 1 ready, 120 tasks more than it drains in 30 s, new pods serve
     # for max(30 - 40, 0.25 x 40) = 10 s
-    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, learned.memory)
+    fresh_batch = replace(learned.memory, batch_since=None)  # a new batch, not the one of t=0 (50 s old)
+    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, fresh_batch)
     assert slow.replicas == 1 + math.ceil(30 / 10 - 0.1), slow.reason
 
 
@@ -287,7 +328,8 @@ def test_more_backlog_never_means_fewer_replicas() -> None:
         )
         assert b.replicas >= a.replicas
         assert POLICY.min_replicas <= a.replicas <= POLICY.max_replicas
-        assert a.replicas >= math.ceil(in_flight / POLICY.concurrency) or a.replicas == POLICY.max_replicas
+        held = min(math.ceil(in_flight / POLICY.concurrency), max(current, 1))
+        assert a.replicas >= held or a.replicas == POLICY.max_replicas
 
 
 def test_steady_load_does_not_flap() -> None:
@@ -357,3 +399,32 @@ def test_a_trickle_in_flight_keeps_one_replica_and_seen_waiting_work_adds_to_it(
     assert decide(unseen(in_flight=0.05, current=1), POLICY, Memory()).replicas == 1
     # Refused pushes are work seen waiting: at zero, one refused push wakes the pool.
     assert decide(unseen(in_flight=0, current=0, backlog=1), POLICY, Memory()).replicas == 1
+
+
+def test_a_batch_that_waited_has_only_the_rest_of_its_budget() -> None:
+    """2 000 tasks sized on a 1 s hint; the first completions say 2 s. Re-planned with a fresh budget, the
+    batch would miss it by the first sizing's error; its age leaves it 17 s, and the pool grows to it."""
+    big = replace(POLICY, max_replicas=50)
+    memory = decide(seen(backlog=2000, now=120.0), big, Memory()).memory
+    first = decide(seen(backlog=2000, current=25, ready=0, now=121.0), big, memory)
+    assert first.replicas == 25  # the pods asked for are still starting: the plan holds
+    late = seen(backlog=1778, in_flight=100, current=25, ready=25, now=133.0, service_rate=2.0, arrival_rate=1.0)
+    fresh = decide(late, big, Memory())
+    aged = decide(late, big, first.memory)
+    assert "13s old, 17s of the budget left" in aged.reason
+    assert aged.replicas > fresh.replicas
+    assert aged.replicas == big.max_replicas
+    # a backlog a budget's worth of arrivals explains is recent work, not an old batch: no ageing
+    steady = seen(backlog=80, in_flight=12, current=3, now=133.0, service_rate=4.0, arrival_rate=3.0)
+    assert "old" not in decide(steady, big, first.memory).reason
+    # an empty reading ends the batch
+    assert decide(seen(in_flight=4, current=1, now=140.0), big, aged.memory).memory.batch_since is None
+
+
+def test_a_queue_that_built_up_is_not_a_batch() -> None:
+    """A burst that fills the queue over 20 s: its tasks' ages are spread, and the fresh budget serves a
+    p95 target; only a queue found already holding more than a budget's worth of arrivals ages as one."""
+    memory = decide(seen(backlog=3, current=1, now=240.0, arrival_rate=1.0), POLICY, Memory()).memory
+    assert memory.batch_since is None and memory.backlog_seen
+    later = decide(seen(backlog=260, in_flight=8, current=2, now=261.0, arrival_rate=5.0), POLICY, memory)
+    assert "old" not in later.reason and later.memory.batch_since is None

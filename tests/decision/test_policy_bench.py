@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from bench.policy.__main__ import KEDA_DEFAULT, Point, Setting, cheapest_within, dominance, frontier, make_scaler
-from bench.policy.policies import KedaHpa, Swell
-from bench.policy.simulator import percentile, simulate
+from bench.policy.policies import KedaHpa, Seen, Swell
+from bench.policy.simulator import STOP_SECONDS, UNSTARTED_STOP_SECONDS, percentile, simulate
 from bench.policy.traces import TRACES, Trace
 
 
@@ -63,3 +65,42 @@ def test_dominance_counts_beaten_not_beaten_and_out_of_reach() -> None:
 def test_every_trace_is_reproducible_from_its_seed() -> None:
     for make in TRACES.values():
         assert make(random.Random(3)) == make(random.Random(3))
+
+
+class Scripted:
+    """A scaler that asks for the replicas of a schedule: (from time, replicas), in order."""
+
+    name = "scripted"
+    interval = 0.5
+
+    def __init__(self, schedule: list[tuple[float, int]]) -> None:
+        self.schedule = schedule
+
+    def desired(self, seen: Seen) -> int:
+        return [n for t, n in self.schedule if seen.now >= t][-1]
+
+
+def test_a_pod_cut_while_starting_lives_out_its_grace_period_and_serves_meanwhile() -> None:
+    """Asked for at 0, cut at 5 (still starting): the pod is ready at 10, takes the queue's tasks, and is
+    killed at 35 with a 100 s task in hand, which goes back to the queue for the pod asked for at 40
+    (ready at 50: the task's wait is 38 s, its first pick-up at 12 does not count)."""
+    trace = [(12.0, 100.0), (12.0, 1.0)]
+    result = simulate(
+        trace,
+        Scripted([(0.0, 1), (5.0, 0), (40.0, 1), (160.0, 0)]),
+        concurrency=4,
+        startup_seconds=10,
+        drain_idle_first=True,
+    )
+    assert result.unfinished == 0 and len(result.waits) == 2
+    # the 1 s task was served by the pod that was cut (at 12, no wait); the 100 s one waited 38 s for the new pod
+    assert sorted(round(w) for w in result.waits) == [0, 38]
+    # the cut pod cost 35 s (0 to UNSTARTED_STOP_SECONDS after the cut); the second from 40 to 160 + 2
+    assert result.replica_seconds == pytest.approx(5 + UNSTARTED_STOP_SECONDS + (160 - 40) + STOP_SECONDS, abs=0.6)
+
+
+def test_an_idle_ready_pod_goes_stop_seconds_after_its_deployment_shrinks() -> None:
+    result = simulate(
+        [(12.0, 1.0)], Scripted([(0.0, 1), (20.0, 0)]), concurrency=4, startup_seconds=10, drain_idle_first=True
+    )
+    assert result.replica_seconds == pytest.approx(20 + STOP_SECONDS, abs=0.6)
