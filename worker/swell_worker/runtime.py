@@ -749,8 +749,17 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+def _exit_while_starting(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_from_env(environ: Mapping[str, str] | None = None) -> int:
-    """The worker process's entry point (``python -m swell_worker``, ``swell worker run``)."""
+    """The worker process's entry point (``python -m swell_worker``, ``swell worker run``).
+
+    SIGTERM exits at once until ``serve`` takes it over to drain: as a container's PID 1 the process would
+    otherwise ignore it while importing handlers, and take tasks until the grace period's SIGKILL.
+    """
+    signal.signal(signal.SIGTERM, _exit_while_starting)
     try:
         config = WorkerConfig.from_env(environ)
     except ConfigError as exc:
