@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +186,7 @@ async def burst_and_watch(redis_url: str, kubeconfig: Path, count: int, timeout:
                     "rate": rate,
                 }
             )
-            reason = str((status.get("lastDecision") or {}).get("reason", ""))[:70]
+            reason = decision_text(status.get("lastDecision"), datetime.datetime.now(datetime.UTC))[:90]
             print(
                 f"{t:>5.0f} {samples[-1]['backlog']:>8.0f} {samples[-1]['in_flight']:>9.0f} {desired:>8} "
                 f"{ready:>6} {len(finished):>6} {rate:>8.1f}  {reason}",
@@ -412,3 +414,22 @@ def _run_on_local_control_plane(args: argparse.Namespace, output: Path) -> dict[
             from tests.tooling.controlplane.cluster import delete_cluster
 
             delete_cluster("swell-demo")
+
+
+# A decision younger than this is shown as made now; an older one as what the operator keeps holding to.
+FRESH_DECISION_SECONDS = 2.0
+
+
+def decision_text(last_decision: Mapping[str, Any] | None, now: datetime.datetime) -> str:
+    """The Reason column: ``lastDecision`` changes only when the replicas do, so say how long it has held."""
+    if not last_decision:
+        return ""
+    reason = str(last_decision.get("reason", ""))
+    try:
+        made = datetime.datetime.strptime(str(last_decision.get("time")), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return reason
+    held = (now - made.replace(tzinfo=datetime.UTC)).total_seconds()
+    if held < FRESH_DECISION_SECONDS:
+        return reason
+    return f"holding {last_decision.get('replicas', '?')} for {held:.0f}s: {reason}"
