@@ -185,6 +185,11 @@ class WorkerSettings(BaseModel):
         shown="`SWELL_REDIS_URL`",
     )
     embedder: str = _setting("onnx-int8", "SWELL_EMBEDDER", "`onnx-int8` (no torch) or `sentence-transformers`")
+    model_threads: int = _setting(
+        0,
+        "SWELL_MODEL_THREADS",
+        "threads per model call; 0: the pod's CPU limit (its cgroup quota), else the CPUs it may run on",
+    )
     vector_uri: str = _setting(
         "/tmp/swell-vectors.db",
         "SWELL_VECTOR_URI",
@@ -316,6 +321,8 @@ class WorkerSettings(BaseModel):
                 f"SWELL_RETRY_CAP_SECONDS ({self.retry_cap_seconds}) must be at least "
                 f"SWELL_RETRY_BASE_SECONDS ({self.retry_base_seconds})"
             )
+        if self.model_threads < 0:
+            raise ConfigError(f"SWELL_MODEL_THREADS must be 0 (the CPU limit) or more; got {self.model_threads}")
         if not 1 <= self.http_port <= 65535:
             raise ConfigError(f"SWELL_HTTP_PORT must be between 1 and 65535; got {self.http_port}")
         if logging.getLevelName(self.log_level.upper()) not in (10, 20, 30, 40, 50):

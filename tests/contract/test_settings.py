@@ -156,6 +156,7 @@ EVERY_FIELD = {
     "embedder": "sentence-transformers",
     "vector_uri": "/v.db",
     "vector_collection": "docs",
+    "model_threads": 3,
     "log_level": "DEBUG",
 }
 

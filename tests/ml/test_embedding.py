@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from swell_worker.batching import MicroBatcher
-from swell_worker.embedder import OnnxInt8Embedder, SentenceTransformerEmbedder
+from swell_worker.embedder import OnnxInt8Embedder, SentenceTransformerEmbedder, cpu_limit
 
 pytestmark = pytest.mark.model
 
@@ -92,7 +95,7 @@ def test_a_paraphrase_is_nearest(int8: OnnxInt8Embedder) -> None:
 
 
 async def test_concurrent_calls_share_one_model_call(int8: OnnxInt8Embedder) -> None:
-    batcher = MicroBatcher(int8, window_seconds=0.02, max_texts=64)
+    batcher = MicroBatcher(int8, max_texts=64)
     results = await asyncio.gather(*(batcher.embed([s]) for s in SENTENCES[:20]))
     assert batcher.model_calls == 1
     direct = int8.embed(SENTENCES[:20])
@@ -102,7 +105,7 @@ async def test_concurrent_calls_share_one_model_call(int8: OnnxInt8Embedder) -> 
 
 
 async def test_batches_are_bounded(int8: OnnxInt8Embedder) -> None:
-    batcher = MicroBatcher(int8, window_seconds=0.05, max_texts=8)
+    batcher = MicroBatcher(int8, max_texts=8)
     await asyncio.gather(*(batcher.embed([s]) for s in SENTENCES[:24]))
     assert batcher.model_calls == 3
 
@@ -114,6 +117,41 @@ async def test_a_failing_model_call_fails_every_waiter() -> None:
         def embed(self, texts: list[str]) -> np.ndarray:
             raise RuntimeError("out of memory")
 
-    batcher = MicroBatcher(Broken(), window_seconds=0.01)  # type: ignore[arg-type]
+    batcher = MicroBatcher(Broken())  # type: ignore[arg-type]
     outcomes = await asyncio.gather(*(batcher.embed(["x"]) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(o, RuntimeError) and "out of memory" in str(o) for o in outcomes)
+
+
+async def test_requests_arriving_while_the_model_runs_form_the_next_batch() -> None:
+    class Slow:
+        model_id, dim = "slow", 384
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+            self.release = threading.Event()
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            self.sizes.append(len(texts))
+            self.release.wait(10)
+            return np.zeros((len(texts), 384), dtype=np.float32)
+
+    model = Slow()
+    batcher = MicroBatcher(model, max_texts=64)  # type: ignore[arg-type]
+    first = asyncio.create_task(batcher.embed(["alone"]))
+    while not model.sizes:  # an idle model takes the first request without waiting for company
+        await asyncio.sleep(0.01)
+    later = [asyncio.create_task(batcher.embed([f"t{i}"])) for i in range(10)]
+    await asyncio.sleep(0.05)
+    model.release.set()
+    await asyncio.gather(first, *later)
+    assert model.sizes == [1, 10]
+
+
+def test_model_threads_follow_the_pods_cpu_limit(tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("50000 100000\n")  # limits.cpu: 500m
+    assert cpu_limit(cpu_max) == 1
+    cpu_max.write_text("max 100000\n")  # no limit: the CPUs the process may run on
+    assert cpu_limit(cpu_max) == cpus
+    assert cpu_limit(tmp_path / "absent") == cpus

@@ -1,9 +1,10 @@
 """Micro-batching: concurrent embed calls from different tasks become one model call.
 
 A model call on 32 texts costs far less than 32 calls on one, and a worker with concurrency N has up
-to N tasks wanting vectors at once. The first caller opens a short window (a few ms); everyone who
-arrives within it, up to a bounded batch size, shares one call, run in a thread so the event loop
-keeps serving pulls, replies and probes meanwhile.
+to N tasks wanting vectors at once. Batches form while the model is busy rather than on a timer: an idle
+model takes the first request at once (no added latency at low load), and every request that arrives
+during a call joins the next one, up to a bounded batch size. So the batch grows exactly as fast as work
+waits. The call runs in a thread, so the event loop keeps serving pulls, replies and probes meanwhile.
 """
 
 from __future__ import annotations
@@ -34,49 +35,46 @@ class _Request:
 
 
 class MicroBatcher:
-    def __init__(self, embedder: Embedder, *, window_seconds: float = 0.005, max_texts: int = 64) -> None:
+    def __init__(self, embedder: Embedder, *, max_texts: int = 64) -> None:
         self.embedder = embedder
-        self.window_seconds = window_seconds
         self.max_texts = max_texts
         self.model_calls = 0
         self._pending: list[_Request] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._model_lock = asyncio.Lock()
-        self._running: set[asyncio.Task[None]] = set()  # strong references until each call finishes
+        self._runner: asyncio.Task[None] | None = None
 
     async def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         request = _Request(list(texts))
         self._pending.append(request)
-        if sum(len(r.texts) for r in self._pending) >= self.max_texts:
-            self._take_and_run()
-        elif self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_after_window())
+        if self._runner is None:
+            # Started as a task, it first runs after every caller already scheduled has queued its texts.
+            self._runner = asyncio.create_task(self._run_while_pending())
         return await request.future
 
-    async def _flush_after_window(self) -> None:
-        await asyncio.sleep(self.window_seconds)
-        self._flusher = None
-        if self._pending:
-            self._take_and_run()
+    async def _run_while_pending(self) -> None:
+        try:
+            while self._pending:
+                await self._run(self._take_batch())
+        finally:
+            self._runner = None
 
-    def _take_and_run(self) -> None:
-        batch, self._pending = self._pending, []
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        task = asyncio.create_task(self._run(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+    def _take_batch(self) -> list[_Request]:
+        """Whole requests, oldest first, up to ``max_texts`` (a larger request goes alone)."""
+        taken, count = 0, 0
+        for request in self._pending:
+            if taken and count + len(request.texts) > self.max_texts:
+                break
+            taken, count = taken + 1, count + len(request.texts)
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        return batch
 
     async def _run(self, batch: list[_Request]) -> None:
         texts = [text for request in batch for text in request.texts]
         try:
-            async with self._model_lock:  # one model call at a time: the model uses every core already
-                started = time.perf_counter()
-                vectors = await asyncio.to_thread(self.embedder.embed, texts)
-                BATCH_SECONDS.observe(time.perf_counter() - started)
+            started = time.perf_counter()
+            vectors = await asyncio.to_thread(self.embedder.embed, texts)
+            BATCH_SECONDS.observe(time.perf_counter() - started)
             BATCH_SIZE.observe(len(texts))
             self.model_calls += 1
         except Exception as exc:

