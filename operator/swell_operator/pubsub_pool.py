@@ -32,7 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from swell_worker.backends.base import Depth
 
 from swell_operator import events
-from swell_operator.activator import ACTIVATOR, activated_at, activation_path
+from swell_operator.activator import Activator, activated_at, activation_path
 from swell_operator.deployment import POOL_LABEL, WORKER_PORT
 from swell_operator.depth import REBUILD_SECONDS, DepthUnavailable
 from swell_operator.model import PubSubQueue, WorkerPoolSpec
@@ -92,8 +92,17 @@ def seen_backlog(figures: PoolFigures, waking: bool, monitored: MonitoredBacklog
 
 
 class PubSubPool:
-    def __init__(self, api: client.ApiClient, namespace: str, name: str, activator_url: str | None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        activator: Activator | None,
+        activator_url: str | None,
+    ) -> None:
         self.api = api
+        # Where this replica's activator learns how to check this pool's pushes (None: no activator here).
+        self.activator = activator
         self.namespace = namespace
         self.name = name
         self.activator_url = activator_url.rstrip("/") if activator_url else None
@@ -215,16 +224,16 @@ class PubSubPool:
             self._token = None
             if queue.push_token_secret_ref is not None:
                 self._token = await read_secret_key(self.api, self.namespace, queue.push_token_secret_ref)
-            if queue.mode == "push":
-                ACTIVATOR.register(
+            if self.activator is not None and queue.mode == "push":
+                self.activator.register(
                     self.namespace,
                     self.name,
                     shared_token=self._token,
                     audience=queue.push_audience,
                     service_account=queue.push_service_account,
                 )
-            else:
-                ACTIVATOR.forget(self.namespace, self.name)
+            elif self.activator is not None:
+                self.activator.forget(self.namespace, self.name)
             self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)
         except ValueError as exc:  # a rule that would leave the endpoint open
             raise DepthUnavailable(str(exc)) from None
@@ -271,4 +280,5 @@ class PubSubPool:
     async def close(self) -> None:
         await self._close_admin()
         await self._scraper.close()
-        ACTIVATOR.forget(self.namespace, self.name)
+        if self.activator is not None:
+            self.activator.forget(self.namespace, self.name)
