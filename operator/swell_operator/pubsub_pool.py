@@ -36,7 +36,7 @@ from swell_operator.activator import Activator, activated_at, activation_path
 from swell_operator.deployment import POOL_LABEL, WORKER_PORT
 from swell_operator.depth import REBUILD_SECONDS, DepthUnavailable
 from swell_operator.model import PubSubQueue, WorkerPoolSpec
-from swell_operator.pubsub_admin import MonitoredBacklog, PubSubAdmin, PubSubAdminError
+from swell_operator.pubsub_admin import MonitoredBacklog, PubSubAdmin, PubSubAdminError, delivery_attempts
 from swell_operator.secrets import SecretError, read_secret_key
 from swell_operator.worker_metrics import PoolFigures, WorkerScraper
 
@@ -124,6 +124,7 @@ class PubSubPool:
         self._monitoring_reads = Every(MONITORING_INTERVAL_SECONDS)
         self._monitoring_error: str | None = None
         self._warned_cannot_wake = False
+        self._dead_letter_warned: str | None = None
 
     async def read(self, spec: WorkerPoolSpec, body: Mapping[str, Any], at_zero: bool, leading: bool) -> Depth:
         queue = spec.queue.pubsub
@@ -149,7 +150,7 @@ class PubSubPool:
         if leading:
             self._warn_if_push_cannot_wake(spec, body)
             await self._route_pushes(admin, queue, self._figures.ready_answered > 0)
-            await self._check_dead_letter(admin)
+            await self._check_dead_letter(admin, spec, body)
             await self._read_monitored(admin)
         figures = self._figures
         return Depth(
@@ -256,13 +257,30 @@ class PubSubPool:
             log.info("%s/%s: pushes now go to %s", self.namespace, self.name, without_query(wanted))
             self._routed_to = wanted
 
-    async def _check_dead_letter(self, admin: PubSubAdmin) -> None:
+    async def _check_dead_letter(self, admin: PubSubAdmin, spec: WorkerPoolSpec, body: Mapping[str, Any]) -> None:
+        """The subscription's dead-letter policy, set from the pool; what could not be set is said in status
+        and, once per change, as a Warning Event."""
         if not self._dead_letter_checks.due():
             return
+        queue = spec.queue.pubsub
+        assert queue is not None
+        attempts = delivery_attempts(
+            queue.max_delivery_attempts,
+            "max_delivery_attempts" in queue.model_fields_set,
+            spec.worker.max_attempts if spec.worker is not None else None,
+        )
         try:
-            self.dead_letter = await admin.dead_letter_status()
+            self.dead_letter = await admin.dead_letter_status(attempts)
         except PubSubAdminError as exc:
-            self.dead_letter = {"message": str(exc)}
+            self.dead_letter = {"policy": "unknown", "message": str(exc)}
+        problem = (
+            None if self.dead_letter.get("policy") in ("set", "already set", "not configured") else self.dead_letter
+        )
+        warning = None if problem is None else str(problem.get("message"))
+        if warning is not None and warning != self._dead_letter_warned:
+            log.warning("%s/%s: %s", self.namespace, self.name, warning)
+            events.dead_letter_not_set(body, warning)
+        self._dead_letter_warned = warning
 
     async def _call(self, pending: Any) -> Any:
         try:
