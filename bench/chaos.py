@@ -426,6 +426,89 @@ def push_flood(requests: int = 2000, size: int = 400_000, senders: int = 16) -> 
     )
 
 
+def leader_killed_during_scale_in(tasks: int = 300) -> Outcome:
+    """Two operators on the local control plane, real workers as pods (the pod runner): the Lease holder is
+    SIGKILLed as the pool scales in; the standby takes the Lease and finishes, and no task is lost."""
+    from tests.fixtures.cluster import Cluster
+    from tests.fixtures.operator import OperatorProcess, apply_workerpool_crd
+    from tests.operator.kube import apply, pool_manifest, redis_secret, replicas_of, wait_for
+    from tests.operator.test_leader import lease_holder
+    from tests.tooling.controlplane.cluster import ensure_cluster
+    from tests.tooling.controlplane.podrunner import PodRunner
+
+    cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
+    namespace = f"chaos-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    apply_workerpool_crd(cluster)
+    redis = RedisServer()
+    redis.start()
+    runner = PodRunner(cluster.kubeconfig).start()
+    operators = [OperatorProcess(cluster, namespace, identity=f"op-{n}") for n in "ab"]
+    try:
+        for operator in operators:
+            operator.wait_up()
+        holder = wait_for(lambda: lease_holder(cluster, namespace), 30, "a Lease holder")
+        leader = next(op for op in operators if op.identity == holder)
+        standby = next(op for op in operators if op.identity != holder)
+        redis_secret(cluster, namespace, redis.url)
+        worker = {
+            "image": "swell-worker:local",
+            "handlers": ["sleep"],
+            "terminationGracePeriodSeconds": 30,
+            "env": [
+                {"name": "SWELL_HTTP_HOST", "value": "127.0.0.1"},
+                {"name": "SWELL_RESULT_REDIS_URL", "value": redis.url},
+                {"name": "SWELL_CONSUMER_TIMEOUT_SECONDS", "value": str(CONSUMER_TIMEOUT_SECONDS)},
+            ],
+            "podTemplate": {
+                "metadata": {
+                    "annotations": {"swell.dev/run-locally": "true", "swell.dev/local-port-env": "SWELL_HTTP_PORT"}
+                }
+            },
+        }
+        scaling = {"targetWaitSeconds": 5, "taskSecondsHint": 0.5, "idleSecondsBeforeZero": 3}
+        scaling |= {"scaleDownStabilizationSeconds": 2, "pollIntervalSeconds": 0.5}
+        manifest = pool_manifest(
+            "pool", "redis-streams", QUEUE, concurrency=4, replicas=(0, 4), worker=worker, scaling=scaling
+        )
+        apply(cluster, namespace, manifest)
+        wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "the pool at zero")
+        ids = burst(redis, "redis-streams", tasks, seconds=0.3)
+        wait_for(lambda: (replicas_of(cluster, namespace, "pool") or 0) >= 2, 90, "scale-out")
+        peak, deadline = 0, time.monotonic() + 180
+        while time.monotonic() < deadline:  # the scale-in has started when the replicas fall below their peak
+            replicas = replicas_of(cluster, namespace, "pool") or 0
+            peak = max(peak, replicas)
+            if replicas < peak:
+                break
+            time.sleep(0.1)
+        leader.process.kill()
+        killed = time.monotonic()
+        wait_for(lambda: lease_holder(cluster, namespace) == standby.identity and standby.is_leader(), 60, "takeover")
+        took_over = round(time.monotonic() - killed, 2)
+        counts, recovery = settle(redis, ids, timeout=120, since=killed)
+        wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 90, "the new leader scaling to zero")
+        at_zero = round(time.monotonic() - killed, 2)
+        return outcome(
+            "leader_killed_during_scale_in",
+            "redis-streams",
+            ids,
+            counts,
+            recovery,
+            peak_replicas=peak,
+            standby_leading_after_seconds=took_over,
+            at_zero_after_seconds=at_zero,
+        )
+    finally:
+        cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=60s", check=False)
+        for operator in operators:
+            operator.stop()
+            operator.log_path.unlink(missing_ok=True)
+        runner.stop()
+        redis.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 SCENARIOS: dict[str, Callable[[bool], list[Outcome]]] = {
     "worker_kills": lambda short: [
         worker_kills(b, tasks=300 if short else 5000, kills=3 if short else 25) for b in BACKENDS
@@ -440,6 +523,7 @@ SCENARIOS: dict[str, Callable[[bool], list[Outcome]]] = {
     "claim_over": lambda short: [claim_over()],
     "bad_payloads": lambda short: [bad_payloads(b) for b in BACKENDS],
     "push_flood": lambda short: [push_flood(requests=200 if short else 2000)],
+    "leader_killed_during_scale_in": lambda short: [leader_killed_during_scale_in(tasks=150 if short else 600)],
 }
 
 

@@ -112,9 +112,17 @@ async def _load_kube_config() -> None:
         await config.load_kube_config()
 
 
+class _WithoutWakeNotices(logging.Filter):
+    """kopf logs every handler run at INFO; the wake notices run on every watch event of every pool."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'notice_change'" not in record.getMessage()
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = options_of(memo)
+    logging.getLogger("kopf.objects").addFilter(_WithoutWakeNotices())
     # Progress lives in annotations only: status belongs to the scaler, and both replicas share it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="swell.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="swell.dev")
