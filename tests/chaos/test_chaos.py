@@ -7,6 +7,8 @@ entry. Times are reported by the full run (bench/results/chaos.json), not assert
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench import chaos
@@ -58,3 +60,11 @@ def test_a_flood_of_large_pushes_is_refused_early_and_rss_stays_under_twice_idle
     assert result.details["other_answers"] == [], result
     assert result.details["rss_under_2x_idle"], result
     assert result.details["worker_alive"] and result.lost == 0, result
+
+
+@pytest.mark.cluster
+def test_the_leading_operator_killed_during_scale_in_loses_nothing(cluster: Any, workerpool_crd: str) -> None:
+    """Uses the session's control plane (``cluster``); the standby takes the Lease and finishes the scale-in."""
+    result = chaos.leader_killed_during_scale_in(tasks=150)
+    assert result.lost == 0 and result.done == result.sent, result
+    assert result.details["at_zero_after_seconds"] > result.details["standby_leading_after_seconds"], result
