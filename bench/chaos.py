@@ -187,15 +187,26 @@ def outcome(
 
 
 def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int = 3) -> Outcome:
-    """SIGKILL a random worker ``kills`` times during a burst (each replaced, as by its Deployment)."""
+    """SIGKILL a random worker ``kills`` times during a burst (each replaced, as by its Deployment).
+
+    What remains after the last kill needs some time at the fleet's own pace, crash or not, so beside the
+    settle time the outcome gives ``excess_seconds``: the settle time beyond what the unsettled tasks need at
+    the rate the fleet kept before the last kill, i.e. the time the crashes cost (bound: consumer timeout +
+    5 s)."""
     with redis_and_crew(backend, workers) as (redis, crew):
         ids = burst(redis, backend, tasks)
+        first = time.monotonic()
         spacing = 0.6
         for _ in range(kills):
             time.sleep(random.uniform(0.5 * spacing, 1.5 * spacing))
             crew.kill_one()
         last_kill = time.monotonic()
-        counts, recovery = settle(redis, ids, timeout=120, since=last_kill)
+        at_last_kill = tally(redis, ids)
+        settled_before = at_last_kill["done"] + at_last_kill["dead_lettered"]
+        rate = settled_before / max(last_kill - first, 1e-6)
+        counts, recovery = settle(redis, ids, timeout=180, since=last_kill)
+        floor = at_last_kill["unsettled"] / rate if rate > 0 else None
+        excess = None if recovery is None or floor is None else round(max(0.0, recovery - floor), 2)
         bound = CONSUMER_TIMEOUT_SECONDS + 5
         return outcome(
             "worker_kills",
@@ -205,7 +216,10 @@ def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int 
             recovery,
             kills=kills,
             consumer_timeout_seconds=CONSUMER_TIMEOUT_SECONDS,
-            settled_within_consumer_timeout_plus_5s=recovery is not None and recovery <= bound,
+            unsettled_at_last_kill=at_last_kill["unsettled"],
+            tasks_per_second_before=round(rate, 1),
+            excess_seconds=excess,
+            excess_within_consumer_timeout_plus_5s=excess is not None and excess <= bound,
         )
 
 
@@ -538,19 +552,24 @@ def main(argv: list[str] | None = None) -> None:
             row = asdict(result)
             print(json.dumps(row), flush=True)
             results.append(row)
-    command = "python -m bench.chaos " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = ("python -m bench.chaos " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     name = "chaos_short" if args.short else "chaos"
+    path = RESULTS / f"{name}.json"
+    # A run of some scenarios replaces their rows in the file and keeps the others, with every command.
+    previous = json.loads(path.read_text()) if path.exists() and args.scenarios != list(SCENARIOS) else {}
+    kept = [row for row in previous.get("rows", []) if row["scenario"] not in set(args.scenarios)]
+    rows = kept + results
     report = {
         "name": name,
-        "command": command.strip(),
+        "commands": [*previous.get("commands", [previous["command"]] if "command" in previous else []), command],
         "machine": f"{os.uname().sysname} {os.uname().release}",
         "cores": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
-        "lost_total": sum(r["lost"] for r in results),
-        "rows": results,
+        "lost_total": sum(r["lost"] for r in rows),
+        "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote bench/results/{name}.json ({command.strip()})")
 
 

@@ -1,9 +1,12 @@
-"""One pool's scaling loop: read the queue, estimate rates, ask ``decide``, apply, report.
+"""One pool's scaling round: observe the queue and the Deployment, decide, apply, report.
 
 All judgement lives in ``swell_operator.decision`` (pure); this module only gathers the observation
-and carries out the answer, so the benchmark simulator and the operator can never disagree. The
-loop reads fast while a pool sleeps at zero (a Redis LLEN or XINFO costs microseconds) so the first
-task is noticed well within a second, and at ``pollIntervalSeconds`` otherwise.
+and carries out the answer, so the benchmark simulator and the operator can never disagree. A pool that
+runs is read every ``pollIntervalSeconds``. A pool asleep at zero costs nothing per poll: its Redis keys
+go to the server's shared watch (``wake``), one pipelined round trip for all sleeping pools on that
+server, and an activation or spec edit arrives through kopf's watch; either wakes the round at once. Its
+own full read then happens only every ``IDLE_POLL_SECONDS`` as a safety net. Status is written when
+something a user sees changes, plus a slow heartbeat.
 
 Failures never crash the loop: a queue that cannot be read holds the replicas (or runs the pool's
 fallback after N failed reads), marks the pool Degraded with the error, and retries with backoff.
