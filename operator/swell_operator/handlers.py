@@ -159,7 +159,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="leader")
-def leader_probe(memo: kopf.Memo, **_: Any) -> bool:
+async def leader_probe(memo: kopf.Memo, **_: Any) -> bool:
     """Reported by the liveness endpoint, so one can see which replica holds the Lease."""
     current = runtime_of(memo)
     return current is not None and (current.elector is None or current.elector.is_leader)
@@ -202,8 +202,9 @@ async def reconcile_deployment(
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def notice_change(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wakes the pool's scaler when something it must act on changed: an activation, a spec edit."""
+async def notice_change(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wakes the pool's scaler when something it must act on changed: an activation, a spec edit. Async,
+    so kopf runs it on the loop: a sync handler would cost a thread hop on every watch event of every pool."""
     metadata = body.get("metadata") or {}
     seen = (metadata.get("generation"), activated_at(metadata.get("annotations")))
     if memo.get("seen") != seen:
