@@ -148,20 +148,33 @@ def tally(redis: RedisServer, ids: list[str]) -> dict[str, int]:
         "done": done,
         "dead_lettered": dead,
         "unsettled": len(ids) - done - dead,
-        "duplicated": sum(1 for count in effects.values() if count > 1),
+        "duplicated": sum(1 for task_id in ids if effects.get(task_id, 0) > 1),
     }
 
 
-def settle(redis: RedisServer, ids: list[str], timeout: float, since: float) -> tuple[dict[str, int], float | None]:
-    """Waits until every task is settled (or ``timeout``); the seconds from ``since`` to that, or None."""
+# A burst's tail: the last tasks, whose wait past the bulk of the burst shows a stranded delivery.
+TAIL_SHARE = 0.01
+
+
+def settle(
+    redis: RedisServer, ids: list[str], timeout: float, since: float, tails: list[float] | None = None
+) -> tuple[dict[str, int], float | None]:
+    """Waits until every task is settled (or ``timeout``); the seconds from ``since`` to that, or None.
+    ``tails`` gets the seconds from the moment only ``TAIL_SHARE`` of the burst was left to the end."""
     deadline = time.monotonic() + timeout
+    tail_from: float | None = None
     while True:
         try:
             counts = tally(redis, ids)
         except Exception:  # Redis may still be coming back
             counts = None
+        now = time.monotonic()
+        if counts is not None and tail_from is None and counts["unsettled"] <= max(1, TAIL_SHARE * len(ids)):
+            tail_from = now
         if counts is not None and counts["unsettled"] == 0:
-            return counts, round(time.monotonic() - since, 2)
+            if tails is not None and tail_from is not None:
+                tails.append(round(now - tail_from, 2))
+            return counts, round(now - since, 2)
         if time.monotonic() > deadline:
             return counts or {"done": 0, "dead_lettered": 0, "unsettled": len(ids), "duplicated": 0}, None
         time.sleep(0.25)
@@ -262,7 +275,8 @@ def connection_drops(backend: str, tasks: int = 3000, seconds: float = 12.0, rou
             ids = burst(redis, backend, tasks, seconds=0.05)
             dropped = drop_connections(redis, seconds)
             over = time.monotonic()
-            counts, recovery = settle(redis, ids, timeout=60, since=over)
+            tails: list[float] = []
+            counts, recovery = settle(redis, ids, timeout=60, since=over, tails=tails)
             results.append(
                 outcome(
                     "connection_drops",
@@ -273,6 +287,7 @@ def connection_drops(backend: str, tasks: int = 3000, seconds: float = 12.0, rou
                     round=round_ + 1,
                     connections_dropped=dropped,
                     workers_alive=crew.all_alive(),
+                    tail_seconds=tails[0] if tails else None,
                     settled_within_30s=recovery is not None and recovery <= 30,
                 )
             )

@@ -299,14 +299,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     unrelated_at = args.unrelated_at if args.unrelated_at is not None else args.pools[0]
     rows: list[dict[str, Any]] = []
+    command = "python -m bench.operator_scale " + " ".join(sys.argv[1:] if argv is None else argv)
+    for count in args.pools:
+        rows.extend(run(count, args.wakes, args.interval, args.idle, unrelated=count == unrelated_at))
+        save(args.name, command, rows)  # each size as it ends: a later one may not fit the time
     if args.baseline_tree:
         for count in args.baseline_pools:
             rows.extend(run(count, args.wakes, args.interval, args.idle, False, args.baseline_tree))
-    for count in args.pools:
-        rows.extend(run(count, args.wakes, args.interval, args.idle, unrelated=count == unrelated_at))
-    command = "python -m bench.operator_scale " + " ".join(sys.argv[1:] if argv is None else argv)
+    save(args.name, command, rows)
+
+
+def save(name: str, command: str, rows: list[dict[str, Any]]) -> None:
     report = {
-        "name": args.name,
+        "name": name,
         "command": command.strip(),
         "machine": os.uname().sysname + " " + os.uname().release,
         "cores": os.cpu_count(),
@@ -315,9 +320,9 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(rows, args.name)
-    print(f"wrote bench/results/{args.name}.json and .png ({command.strip()})")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(rows, name)
+    print(f"wrote bench/results/{name}.json and .png ({command.strip()})")
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ async def reconcile_deployment(
     kopf.adopt(manifest, owner=body)
     outcome = await apply_deployment(api, namespace, manifest)
     log.info("%s/%s: Deployment %s", namespace, name, outcome)
+    wake_of(memo).set()  # the scaler may have been waiting for its Deployment
     service = render_push_service(name, pool)
     if service is not None:
         kopf.adopt(service, owner=body)

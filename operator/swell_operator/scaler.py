@@ -47,6 +47,9 @@ WAKE_POLL_SECONDS = 0.1
 # a safety net for work no watch sees, such as a stranded processing list.
 IDLE_POLL_SECONDS = 60.0
 IDLE_POLL_JITTER = 0.2
+# A pool whose Deployment is missing looks again this often (hundreds of pools created at once must not
+# poll the API server for Deployments that are still being made).
+TARGET_RECHECK_SECONDS = 5.0
 # Longest wait between reads of a queue that keeps failing.
 MAX_BACKOFF_SECONDS = 5.0
 # Status is written when a decision or a condition changes (at once), when a figure a user sees changes
@@ -172,7 +175,8 @@ class PoolScaler:
             await self._report(
                 body, spec, depth, None, leading, error=self.state.last_error, error_reason="TargetUnavailable"
             )
-            return spec.scaling.poll_interval_seconds
+            # The bundled Deployment's creation wakes the pool (handlers); a user's is looked for again later.
+            return max(spec.scaling.poll_interval_seconds, TARGET_RECHECK_SECONDS)
         self._observe_rates(spec, depth, replicas)
         decision = None if spec.scaling.paused else self._decide(spec, depth, replicas, leading)
         if decision is not None and leading:
