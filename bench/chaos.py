@@ -199,24 +199,31 @@ def outcome(
 # ---- scenarios -------------------------------------------------------------------------------------------
 
 
+def fleet_rate(backend: str, tasks: int, workers: int) -> float:
+    """Tasks per second the same fleet settles the same burst at without a crash: the control run."""
+    with redis_and_crew(backend, workers) as (redis, _):
+        started = time.monotonic()
+        ids = burst(redis, backend, tasks)
+        counts, seconds = settle(redis, ids, timeout=300, since=started)
+        return len(ids) / seconds if seconds else 0.0
+
+
 def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int = 3) -> Outcome:
     """SIGKILL a random worker ``kills`` times during a burst (each replaced, as by its Deployment).
 
-    What remains after the last kill needs some time at the fleet's own pace, crash or not, so beside the
-    settle time the outcome gives ``excess_seconds``: the settle time beyond what the unsettled tasks need at
-    the rate the fleet kept before the last kill, i.e. the time the crashes cost (bound: consumer timeout +
-    5 s)."""
+    What remains after the last kill needs time at the fleet's own pace, crash or not, so beside the settle
+    time the outcome gives ``excess_seconds``: the settle time beyond what the unsettled tasks need at the
+    rate of a control run of the same burst without crashes, i.e. what the crashes cost (bound: consumer
+    timeout + 5 s)."""
+    rate = fleet_rate(backend, tasks, workers)
     with redis_and_crew(backend, workers) as (redis, crew):
         ids = burst(redis, backend, tasks)
-        first = time.monotonic()
         spacing = 0.6
         for _ in range(kills):
             time.sleep(random.uniform(0.5 * spacing, 1.5 * spacing))
             crew.kill_one()
         last_kill = time.monotonic()
         at_last_kill = tally(redis, ids)
-        settled_before = at_last_kill["done"] + at_last_kill["dead_lettered"]
-        rate = settled_before / max(last_kill - first, 1e-6)
         counts, recovery = settle(redis, ids, timeout=180, since=last_kill)
         floor = at_last_kill["unsettled"] / rate if rate > 0 else None
         excess = None if recovery is None or floor is None else round(max(0.0, recovery - floor), 2)
@@ -230,7 +237,7 @@ def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int 
             kills=kills,
             consumer_timeout_seconds=CONSUMER_TIMEOUT_SECONDS,
             unsettled_at_last_kill=at_last_kill["unsettled"],
-            tasks_per_second_before=round(rate, 1),
+            control_tasks_per_second=round(rate, 1),
             excess_seconds=excess,
             excess_within_consumer_timeout_plus_5s=excess is not None and excess <= bound,
         )
