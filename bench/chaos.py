@@ -204,7 +204,7 @@ def fleet_rate(backend: str, tasks: int, workers: int) -> float:
     with redis_and_crew(backend, workers) as (redis, _):
         started = time.monotonic()
         ids = burst(redis, backend, tasks)
-        counts, seconds = settle(redis, ids, timeout=300, since=started)
+        _, seconds = settle(redis, ids, timeout=300, since=started)
         return len(ids) / seconds if seconds else 0.0
 
 
