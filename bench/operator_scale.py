@@ -134,7 +134,10 @@ def stack(count: int) -> Iterator[dict[str, Any]]:
         raise
     finally:
         if operator is not None:  # the operator releases the pools' finalizers as they go
-            cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=180s", check=False)
+            with contextlib.suppress(Exception):  # a slow deletion must not lose the measurements
+                cluster.kubectl(
+                    "delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=300s", timeout=330
+                )
             operator.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         redis.stop()
@@ -296,23 +299,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="operator_scale")
     parser.add_argument("--baseline-tree", default=None, help="A source tree (e.g. /work/main) run as the baseline.")
     parser.add_argument("--baseline-pools", type=int, nargs="*", default=[100])
+    parser.add_argument("--merge", action="store_true", help="Keep the rows of the results file it does not redo.")
     args = parser.parse_args(argv)
     unrelated_at = args.unrelated_at if args.unrelated_at is not None else args.pools[0]
-    rows: list[dict[str, Any]] = []
     command = "python -m bench.operator_scale " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows: list[dict[str, Any]] = []
+    commands = [command]
+    path = RESULTS / f"{args.name}.json"
+    if args.merge and path.exists():  # keep the rows of an earlier run that this one does not repeat
+        earlier = json.loads(path.read_text())
+        commands = [*earlier.get("commands", [earlier.get("command")]), command]
+        rows = list(earlier["rows"])
     for count in args.pools:
-        rows.extend(run(count, args.wakes, args.interval, args.idle, unrelated=count == unrelated_at))
-        save(args.name, command, rows)  # each size as it ends: a later one may not fit the time
+        rows = merged(rows, run(count, args.wakes, args.interval, args.idle, unrelated=count == unrelated_at))
+        save(args.name, commands, rows)  # each size as it ends: a later one may not fit the time
     if args.baseline_tree:
         for count in args.baseline_pools:
-            rows.extend(run(count, args.wakes, args.interval, args.idle, False, args.baseline_tree))
-    save(args.name, command, rows)
+            rows = merged(rows, run(count, args.wakes, args.interval, args.idle, False, args.baseline_tree))
+            save(args.name, commands, rows)
 
 
-def save(name: str, command: str, rows: list[dict[str, Any]]) -> None:
+def merged(rows: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with ``new`` in place of the rows of the same operator, pool count and Redis keys."""
+    key = [(r["operator"], r["pools"], r["redis_keys"]) for r in new]
+    return [r for r in rows if (r["operator"], r["pools"], r["redis_keys"]) not in key] + new
+
+
+def save(name: str, commands: list[str], rows: list[dict[str, Any]]) -> None:
+    rows = sorted(rows, key=lambda r: (r["operator"] != "this branch", r["pools"], r["redis_keys"]))
     report = {
         "name": name,
-        "command": command.strip(),
+        "commands": commands,
         "machine": os.uname().sysname + " " + os.uname().release,
         "cores": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
@@ -322,7 +339,7 @@ def save(name: str, command: str, rows: list[dict[str, Any]]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, name)
-    print(f"wrote bench/results/{name}.json and .png ({command.strip()})")
+    print(f"wrote bench/results/{name}.json and .png ({commands[-1]})")
 
 
 if __name__ == "__main__":
