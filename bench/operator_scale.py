@@ -300,6 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-tree", default=None, help="A source tree (e.g. /work/main) run as the baseline.")
     parser.add_argument("--baseline-pools", type=int, nargs="*", default=[100])
     parser.add_argument("--merge", action="store_true", help="Keep the rows of the results file it does not redo.")
+    parser.add_argument(
+        "--attach",
+        nargs=3,
+        metavar=("NAMESPACE", "OPERATOR_PID", "REDIS_URL"),
+        help="Measure pools a run already set up (its operator and Redis still running) instead of making them.",
+    )
     args = parser.parse_args(argv)
     unrelated_at = args.unrelated_at if args.unrelated_at is not None else args.pools[0]
     command = "python -m bench.operator_scale " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -310,6 +316,10 @@ def main(argv: list[str] | None = None) -> None:
         earlier = json.loads(path.read_text())
         commands = [*earlier.get("commands", [earlier.get("command")]), command]
         rows = list(earlier["rows"])
+    if args.attach:
+        rows = merged(rows, attached(args.attach, args.pools[0], args.wakes, args.interval, args.idle))
+        save(args.name, commands, rows)
+        return
     for count in args.pools:
         rows = merged(rows, run(count, args.wakes, args.interval, args.idle, unrelated=count == unrelated_at))
         save(args.name, commands, rows)  # each size as it ends: a later one may not fit the time
@@ -317,6 +327,22 @@ def main(argv: list[str] | None = None) -> None:
         for count in args.baseline_pools:
             rows = merged(rows, run(count, args.wakes, args.interval, args.idle, False, args.baseline_tree))
             save(args.name, commands, rows)
+
+
+def attached(attach: list[str], count: int, wakes: int, interval: float, idle: float) -> list[dict[str, Any]]:
+    """The measurements of ``run`` on a stack left running (e.g. one whose settle outlived its timeout)."""
+    from types import SimpleNamespace
+
+    namespace, pid, url = attach
+    cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
+    settled(cluster, namespace, count)
+    env = {
+        "cluster": cluster,
+        "namespace": namespace,
+        "redis": SimpleNamespace(url=url),
+        "operator": SimpleNamespace(process=SimpleNamespace(pid=int(pid))),
+    }
+    return measure(env, count, wakes, interval, idle, False, "this branch")
 
 
 def merged(rows: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
