@@ -2,9 +2,9 @@
 
 A sleeping pool's scaler waits on its ``PoolWake`` for a slow idle interval. Three sources set it:
 - kopf's watch: the activator's ``activated-at`` annotation or a spec edit (``handlers``);
-- one ``RedisWatch`` per Redis server: a single pipelined round trip per tick, for every sleeping pool
-  on that server, asking only "is anything queued?" (``LLEN``/``XLEN`` and ``ZCARD`` of the delayed set,
-  O(1) each, never a keyspace scan); the scaler then does its full depth read;
+- one ``RedisWatch`` per Redis server: a single script call per tick, for every sleeping pool on that
+  server, asking only "is anything queued?" (``LLEN``/``XLEN`` and ``ZCARD`` of the delayed set, O(1)
+  each, never a keyspace scan); the scaler then does its full depth read;
 - the daemon's stop flag, so a deleted pool or a stopping operator is not kept waiting.
 So the operator's idle cost is one round trip per Redis server per tick, not one per pool.
 """
@@ -62,17 +62,34 @@ class _Entry:
     seen: int | None = None
 
 
-def work_commands(pipe: Any, watched: Watched) -> None:
-    """Queued work of one pool, as O(1) commands on a pipeline: acked Stream entries are deleted, so a
-    Stream's length is its waiting plus pending entries, as a list's length is its waiting ones."""
-    for name in watched.queues:
-        (pipe.xlen if watched.backend == "redis-streams" else pipe.llen)(name)
-        pipe.zcard(QueueKeys(name).delayed)
+# Queued work per queue key, for every watched key at once: one command per tick, whatever the number of
+# pools, so the operator's cost stays one short reply per server (a pipeline of two commands per pool cost
+# ~40 us of operator CPU per command). Acked Stream entries are deleted, so a Stream's length is its waiting
+# plus pending entries, as a list's length is its waiting ones. A missing key or a wrong type counts 0.
+# KEYS: queue key, delayed set, per queue. ARGV: "s" (Stream) or "l" (list), per queue.
+QUEUED_SCRIPT = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local size
+  if ARGV[(i + 1) / 2] == 's' then size = redis.pcall('XLEN', KEYS[i]) else size = redis.pcall('LLEN', KEYS[i]) end
+  if type(size) ~= 'number' then size = 0 end
+  local delayed = redis.pcall('ZCARD', KEYS[i + 1])
+  if type(delayed) ~= 'number' then delayed = 0 end
+  out[#out + 1] = size + delayed
+end
+return out
+"""
 
 
-def count(answers: Sequence[Any]) -> int:
-    """Sum of a pool's answers; a missing key or a wrong type counts as nothing queued."""
-    return sum(int(a) for a in answers if isinstance(a, int))
+def script_arguments(watched: Sequence[Watched]) -> tuple[list[str], list[str]]:
+    """The script's KEYS and ARGV for these pools, in order."""
+    keys: list[str] = []
+    kinds: list[str] = []
+    for pool in watched:
+        for name in pool.queues:
+            keys += [name, QueueKeys(name).delayed]
+            kinds.append("s" if pool.backend == "redis-streams" else "l")
+    return keys, kinds
 
 
 @dataclass
@@ -85,6 +102,7 @@ class RedisWatch:
     pools: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _redis: Any = None
+    _script: Any = None
 
     def watch(self, pool: tuple[str, str], watched: Watched, wake: PoolWake) -> None:
         entry = self.pools.get(pool)
@@ -100,15 +118,16 @@ class RedisWatch:
         """One round trip for every watched pool; returns how many were woken."""
         if self._redis is None:
             self._redis = open_redis(self.url, self.password, socket_timeout=5.0, max_connections=1)
+            self._script = self._redis.register_script(QUEUED_SCRIPT)
         entries = list(self.pools.values())
-        pipe = self._redis.pipeline(transaction=False)
-        for entry in entries:
-            work_commands(pipe, entry.watched)
-        answers: list[Any] = await pipe.execute(raise_on_error=False)
+        if not entries:
+            return 0
+        keys, kinds = script_arguments([entry.watched for entry in entries])
+        answers: list[Any] = await self._script(keys=keys, args=kinds)
         woken, at = 0, 0
         for entry in entries:
-            size = 2 * len(entry.watched.queues)
-            total = count(answers[at : at + size])
+            size = len(entry.watched.queues)
+            total = sum(int(a) for a in answers[at : at + size])
             at += size
             if total > 0 and total != entry.seen:
                 entry.wake.set()
