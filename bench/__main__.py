@@ -14,6 +14,8 @@ BENCHES = {
     "pubsub_wake": "bench.pubsub_wake",
     "cold_start": "bench.cold_start",
     "keda_side_by_side": "bench.keda_side_by_side",
+    "operator_scale": "bench.operator_scale",
+    "chaos": "bench.chaos",
 }
 
 

@@ -1,19 +1,23 @@
-"""Embedding throughput through the queue against the model called directly (the limit).
+"""Embedding through the queue against the worker's own embedder called directly (the limit).
 
-Same machine, same run, same short documents:
-- limit: ``SentenceTransformer.encode`` (fp32, all-MiniLM-L6-v2) at its best batch size.
-- onnx-int8 direct: the worker's default embedder called in batches of 64, no queue.
-- through the queue: one ``python -m swell_worker`` (Streams, embed handler, concurrency 64) fed one
-  text per task, so every batch the model sees was formed by the micro-batcher; once with each embedder.
-  Reports documents/s and p50/p95 submit-to-result latency.
+Same machine, same run, same short documents, the same int8 ONNX embedder with the same threads:
+- limit: ``OnnxInt8Embedder.embed`` called directly at its best batch size (swept), no queue;
+- single call: one text, embedded directly (the model's own latency), and one ``call()`` through the queue
+  to an idle worker (what a lone request costs end to end);
+- saturated: every task queued before the worker starts, one text per task, so every batch the model
+  sees was formed by the worker; the rate runs from the first result to the last (start-up and producers
+  are outside the clock);
+- half load: tasks arrive as a Poisson process at half the saturated rate; p50/p95 from submit to result.
 
-    python -m bench.embedding [--docs 2000]
+    python -m bench.embedding [--docs 2000] [--half-load-seconds 30]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,95 +32,160 @@ from bench.report import save_comparison  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
 from tests.fixtures.workers import WorkerProcess  # noqa: E402
 
+BATCHES = (1, 8, 16, 32, 64)
+CONCURRENCY = 64
 
-def direct(texts: list[str]) -> list[dict[str, Any]]:
-    from swell_worker.embedder import OnnxInt8Embedder, SentenceTransformerEmbedder
 
-    rows = []
-    fp32 = SentenceTransformerEmbedder()
-    fp32.embed(texts[:64])
+def direct(texts: list[str]) -> tuple[dict[str, Any], float]:
+    """The best direct batch as a row, and the median latency of embedding one text."""
+    from swell_worker.embedder import OnnxInt8Embedder, cpu_limit
+
+    model = OnnxInt8Embedder()
+    model.embed(texts[:64])
     best: dict[str, Any] | None = None
-    for batch in (16, 32, 64, 128):
+    for batch in BATCHES:
         started = time.perf_counter()
-        fp32.embed(texts, batch_size=batch)
+        for i in range(0, len(texts), batch):
+            model.embed(texts[i : i + batch])
         rate = len(texts) / (time.perf_counter() - started)
-        print(f"  encode batch {batch:>3}: {rate:8.1f} docs/s", flush=True)
+        print(f"  direct batch {batch:>3}: {rate:8.1f} docs/s", flush=True)
         if best is None or rate > best["docs_per_second"]:
-            best = {"system": f"SentenceTransformer.encode (fp32, batch {batch})", "docs_per_second": round(rate, 1)}
+            best = {
+                "system": f"onnx-int8 embed, batch {batch}, no queue ({cpu_limit()} threads)",
+                "docs_per_second": round(rate, 1),
+            }
     assert best is not None
-    rows.append(best)
-    int8 = OnnxInt8Embedder()
-    int8.embed(texts[:64])
-    started = time.perf_counter()
-    for i in range(0, len(texts), 64):
-        int8.embed(texts[i : i + 64])
-    rows.append(
-        {
-            "system": "onnx-int8 embed, batch 64, no queue",
-            "docs_per_second": round(len(texts) / (time.perf_counter() - started), 1),
-        }
-    )
-    return rows
+    singles = []
+    for text in texts[:50]:
+        started = time.perf_counter()
+        model.embed([text])
+        singles.append(time.perf_counter() - started)
+    return best, statistics.median(singles)
 
 
-async def through_queue(server: RedisServer, texts: list[str], embedder: str) -> dict[str, Any]:
-    from swell_worker.client import SwellClient
-
-    worker = WorkerProcess(
+def worker_for(server: RedisServer) -> WorkerProcess:
+    return WorkerProcess(
         {
             "SWELL_BACKEND": "redis-streams",
             "SWELL_REDIS_URL": server.url,
             "SWELL_QUEUE": "embed",
             "SWELL_HANDLERS": "embed",
-            "SWELL_CONCURRENCY": "64",
-            "SWELL_EMBEDDER": embedder,
+            "SWELL_CONCURRENCY": str(CONCURRENCY),
             "SWELL_LOG_LEVEL": "WARNING",
         }
     )
-    try:
-        worker.wait_ready(120)
-        async with SwellClient.for_redis(server.url, "embed", backend="redis-streams") as client:
-            started = time.perf_counter()
-            submitted = {await client.submit("embed", {"texts": [text]}): time.time() for text in texts}
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+async def saturated(server: RedisServer, texts: list[str]) -> dict[str, Any]:
+    from swell_worker.client import SwellClient
+
+    async with SwellClient.for_redis(server.url, "embed") as client:
+        ids = [await client.submit("embed", {"texts": [text]}) for text in texts]
+        worker = worker_for(server)
+        try:
+            worker.wait_ready(180)
             counter = server.client()
-            while int(counter.get("embed:completed") or 0) < len(submitted):  # cheap to poll, unlike statuses
-                await asyncio.sleep(0.05)
-            seconds = time.perf_counter() - started
-            latencies = {t: ((await client.status(t)).updated_at or 0) - at for t, at in submitted.items()}
-        ordered = sorted(latencies.values())
-        return {
-            "system": f"swell worker, {embedder}, 1 text per task",
-            "docs_per_second": round(len(texts) / seconds, 1),
-            "p50_latency_s": round(ordered[len(ordered) // 2], 3),
-            "p95_latency_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
-        }
+            while int(counter.get("embed:completed") or 0) < len(ids):
+                await asyncio.sleep(0.1)
+            done = sorted([(await client.status(t)).updated_at or 0.0 for t in ids])
+        finally:
+            worker.stop()
+    return {
+        "system": "swell worker, saturated, 1 text per task",
+        "docs_per_second": round((len(done) - 1) / (done[-1] - done[0]), 1),
+    }
+
+
+async def half_load(server: RedisServer, texts: list[str], rate: float, seconds: float) -> tuple[dict[str, Any], float]:
+    """Open-loop arrivals at ``rate``; also the latency of one call() to the idle worker before them."""
+    from swell_worker.client import SwellClient
+
+    worker = worker_for(server)
+    rng = random.Random(7)
+    try:
+        worker.wait_ready(180)
+        async with SwellClient.for_redis(server.url, "embed") as client:
+            idle = []
+            for text in texts[:20]:
+                started = time.perf_counter()
+                await client.call("embed", {"texts": [text]}, timeout=60)
+                idle.append(time.perf_counter() - started)
+            submitted: dict[str, float] = {}
+            began = time.perf_counter()
+            next_at = began
+            i = 0
+            while next_at - began < seconds:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                task_id = await client.submit("embed", {"texts": [texts[i % len(texts)]]})
+                submitted[task_id] = time.time()
+                i += 1
+                next_at += rng.expovariate(rate)
+            counter = server.client()
+            while int(counter.get("embed:completed") or 0) < len(submitted) + len(idle):
+                await asyncio.sleep(0.1)
+            latencies = [((await client.status(t)).updated_at or 0.0) - at for t, at in submitted.items()]
     finally:
         worker.stop()
+    row = {
+        "system": f"swell worker, half load ({rate:.0f} tasks/s, Poisson)",
+        "docs_per_second": round(len(submitted) / seconds, 1),
+        "tasks": len(submitted),
+        "p50_latency_s": round(quantile(latencies, 0.5), 4),
+        "p95_latency_s": round(quantile(latencies, 0.95), 4),
+    }
+    return row, statistics.median(idle)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--half-load-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     texts = [d["text"] for d in documents(args.docs)]
-    rows = direct(texts)
-    for embedder in ("onnx-int8", "sentence-transformers"):
+    limit_row, single_direct = direct(texts)
+    rows = [limit_row]
+    for run in (saturated, None):
         server = RedisServer()
         server.start()
         try:
-            rows.append(asyncio.run(through_queue(server, texts, embedder)))
+            if run is saturated:
+                rows.append(asyncio.run(saturated(server, texts)))
+            else:
+                half_rate = rows[1]["docs_per_second"] / 2
+                row, single_queued = asyncio.run(half_load(server, texts, half_rate, args.half_load_seconds))
+                rows.append(row)
         finally:
             server.stop()
         print(f"  {rows[-1]}", flush=True)
-    limit = rows[0]["docs_per_second"]
+    limit = limit_row["docs_per_second"]
     for row in rows:
         row["ratio_to_limit"] = round(row["docs_per_second"] / limit, 3)
-        print(
-            f"{row['system']:48} {row['docs_per_second']:>8.1f} docs/s  {row['ratio_to_limit']:>6.0%} of the limit"
-            + (f"  p50 {row['p50_latency_s']}s p95 {row['p95_latency_s']}s" if "p50_latency_s" in row else "")
-        )
+    checks = {
+        "saturated_over_best_direct_batch": rows[1]["ratio_to_limit"],
+        "single_call_direct_s": round(single_direct, 4),
+        "single_call_through_queue_s": round(single_queued, 4),
+        "half_load_p95_over_single_queued_call": round(rows[2]["p95_latency_s"] / single_queued, 2),
+        "done_when": "saturated >= 0.85 of the best direct batch; p95 at half load <= 2x a single call",
+    }
+    checks["met"] = (
+        checks["saturated_over_best_direct_batch"] >= 0.85 and checks["half_load_p95_over_single_queued_call"] <= 2
+    )
+    for row in rows:
+        print(f"{row['system']:56} {row['docs_per_second']:>8.1f} docs/s  {row['ratio_to_limit']:>6.0%} of the limit")
+    print(checks)
     save_comparison(
-        "embedding", rows, "docs_per_second", "documents embedded per second (same machine)", docs=args.docs
+        "embedding",
+        rows,
+        "docs_per_second",
+        "documents embedded per second (same machine)",
+        docs=args.docs,
+        checks=checks,
+        arguments=argv if argv is not None else sys.argv[1:],
     )
     return 0
 

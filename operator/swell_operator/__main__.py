@@ -73,15 +73,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    handlers.OPTIONS.lease_namespace = (
-        args.lease_namespace or os.environ.get("POD_NAMESPACE") or (args.namespace[0] if args.namespace else "default")
+    options = handlers.OperatorOptions(
+        lease_namespace=args.lease_namespace
+        or os.environ.get("POD_NAMESPACE")
+        or (args.namespace[0] if args.namespace else "default"),
+        identity=args.identity,
+        leader_election=not args.no_leader_election,
+        activator_port=args.activator_port,
+        activator_url=args.activator_url,
+        worker_image=args.worker_image,
+        default_vector_uri=args.default_vector_uri,
     )
-    handlers.OPTIONS.identity = args.identity
-    handlers.OPTIONS.leader_election = not args.no_leader_election
-    handlers.OPTIONS.activator_port = args.activator_port
-    handlers.OPTIONS.activator_url = args.activator_url
-    handlers.OPTIONS.worker_image = args.worker_image
-    handlers.OPTIONS.default_vector_uri = args.default_vector_uri
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     kopf.run(
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        memo=kopf.Memo(options=options),
     )
 
 

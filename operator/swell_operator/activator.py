@@ -142,19 +142,19 @@ class Activator:
         return app
 
 
-ACTIVATOR = Activator()
-
-
-async def serve(api: client.ApiClient, host: str, port: int) -> web.AppRunner:
-    """Serve the activator; ``SWELL_OIDC_CERTS_URL`` and ``SWELL_OIDC_TIMEOUT_SECONDS`` as on the worker."""
-    ACTIVATOR.api = api
-    ACTIVATOR.tokens = GoogleIdTokens(
+def from_environment(api: client.ApiClient) -> Activator:
+    """The operator's activator; ``SWELL_OIDC_CERTS_URL`` and ``SWELL_OIDC_TIMEOUT_SECONDS`` as on the worker."""
+    tokens = GoogleIdTokens(
         os.environ.get("SWELL_OIDC_CERTS_URL") or GOOGLE_CERTS_URL,
         threads=VERIFY_THREADS,
         timeout=float(os.environ.get("SWELL_OIDC_TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_SECONDS),
         max_waiting=MAX_WAITING_VERIFICATIONS,
     )
-    runner = web.AppRunner(ACTIVATOR.app(), access_log=None)
+    return Activator(api=api, tokens=tokens)
+
+
+async def serve(activator: Activator, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(activator.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -43,3 +43,7 @@ def cannot_wake(body: Any, message: str) -> None:
 
 def redis_not_durable(body: Any, message: str) -> None:
     kopf.event(body, type="Warning", reason="RedisNotDurable", message=message)
+
+
+def dead_letter_not_set(body: Any, message: str) -> None:
+    kopf.event(body, type="Warning", reason="DeadLetterNotSet", message=message)

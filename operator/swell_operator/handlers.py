@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -21,6 +21,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from swell_operator import activator
+from swell_operator.activator import Activator, activated_at
 from swell_operator.deployment import (
     DEFAULT_WORKER_IMAGE,
     PoolDefaults,
@@ -39,6 +40,7 @@ from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
 from swell_operator.scaler import PoolScaler, target_of
 from swell_operator.scaler import _target_text as target_text
 from swell_operator.status import Health, conditions, utc_now, write_status
+from swell_operator.wake import PoolWake, RedisWatches
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ NO_VECTOR_STORE = "NoVectorStore"
 
 @dataclass
 class OperatorOptions:
-    """Set by ``__main__`` before kopf starts; read once at startup."""
+    """Given by ``__main__`` to kopf as ``memo.options``; read at startup and by each pool's daemon."""
 
     lease_namespace: str = "default"
     identity: str | None = None
@@ -67,25 +69,42 @@ class OperatorOptions:
         return PoolDefaults(worker_image=self.worker_image, vector_uri=self.default_vector_uri)
 
 
-OPTIONS = OperatorOptions()
-
-
 @dataclass
 class Runtime:
+    """What every handler shares, kept in kopf's operator-wide ``memo`` (each pool's memo is a copy of it)."""
+
     api: client.ApiClient
     elector: LeaderElector | None
     stop: asyncio.Event
     task: asyncio.Task[None] | None
-    activator: web.AppRunner | None = None
+    activator: Activator | None = None
+    served: web.AppRunner | None = None
+    watches: RedisWatches = field(default_factory=RedisWatches)
 
 
-_runtime: Runtime | None = None
+def options_of(memo: Any) -> OperatorOptions:
+    options = memo.get("options")
+    return options if isinstance(options, OperatorOptions) else OperatorOptions()
 
 
-def runtime() -> Runtime:
-    if _runtime is None:
+def runtime_of(memo: Any) -> Runtime | None:
+    found = memo.get("runtime")
+    return found if isinstance(found, Runtime) else None
+
+
+def runtime(memo: Any) -> Runtime:
+    found = runtime_of(memo)
+    if found is None:
         raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return _runtime
+    return found
+
+
+def wake_of(memo: Any) -> PoolWake:
+    """The pool's wake-up, in its own memo: set by the watch handler, awaited by the scaling daemon."""
+    wake = memo.get("wake")
+    if not isinstance(wake, PoolWake):
+        wake = memo["wake"] = PoolWake()
+    return wake
 
 
 async def _load_kube_config() -> None:
@@ -95,9 +114,17 @@ async def _load_kube_config() -> None:
         await config.load_kube_config()
 
 
+class _WithoutWakeNotices(logging.Filter):
+    """kopf logs every handler run at INFO; the wake notices run on every watch event of every pool."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'notice_change'" not in record.getMessage()
+
+
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _runtime
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options = options_of(memo)
+    logging.getLogger("kopf.objects").addFilter(_WithoutWakeNotices())
     # Progress lives in annotations only: status belongs to the scaler, and both replicas share it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="swell.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="swell.dev")
@@ -107,34 +134,37 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     api = client.ApiClient()
     stop = asyncio.Event()
     elector = task = None
-    if OPTIONS.leader_election:
-        elector = LeaderElector(api, OPTIONS.lease_namespace, identity=OPTIONS.identity)
+    if options.leader_election:
+        elector = LeaderElector(api, options.lease_namespace, identity=options.identity)
         await elector.try_acquire()
         task = asyncio.create_task(elector.run(stop), name="swell-leader-election")
-    served = None
-    if OPTIONS.activator_port:
-        served = await activator.serve(api, "0.0.0.0", OPTIONS.activator_port)
-    _runtime = Runtime(api=api, elector=elector, stop=stop, task=task, activator=served)
+    pushes = served = None
+    if options.activator_port:
+        pushes = activator.from_environment(api)
+        served = await activator.serve(pushes, "0.0.0.0", options.activator_port)
+    memo["runtime"] = Runtime(api=api, elector=elector, stop=stop, task=task, activator=pushes, served=served)
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    global _runtime
-    if _runtime is None:
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    current = runtime_of(memo)
+    if current is None:
         return
-    current, _runtime = _runtime, None
+    memo["runtime"] = None
     current.stop.set()
     if current.task is not None:
         await current.task
-    if current.activator is not None:
-        await current.activator.cleanup()
+    if current.served is not None:
+        await current.served.cleanup()
+    await current.watches.close()
     await current.api.close()
 
 
 @kopf.on.probe(id="leader")
-def leader_probe(**_: Any) -> bool:
+async def leader_probe(memo: kopf.Memo, **_: Any) -> bool:
     """Reported by the liveness endpoint, so one can see which replica holds the Lease."""
-    return _runtime is not None and (_runtime.elector is None or _runtime.elector.is_leader)
+    current = runtime_of(memo)
+    return current is not None and (current.elector is None or current.elector.is_leader)
 
 
 def _spec(raw: Any) -> WorkerPoolSpec:
@@ -149,53 +179,86 @@ def _spec(raw: Any) -> WorkerPoolSpec:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile_deployment(
-    *, spec: kopf.Spec, name: str | None, namespace: str | None, body: kopf.Body, **_: Any
+    *, spec: kopf.Spec, name: str | None, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     assert name is not None and namespace is not None  # WorkerPools are namespaced
     pool = _spec(spec)
     if pool.worker is None:
         return  # scaleTargetRef: the Deployment is the user's; Swell only scales it
-    defaults = OPTIONS.pool_defaults()
+    defaults = options_of(memo).pool_defaults()
+    api = runtime(memo).api
     problem = missing_vector_store(pool, defaults)
     if problem is not None:
         # No workers: the scaler daemon reports the reason in status and as a Warning Event.
         log.warning("%s/%s gets no workers: %s", namespace, name, problem)
-        await _scale_to_zero_if_present(namespace, deployment_name(name))
+        await _scale_to_zero_if_present(api, namespace, deployment_name(name))
         return
     manifest = render_deployment(name, pool, pool.replicas.min, defaults)
     kopf.adopt(manifest, owner=body)
-    outcome = await apply_deployment(runtime().api, namespace, manifest)
+    outcome = await apply_deployment(api, namespace, manifest)
     log.info("%s/%s: Deployment %s", namespace, name, outcome)
+    wake_of(memo).set()  # the scaler may have been waiting for its Deployment
     service = render_push_service(name, pool)
     if service is not None:
         kopf.adopt(service, owner=body)
-        log.info("%s/%s: Service %s", namespace, name, await apply_service(runtime().api, namespace, service))
+        log.info("%s/%s: Service %s", namespace, name, await apply_service(api, namespace, service))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def notice_change(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wakes the pool's scaler when something it must act on changed: an activation, a spec edit. Async,
+    so kopf runs it on the loop: a sync handler would cost a thread hop on every watch event of every pool."""
+    metadata = body.get("metadata") or {}
+    seen = (metadata.get("generation"), activated_at(metadata.get("annotations")))
+    if memo.get("seen") != seen:
+        memo["seen"] = seen
+        wake_of(memo).set()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="scaler", cancellation_timeout=10.0)
 async def scale(
-    *, name: str | None, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+    *,
+    name: str | None,
+    namespace: str | None,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """Runs for as long as the pool exists; ``body`` is kopf's live view, so spec edits apply at once."""
+    """Runs for as long as the pool exists; ``body`` is kopf's live view, so spec edits apply at once.
+
+    Between rounds the daemon waits on the pool's wake-up (see ``wake``), not on a clock alone, so a pool
+    asleep at zero costs nothing until an event or its slow idle read."""
     assert name is not None and namespace is not None  # WorkerPools are namespaced
-    while _runtime is None and not stopped:
+    while runtime_of(memo) is None and not stopped:
         await stopped.wait(0.1)
-    current = runtime()
+    current = runtime(memo)
+    options = options_of(memo)
+    wake = wake_of(memo)
     scaler = PoolScaler(
         current.api,
         namespace,
         name,
         QueueReader(current.api, namespace),
         current.elector,
-        activator_url=OPTIONS.activator_url,
+        current.activator,
+        options.activator_url,
+        watches=current.watches,
+        wake=wake,
     )
     guard = DoubleScalingGuard(current.api, namespace)
+
+    async def wake_when_stopped() -> None:
+        await stopped.wait()
+        wake.set()
+
+    stopping = asyncio.create_task(wake_when_stopped(), name=f"swell-stop-{namespace}-{name}")
     reported: str | None = None  # the reason this pool cannot run, once reported
     try:
         while not stopped:
             try:
                 pool = _spec(body.get("spec") or {})
-                problem, reason = missing_vector_store(pool, OPTIONS.pool_defaults()), NO_VECTOR_STORE
+                problem, reason = missing_vector_store(pool, options.pool_defaults()), NO_VECTOR_STORE
                 if problem is None:
                     problem, reason = await guard.problem(target_of(name, pool)), ALREADY_SCALED
                 if problem is not None:
@@ -203,7 +266,7 @@ async def scale(
                     if leading and problem != reported:
                         await _report_unrunnable(current.api, namespace, name, body, problem, reason)
                         reported = problem
-                    await stopped.wait(UNRUNNABLE_RECHECK_SECONDS)
+                    await wake.wait(UNRUNNABLE_RECHECK_SECONDS)
                     continue
                 if reported is not None:
                     reported = None
@@ -215,15 +278,16 @@ async def scale(
             except Exception:
                 log.exception("scaling round of %s/%s failed", namespace, name)
                 wait = ERROR_PAUSE_SECONDS
-            await stopped.wait(wait)
+            await wake.wait(wait)
     finally:
+        stopping.cancel()
         await scaler.close()
 
 
-async def _scale_to_zero_if_present(namespace: str, deployment: str) -> None:
+async def _scale_to_zero_if_present(api: client.ApiClient, namespace: str, deployment: str) -> None:
     """A pool that lost its vector store keeps no workers writing to nowhere (a missing Deployment is fine)."""
     try:
-        await scale_deployment(runtime().api, namespace, deployment, 0)
+        await scale_deployment(api, namespace, deployment, 0)
     except ApiException as exc:
         if exc.status != 404:
             raise

@@ -47,6 +47,21 @@ UNDELIVERED = "pubsub.googleapis.com/subscription/num_undelivered_messages"
 OLDEST_UNACKED_AGE = "pubsub.googleapis.com/subscription/oldest_unacked_message_age"
 # How far back to look for the newest point: Monitoring shows a point up to a few minutes after its sample.
 BACKLOG_LOOKBACK_SECONDS = 600
+# What Pub/Sub allows for a dead-letter policy's maxDeliveryAttempts.
+MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
+
+
+def default_dead_letter_topic(subscription: str) -> str:
+    """The dead-letter topic the operator gives a push subscription whose pool names none."""
+    return f"{subscription}-dead-letter"[:255]
+
+
+def delivery_attempts(queue_attempts: int, explicit: bool, pool_attempts: int | None) -> int:
+    """Pub/Sub deliveries before dead-letter: the queue's own setting where the spec gives one, else the pool's
+    ``maxAttempts`` (retries + 1), clamped to what Pub/Sub allows."""
+    if explicit or pool_attempts is None:
+        return queue_attempts
+    return min(MAX_DELIVERY_ATTEMPTS, max(MIN_DELIVERY_ATTEMPTS, pool_attempts))
 
 
 @dataclass(frozen=True)
@@ -241,15 +256,23 @@ class PubSubAdmin:
         """A bare id lives in the pool's project; a full ``projects/*/topics/*`` path may point elsewhere."""
         return topic if topic.startswith("projects/") else PublisherClient.topic_path(self.queue.project, topic)
 
-    async def dead_letter_status(self) -> dict[str, Any]:
-        """Makes the subscription's dead-letter policy match the spec and says what was found, for
-        ``status.deadLetter``. A missing topic is reported, not created: who owns a topic (retention, IAM,
-        its own subscribers) is not the operator's decision. A subscription's policy is left alone when the
-        spec names no topic, since someone else set it."""
+    async def dead_letter_status(self, attempts: int | None = None) -> dict[str, Any]:
+        """Makes the subscription's dead-letter policy match the pool and says what was found, for
+        ``status.deadLetter``. ``attempts``: the pool's deliveries before dead-letter (default: the queue's).
+
+        A push subscription always gets a policy: without one Pub/Sub sends no ``deliveryAttempt``, and a
+        task that always fails would be pushed forever. Where the spec names no topic, the operator uses (and
+        creates) ``<subscription>-dead-letter`` in the pool's project. A topic the spec names is reported
+        when missing, not created: who owns it (retention, IAM, its own subscribers) is not the operator's
+        decision. A pull subscription's policy is left alone when the spec names no topic, since someone else
+        set it."""
         subscription = await self._get_subscription()
         current = subscription.dead_letter_policy
-        wanted_attempts = self.queue.max_delivery_attempts
-        if not self.queue.dead_letter_topic:
+        wanted_attempts = self.queue.max_delivery_attempts if attempts is None else attempts
+        topic_id, ours = self.queue.dead_letter_topic, False
+        if not topic_id and self.queue.mode == "push":
+            topic_id, ours = default_dead_letter_topic(self.queue.subscription), True
+        if not topic_id:
             message = "no deadLetterTopic in the spec"
             if current.dead_letter_topic:
                 message += (
@@ -263,17 +286,22 @@ class PubSubAdmin:
                 "policy": "not configured",
                 "message": message,
             }
-        topic = self._dead_letter_topic_path(self.queue.dead_letter_topic)
+        topic = self._dead_letter_topic_path(topic_id)
         status: dict[str, Any] = {"topic": topic, "topicExists": True, "maxDeliveryAttempts": wanted_attempts}
         try:
             await asyncio.to_thread(self._publisher.get_topic, topic=topic, timeout=CALL_TIMEOUT_SECONDS)
         except gexc.NotFound:
-            return {
-                **status,
-                "topicExists": False,
-                "policy": "not set",
-                "message": f"dead-letter topic {topic} does not exist; create it (Swell does not)",
-            }
+            if ours:
+                created = await self._create_topic(topic, status)
+                if created is not None:
+                    return created
+            else:
+                return {
+                    **status,
+                    "topicExists": False,
+                    "policy": "not set",
+                    "message": f"dead-letter topic {topic} does not exist; create it (Swell does not)",
+                }
         except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise _safe_error(exc, "read", f"topic {topic}") from None
         if current.dead_letter_topic == topic and current.max_delivery_attempts == wanted_attempts:
@@ -298,6 +326,13 @@ class PubSubAdmin:
                 "policy": "unsupported",
                 "message": "this Pub/Sub server does not implement dead-letter policies",
             }
+        except gexc.PermissionDenied:
+            return {
+                **status,
+                "policy": "not set",
+                "message": f"the operator may not set the dead-letter policy of {self.subscription} (permission "
+                "denied): a task that always fails is retried until the worker counts its attempts itself",
+            }
         except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise _safe_error(exc, "set the dead-letter policy of", f"subscription {self.subscription}") from None
         kept = updated.dead_letter_policy
@@ -313,6 +348,25 @@ class PubSubAdmin:
             "message": f"messages go to {topic} after {wanted_attempts} delivery attempts, once Pub/Sub's "
             "service agent may publish to the topic and subscribe to the subscription",
         }
+
+    async def _create_topic(self, topic: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Creates the operator's own dead-letter topic; a status saying why not, or None once it exists."""
+        try:
+            await asyncio.to_thread(self._publisher.create_topic, name=topic, timeout=CALL_TIMEOUT_SECONDS)
+        except gexc.AlreadyExists:
+            return None
+        except gexc.PermissionDenied:
+            return {
+                **status,
+                "topicExists": False,
+                "policy": "not set",
+                "message": f"the operator may not create dead-letter topic {topic} (permission denied): create "
+                "it, or name an existing one in spec.queue.pubsub.deadLetterTopic",
+            }
+        except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
+            raise _safe_error(exc, "create", f"topic {topic}") from None
+        log.info("created dead-letter topic %s", topic)
+        return None
 
     async def monitored_backlog(self) -> MonitoredBacklog | None:
         """The newest Cloud Monitoring sample of the backlog; None without Monitoring or without a recent point."""

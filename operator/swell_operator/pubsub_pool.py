@@ -32,11 +32,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from swell_contract.depth import Depth
 
 from swell_operator import events
-from swell_operator.activator import ACTIVATOR, activated_at, activation_path
+from swell_operator.activator import Activator, activated_at, activation_path
 from swell_operator.deployment import POOL_LABEL, WORKER_PORT
 from swell_operator.depth import REBUILD_SECONDS, DepthUnavailable
 from swell_operator.model import PubSubQueue, WorkerPoolSpec
-from swell_operator.pubsub_admin import MonitoredBacklog, PubSubAdmin, PubSubAdminError
+from swell_operator.pubsub_admin import MonitoredBacklog, PubSubAdmin, PubSubAdminError, delivery_attempts
 from swell_operator.secrets import SecretError, read_secret_key
 from swell_operator.worker_metrics import PoolFigures, WorkerScraper
 
@@ -92,8 +92,17 @@ def seen_backlog(figures: PoolFigures, waking: bool, monitored: MonitoredBacklog
 
 
 class PubSubPool:
-    def __init__(self, api: client.ApiClient, namespace: str, name: str, activator_url: str | None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        activator: Activator | None,
+        activator_url: str | None,
+    ) -> None:
         self.api = api
+        # Where this replica's activator learns how to check this pool's pushes (None: no activator here).
+        self.activator = activator
         self.namespace = namespace
         self.name = name
         self.activator_url = activator_url.rstrip("/") if activator_url else None
@@ -115,6 +124,7 @@ class PubSubPool:
         self._monitoring_reads = Every(MONITORING_INTERVAL_SECONDS)
         self._monitoring_error: str | None = None
         self._warned_cannot_wake = False
+        self._dead_letter_warned: str | None = None
 
     async def read(self, spec: WorkerPoolSpec, body: Mapping[str, Any], at_zero: bool, leading: bool) -> Depth:
         queue = spec.queue.pubsub
@@ -140,7 +150,7 @@ class PubSubPool:
         if leading:
             self._warn_if_push_cannot_wake(spec, body)
             await self._route_pushes(admin, queue, self._figures.ready_answered > 0)
-            await self._check_dead_letter(admin)
+            await self._check_dead_letter(admin, spec, body)
             await self._read_monitored(admin)
         figures = self._figures
         return Depth(
@@ -215,16 +225,16 @@ class PubSubPool:
             self._token = None
             if queue.push_token_secret_ref is not None:
                 self._token = await read_secret_key(self.api, self.namespace, queue.push_token_secret_ref)
-            if queue.mode == "push":
-                ACTIVATOR.register(
+            if self.activator is not None and queue.mode == "push":
+                self.activator.register(
                     self.namespace,
                     self.name,
                     shared_token=self._token,
                     audience=queue.push_audience,
                     service_account=queue.push_service_account,
                 )
-            else:
-                ACTIVATOR.forget(self.namespace, self.name)
+            elif self.activator is not None:
+                self.activator.forget(self.namespace, self.name)
             self._admin = await PubSubAdmin.open(self.api, self.namespace, queue)
         except ValueError as exc:  # a rule that would leave the endpoint open
             raise DepthUnavailable(str(exc)) from None
@@ -247,13 +257,30 @@ class PubSubPool:
             log.info("%s/%s: pushes now go to %s", self.namespace, self.name, without_query(wanted))
             self._routed_to = wanted
 
-    async def _check_dead_letter(self, admin: PubSubAdmin) -> None:
+    async def _check_dead_letter(self, admin: PubSubAdmin, spec: WorkerPoolSpec, body: Mapping[str, Any]) -> None:
+        """The subscription's dead-letter policy, set from the pool; what could not be set is said in status
+        and, once per change, as a Warning Event."""
         if not self._dead_letter_checks.due():
             return
+        queue = spec.queue.pubsub
+        assert queue is not None
+        attempts = delivery_attempts(
+            queue.max_delivery_attempts,
+            "max_delivery_attempts" in queue.model_fields_set,
+            spec.worker.max_attempts if spec.worker is not None else None,
+        )
         try:
-            self.dead_letter = await admin.dead_letter_status()
+            self.dead_letter = await admin.dead_letter_status(attempts)
         except PubSubAdminError as exc:
-            self.dead_letter = {"message": str(exc)}
+            self.dead_letter = {"policy": "unknown", "message": str(exc)}
+        problem = (
+            None if self.dead_letter.get("policy") in ("set", "already set", "not configured") else self.dead_letter
+        )
+        warning = None if problem is None else str(problem.get("message"))
+        if warning is not None and warning != self._dead_letter_warned:
+            log.warning("%s/%s: %s", self.namespace, self.name, warning)
+            events.dead_letter_not_set(body, warning)
+        self._dead_letter_warned = warning
 
     async def _call(self, pending: Any) -> Any:
         try:
@@ -271,4 +298,5 @@ class PubSubPool:
     async def close(self) -> None:
         await self._close_admin()
         await self._scraper.close()
-        ACTIVATOR.forget(self.namespace, self.name)
+        if self.activator is not None:
+            self.activator.forget(self.namespace, self.name)

@@ -1,9 +1,12 @@
-"""One pool's scaling loop: read the queue, estimate rates, ask ``decide``, apply, report.
+"""One pool's scaling round: observe the queue and the Deployment, decide, apply, report.
 
 All judgement lives in ``swell_operator.decision`` (pure); this module only gathers the observation
-and carries out the answer, so the benchmark simulator and the operator can never disagree. The
-loop reads fast while a pool sleeps at zero (a Redis LLEN or XINFO costs microseconds) so the first
-task is noticed well within a second, and at ``pollIntervalSeconds`` otherwise.
+and carries out the answer, so the benchmark simulator and the operator can never disagree. A pool that
+runs is read every ``pollIntervalSeconds``. A pool asleep at zero costs nothing per poll: its Redis keys
+go to the server's shared watch (``wake``), one pipelined round trip for all sleeping pools on that
+server, and an activation or spec edit arrives through kopf's watch; either wakes the round at once. Its
+own full read then happens only every ``IDLE_POLL_SECONDS`` as a safety net. Status is written when
+something a user sees changes, plus a slow heartbeat.
 
 Failures never crash the loop: a queue that cannot be read holds the replicas (or runs the pool's
 fallback after N failed reads), marks the pool Degraded with the error, and retries with backoff.
@@ -12,6 +15,7 @@ fallback after N failed reads), marks the pool Degraded with the error, and retr
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,26 +26,43 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from swell_contract.depth import Depth
 
 from swell_operator import events, metrics
+from swell_operator.activator import Activator
 from swell_operator.decision import Decision, Memory, Observation, Policy, decide
 from swell_operator.deletion_cost import annotate_deletion_costs
 from swell_operator.deployment import Replicas, deployment_name, read_replicas, scale_deployment
 from swell_operator.depth import DepthUnavailable, QueueReader
 from swell_operator.leader import LeaderElector
 from swell_operator.model import WorkerPoolSpec
-from swell_operator.pubsub_pool import PubSubPool
+from swell_operator.pubsub_pool import PEEK_INTERVAL_SECONDS, PubSubPool
 from swell_operator.rates import RateEstimator
+from swell_operator.secrets import SecretError, read_secret_key
 from swell_operator.status import Health, conditions, utc_now, visible, write_status
+from swell_operator.wake import PoolWake, RedisWatches, Watched
 
 log = logging.getLogger(__name__)
 
-# While a pool is at zero and idle, read the queue at least this often.
+# A sleeping pool with no shared watch (see ``wake``) reads its own queue this often.
 WAKE_POLL_SECONDS = 0.1
+# A sleeping pool that events can wake reads its queue only this often (jittered, so pools spread out):
+# a safety net for work no watch sees, such as a stranded processing list.
+IDLE_POLL_SECONDS = 60.0
+IDLE_POLL_JITTER = 0.2
+# A pool whose Deployment is missing looks again this often (hundreds of pools created at once must not
+# poll the API server for Deployments that are still being made).
+TARGET_RECHECK_SECONDS = 5.0
 # Longest wait between reads of a queue that keeps failing.
 MAX_BACKOFF_SECONDS = 5.0
-# Status is written when something visible changes, but at most this often, and at least every
-# HEARTBEAT seconds so rates and the scaler memory survive an operator restart.
-STATUS_MIN_INTERVAL_SECONDS = 1.0
-STATUS_HEARTBEAT_SECONDS = 15.0
+# Status is written when a decision or a condition changes (at once), when a figure a user sees changes
+# (at most every STATUS_MIN_INTERVAL seconds), and otherwise as a heartbeat so rates and the scaler memory
+# survive an operator restart: slow for awake pools, slower for pools asleep, whose memory barely matters.
+# At 1000 sleeping pools that is about 0.6 writes a second.
+STATUS_MIN_INTERVAL_SECONDS = 5.0
+STATUS_HEARTBEAT_SECONDS = 300.0
+ASLEEP_HEARTBEAT_SECONDS = 1800.0
+
+
+def idle_wait(poll: float) -> float:
+    return max(poll, IDLE_POLL_SECONDS * random.uniform(1 - IDLE_POLL_JITTER, 1 + IDLE_POLL_JITTER))
 
 
 def policy_of(spec: WorkerPoolSpec) -> Policy:
@@ -96,15 +117,24 @@ class PoolScaler:
         name: str,
         reader: QueueReader,
         elector: LeaderElector | None,
+        activator: Activator | None = None,
         activator_url: str | None = None,
+        *,
+        watches: RedisWatches | None = None,
+        wake: PoolWake | None = None,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.name = name
         self.reader = reader
-        self.pubsub = PubSubPool(api, namespace, name, activator_url)
+        self.pubsub = PubSubPool(api, namespace, name, activator, activator_url)
         self.elector = elector
         self.state = ScalerState()
+        # Sleeping Redis pools are woken by their server's shared watch instead of polling.
+        self.watches = watches
+        self.wake = wake or PoolWake()
+        self._watched: Watched | None = None
+        self._heartbeat_spread = random.uniform(0.8, 1.2)  # so pools started together do not write together
 
     @property
     def leading(self) -> bool:
@@ -128,7 +158,7 @@ class PoolScaler:
         self.state.restored = True
 
     async def tick(self, body: Mapping[str, Any]) -> float:
-        """One read-decide-apply round; returns the seconds to wait before the next."""
+        """observe -> decide -> apply -> report; returns the seconds to wait before the next round."""
         spec = WorkerPoolSpec.model_validate(dict(body.get("spec") or {}))
         leading = self.leading
         if leading and not self.state.restored:
@@ -136,11 +166,33 @@ class PoolScaler:
         if not leading:
             self.state.restored = False
         started = time.perf_counter()
-        labels = (self.namespace, self.name)
         try:
-            depth = await self._read_depth(spec, body, leading)
+            depth = await self._observe_queue(spec, body, leading)
         except DepthUnavailable as exc:
             return await self._on_read_failure(body, spec, str(exc), leading)
+        replicas = await self._replicas(spec, depth)
+        if replicas is None:
+            await self._report(
+                body, spec, depth, None, leading, error=self.state.last_error, error_reason="TargetUnavailable"
+            )
+            # The bundled Deployment's creation wakes the pool (handlers); a user's is looked for again later.
+            return max(spec.scaling.poll_interval_seconds, TARGET_RECHECK_SECONDS)
+        self._observe_rates(spec, depth, replicas)
+        decision = None if spec.scaling.paused else self._decide(spec, depth, replicas, leading)
+        if decision is not None and leading:
+            await self._apply(body, spec, depth, replicas, decision)
+        metrics.DECISION_SECONDS.labels(self.namespace, self.name).observe(time.perf_counter() - started)
+        await self._report(body, spec, depth, self.state.replicas, leading)
+        return await self._next_wait(spec, depth)
+
+    async def _observe_queue(self, spec: WorkerPoolSpec, body: Mapping[str, Any], leading: bool) -> Depth:
+        """The queue's depth (DepthUnavailable when it cannot be read), with its metrics and health Events."""
+        if spec.queue.backend == "pubsub":
+            at_zero = self.state.replicas is not None and self.state.replicas.spec == 0
+            depth = await self.pubsub.read(spec, body, at_zero, leading)
+        else:
+            depth = await self.reader.read(spec.queue)
+        labels = (self.namespace, self.name)
         metrics.QUEUE_BACKLOG.labels(*labels).set(depth.backlog)
         metrics.IN_FLIGHT.labels(*labels).set(depth.in_flight)
         durability = self.reader.durability_problem
@@ -152,29 +204,18 @@ class PoolScaler:
             if leading:
                 events.queue_recovered(body)
         self.state.failures, self.state.last_error = 0, None
+        return depth
 
-        replicas = await self._replicas(spec, depth)
-        if replicas is None:
-            await self._report(
-                body, spec, depth, None, leading, error=self.state.last_error, error_reason="TargetUnavailable"
-            )
-            return spec.scaling.poll_interval_seconds
-        metrics.REPLICAS_CURRENT.labels(*labels).set(replicas.spec)
-        now = time.time()
+    def _observe_rates(self, spec: WorkerPoolSpec, depth: Depth, replicas: Replicas) -> None:
+        metrics.REPLICAS_CURRENT.labels(self.namespace, self.name).set(replicas.spec)
         self.state.rates = self.state.rates.observe(
-            now, depth.backlog, depth.in_flight, depth.completed_total, replicas.ready, spec.concurrency
+            time.time(), depth.backlog, depth.in_flight, depth.completed_total, replicas.ready, spec.concurrency
         )
-        if spec.scaling.paused:
-            await self._report(body, spec, depth, replicas, leading)
-            return spec.scaling.poll_interval_seconds
-        since_decision = time.monotonic() - self.state.decided_at
-        if self._asleep(replicas, depth) and since_decision < spec.scaling.poll_interval_seconds:
-            # A fast wake check between decisions: nothing to decide while a pool at zero sees no work,
-            # and skipping keeps the decision memory at one entry per poll interval.
-            return WAKE_POLL_SECONDS
 
+    def _decide(self, spec: WorkerPoolSpec, depth: Depth, replicas: Replicas, leading: bool) -> Decision | None:
+        """The pure decision, remembered; None when it keeps the replicas as they are."""
         observation = Observation(
-            now=now,
+            now=time.time(),
             backlog=depth.backlog,
             in_flight=depth.in_flight if depth.mean_in_flight is None else depth.mean_in_flight,
             per_consumer_in_flight=dict(depth.per_consumer),
@@ -186,27 +227,55 @@ class PoolScaler:
             backlog_visible=depth.backlog_visible,
         )
         decision = decide(observation, policy_of(spec), self.state.memory)
-        self.state.decided_at = time.monotonic()
         self.state.memory = decision.memory
         self.state.desired = decision.replicas
-        metrics.REPLICAS_DESIRED.labels(*labels).set(decision.replicas)
-        if leading and decision.replicas != replicas.spec:
-            await self._apply(body, spec, depth, replicas, decision)
-        if leading and (self.state.last_decision is None or decision.replicas != replicas.spec):
+        metrics.REPLICAS_DESIRED.labels(self.namespace, self.name).set(decision.replicas)
+        changes = decision.replicas != replicas.spec
+        if leading and (self.state.last_decision is None or changes):
             self.state.last_decision = {"replicas": decision.replicas, "reason": decision.reason, "time": utc_now()}
-        metrics.DECISION_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-        await self._report(body, spec, depth, self.state.replicas, leading)
-        return self._next_wait(spec, depth)
+        return decision if changes else None
 
-    async def _read_depth(self, spec: WorkerPoolSpec, body: Mapping[str, Any], leading: bool) -> Depth:
-        if spec.queue.backend == "pubsub":
-            at_zero = self.state.replicas is not None and self.state.replicas.spec == 0
-            return await self.pubsub.read(spec, body, at_zero, leading)
-        return await self.reader.read(spec.queue)
-
-    def _next_wait(self, spec: WorkerPoolSpec, depth: Depth) -> float:
+    async def _next_wait(self, spec: WorkerPoolSpec, depth: Depth) -> float:
+        """A pool asleep at zero waits long, to be woken by an event; any other polls at its interval."""
         poll = spec.scaling.poll_interval_seconds
-        return min(poll, WAKE_POLL_SECONDS) if self._asleep(self.state.replicas, depth) else poll
+        asleep = self._asleep(self.state.replicas, depth)
+        if spec.queue.backend == "pubsub":
+            self._stop_watching()
+            if asleep and spec.queue.pubsub is not None and spec.queue.pubsub.mode == "pull":
+                return min(poll, PEEK_INTERVAL_SECONDS)  # the peek is the only way to see pulled work
+            return idle_wait(poll) if asleep else poll
+        if not asleep:
+            self._stop_watching()
+            return poll
+        if await self._watch_queue(spec):
+            return idle_wait(poll)
+        return min(poll, WAKE_POLL_SECONDS)  # no shared watch: read the queue itself, often
+
+    async def _watch_queue(self, spec: WorkerPoolSpec) -> bool:
+        """Hands the sleeping pool's keys to its Redis server's shared watch; False where there is none."""
+        queue = spec.queue
+        if self.watches is None or queue.redis is None:
+            return False
+        names = tuple(queue.streams.streams if queue.streams is not None else queue.list.keys if queue.list else ())
+        watched = Watched(queue.backend, names)
+        pool = (self.namespace, self.name)
+        if self._watched == watched and self.watches.watching(pool):
+            return True
+        try:
+            url = await read_secret_key(self.api, self.namespace, queue.redis.url_secret_ref)
+            password = None
+            if queue.redis.password_secret_ref is not None:
+                password = await read_secret_key(self.api, self.namespace, queue.redis.password_secret_ref)
+        except SecretError:
+            return False  # the pool's own reads report the Secret
+        self.watches.watch(pool, url, password, watched, self.wake)
+        self._watched = watched
+        return True
+
+    def _stop_watching(self) -> None:
+        if self.watches is not None and self._watched is not None:
+            self.watches.forget((self.namespace, self.name))
+        self._watched = None
 
     @staticmethod
     def _asleep(replicas: Replicas | None, depth: Depth) -> bool:
@@ -347,7 +416,9 @@ class PoolScaler:
         shown = visible(status)
         since = time.monotonic() - self.state.written_at
         changed = shown != self.state.written
-        if not changed and since < STATUS_HEARTBEAT_SECONDS:
+        asleep = depth is not None and self._asleep(replicas, depth)
+        heartbeat = (ASLEEP_HEARTBEAT_SECONDS if asleep else STATUS_HEARTBEAT_SECONDS) * self._heartbeat_spread
+        if not changed and since < heartbeat:
             return
         decision_changed = self.state.written is not None and (
             shown.get("lastDecision") != self.state.written.get("lastDecision")
@@ -364,6 +435,7 @@ class PoolScaler:
         self.state.written, self.state.written_at = shown, time.monotonic()
 
     async def close(self) -> None:
+        self._stop_watching()
         await self.reader.close()
         await self.pubsub.close()
         metrics.forget_pool(self.namespace, self.name)
