@@ -123,7 +123,7 @@ def worker_settings(spec: WorkerPoolSpec, worker: BundledWorker, defaults: PoolD
         values.update(pubsub_project=pubsub.project, pubsub_subscription=pubsub.subscription, pubsub_mode=pubsub.mode)
         optional = {
             "pubsub_topic": pubsub.topic,
-            "pubsub_dead_letter_topic": pubsub.dead_letter_topic,
+            "pubsub_dead_letter_topic": pubsub.dead_letter_topic_in_use(),
             "push_audience": pubsub.push_audience,
             "push_service_account": pubsub.push_service_account,
         }

@@ -107,7 +107,10 @@ class PubSubQueue(Spec):
         "while the pool is at zero the operator's activator answers and wakes it.",
     )
     dead_letter_topic: str | None = Field(
-        default=None, max_length=255, description="Dead-letter topic id; validated or set up by the operator."
+        default=None,
+        max_length=255,
+        description="Dead-letter topic id; validated or set up by the operator. A push subscription without "
+        "one gets `<subscription>-dead-letter`, created by the operator.",
     )
     max_delivery_attempts: int = Field(
         default=5, ge=5, le=100, description="Deliveries before dead-letter (Pub/Sub allows 5 to 100)."
@@ -143,6 +146,12 @@ class PubSubQueue(Spec):
     emulator_host: str | None = Field(
         default=None, max_length=255, description="`host:port` of a Pub/Sub emulator, for local clusters."
     )
+
+    def dead_letter_topic_in_use(self) -> str | None:
+        """Where dead letters go: the spec's topic, or for push the one the operator creates for it."""
+        if self.dead_letter_topic or self.mode != "push":
+            return self.dead_letter_topic
+        return f"{self.subscription}-dead-letter"[:255]
 
 
 class Queue(Spec):

@@ -51,17 +51,18 @@ BACKLOG_LOOKBACK_SECONDS = 600
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
 
 
-def default_dead_letter_topic(subscription: str) -> str:
-    """The dead-letter topic the operator gives a push subscription whose pool names none."""
-    return f"{subscription}-dead-letter"[:255]
+# Pushes a bundled worker may refuse (429: all slots busy, or the pool waking from zero) on top of its
+# maxAttempts: Pub/Sub counts those as deliveries, the worker counts only the starts.
+REFUSED_PUSHES_ALLOWED = 20
 
 
 def delivery_attempts(queue_attempts: int, explicit: bool, pool_attempts: int | None) -> int:
     """Pub/Sub deliveries before dead-letter: the queue's own setting where the spec gives one, else the pool's
-    ``maxAttempts`` (retries + 1), clamped to what Pub/Sub allows."""
+    ``maxAttempts`` (retries + 1) plus room for refused pushes, clamped to what Pub/Sub allows. The worker
+    dead-letters a failing task itself after ``maxAttempts``; this is the backstop for one never accepted."""
     if explicit or pool_attempts is None:
         return queue_attempts
-    return min(MAX_DELIVERY_ATTEMPTS, max(MIN_DELIVERY_ATTEMPTS, pool_attempts))
+    return min(MAX_DELIVERY_ATTEMPTS, max(MIN_DELIVERY_ATTEMPTS, pool_attempts + REFUSED_PUSHES_ALLOWED))
 
 
 @dataclass(frozen=True)
@@ -269,9 +270,8 @@ class PubSubAdmin:
         subscription = await self._get_subscription()
         current = subscription.dead_letter_policy
         wanted_attempts = self.queue.max_delivery_attempts if attempts is None else attempts
-        topic_id, ours = self.queue.dead_letter_topic, False
-        if not topic_id and self.queue.mode == "push":
-            topic_id, ours = default_dead_letter_topic(self.queue.subscription), True
+        topic_id = self.queue.dead_letter_topic_in_use()
+        ours = topic_id is not None and not self.queue.dead_letter_topic
         if not topic_id:
             message = "no deadLetterTopic in the spec"
             if current.dead_letter_topic:

@@ -172,3 +172,20 @@ def test_policy_carries_every_scaling_setting_of_the_spec() -> None:
     assert policy.task_seconds_hint == 0.5
     assert target_of("pool", spec) == "pool"
     assert target_of("pool", pool_spec(worker=None, scaleTargetRef={"name": "celery"})) == "celery"
+
+
+def test_a_push_pools_workers_dead_letter_where_the_operator_points_the_subscription() -> None:
+    push = {
+        "backend": "pubsub",
+        "pubsub": {
+            "project": "p",
+            "subscription": "jobs",
+            "mode": "push",
+            "pushAudience": "a",
+            "pushServiceAccount": "pusher@p.iam.gserviceaccount.com",
+        },
+    }
+    env = env_of(render_deployment("pool", pool_spec(queue=push), 0))
+    assert env["SWELL_PUBSUB_DEAD_LETTER_TOPIC"]["value"] == "jobs-dead-letter"
+    pull = {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "jobs"}}
+    assert "SWELL_PUBSUB_DEAD_LETTER_TOPIC" not in env_of(render_deployment("pool", pool_spec(queue=pull), 0))

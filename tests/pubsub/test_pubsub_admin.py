@@ -535,11 +535,11 @@ async def test_an_emulator_pool_has_no_monitoring(pubsub_emulator: PubSubEmulato
 
 
 def test_delivery_attempts_come_from_the_pool_within_pubsubs_range() -> None:
-    from swell_operator.pubsub_admin import delivery_attempts
+    from swell_operator.pubsub_admin import REFUSED_PUSHES_ALLOWED, delivery_attempts
 
-    assert delivery_attempts(5, False, 8) == 8  # the pool's maxAttempts (retries + 1)
-    assert delivery_attempts(5, False, 1) == 5  # Pub/Sub's floor
-    assert delivery_attempts(5, False, 1000) == 100  # and ceiling
+    # the pool's maxAttempts (retries + 1), plus the pushes its workers may refuse with 429
+    assert delivery_attempts(5, False, 8) == 8 + REFUSED_PUSHES_ALLOWED
+    assert delivery_attempts(5, False, 1000) == 100  # Pub/Sub's ceiling
     assert delivery_attempts(7, True, 20) == 7  # the queue's own setting wins where the spec gives it
     assert delivery_attempts(5, False, None) == 5  # no bundled worker: the queue's default
 
@@ -554,7 +554,7 @@ async def test_a_push_subscription_gets_a_dead_letter_topic_and_the_pools_attemp
     admin = await open_admin(admins, queue_for(emu, names["sub"], mode="push"))
 
     status = await admin.dead_letter_status(attempts=7)
-    dead = emu.publisher.topic_path(emu.project, pubsub_admin.default_dead_letter_topic(names["sub"]))
+    dead = emu.publisher.topic_path(emu.project, f"{names['sub']}-dead-letter")
     assert (status["policy"], status["topic"], status["maxDeliveryAttempts"]) == ("set", dead, 7), status
     assert dead in [t.name for t in emu.publisher.list_topics(project=f"projects/{emu.project}")]
     stored = emu.get(subscription).dead_letter_policy

@@ -410,3 +410,12 @@ def runnable_task(body: bytes) -> str | None:
     except ValueError:
         return None
     return task.id if task.handler == "echo" else None
+
+
+def test_pushes_are_counted_by_the_worker_not_by_deliveryattempt() -> None:
+    """Pub/Sub counts every push it sends, the 429s of a full or waking pool included, so its count would
+    spend a task's retries on refusals; the worker counts the starts in the task's record instead."""
+    body = b'{"message": {"data": "e30=", "messageId": "7"}, "deliveryAttempt": 6, "subscription": "s"}'
+    delivery = parse_push(body)
+    assert delivery.attempt_known is False
+    assert delivery.receipt == "7"

@@ -265,14 +265,14 @@ def parse_push(raw: bytes) -> Delivery:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise MalformedEnvelope(f"not a Pub/Sub push envelope: {problems}"[:900]) from None
-    counted = envelope.delivery_attempt or envelope.message.delivery_attempt
     return Delivery(
         body=envelope.message.data,
-        attempt=counted or 1,
+        attempt=1,
         receipt=envelope.message.message_id,
         source=envelope.subscription,
-        # Without a dead-letter policy Pub/Sub sends no count: the runtime counts in the task record.
-        attempt_known=counted is not None,
+        # Pub/Sub's deliveryAttempt (sent only with a dead-letter policy) counts every push, the 429s of a
+        # full or waking pool included: the runtime counts the starts in the task's record instead.
+        attempt_known=False,
     )
 
 
