@@ -229,12 +229,31 @@ SUBRESOURCES = ("status", "scale", "finalizers")
 
 
 def can_i(cluster: Cluster, sa: str, verb: str, resource: str, *args: str) -> bool:
-    """`kubectl auth can-i`; ``kind/status`` is the subresource (kubectl would read it as an object's name)."""
+    """Whether ``sa`` may: ``resource`` is ``plural[.group][/subresource or name]``; args ``-n NS`` or none.
+
+    A SubjectAccessReview, not ``kubectl auth can-i``: that resolves the type through discovery and answers
+    "no" for one the API server does not serve yet (a CRD another release installs, KEDA's ScaledObject)."""
     kind, _, rest = resource.partition("/")
-    extra = [f"--subresource={rest}"] if rest in SUBRESOURCES else []
-    target = kind if extra else resource
-    answer = cluster.kubectl("auth", "can-i", verb, target, *extra, *args, f"--as={sa}", check=False)
-    return answer.stdout.strip() == "yes"
+    plural, _, group = kind.partition(".")
+    attributes = {"verb": verb, "resource": plural, "group": group}
+    if rest in SUBRESOURCES:
+        attributes["subresource"] = rest
+    elif rest:
+        attributes["name"] = rest
+    if "-n" in args:
+        attributes["namespace"] = args[args.index("-n") + 1]
+    account_namespace = sa.split(":")[2]
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": sa,
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{account_namespace}", "system:authenticated"],
+            "resourceAttributes": attributes,
+        },
+    }
+    answer = cluster.kubectl("create", "-o", "jsonpath={.status.allowed}", "-f", "-", input=json.dumps(review))
+    return answer.stdout.strip() == "true"
 
 
 # Every verb the operator's code (and kopf) calls, and the ones it must not have: deployments are removed by

@@ -82,6 +82,7 @@ POOLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "pubsub_project": "p",
             "pubsub_subscription": "s",
             "pubsub_mode": "push",
+            "pubsub_dead_letter_topic": "s-dead-letter",  # the topic the operator gives the subscription
             "push_token": "push-token-value",
             "push_audience": "https://push.example",
             "push_service_account": "pusher@p.iam.gserviceaccount.com",

@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 from swell_operator.double_scaling import other_scalers
 
+from tests.fixtures.keda_crd import install_scaled_object_crd
 from tests.operator.kube import (
     apply,
     condition,
@@ -23,26 +23,6 @@ from tests.operator.kube import (
 )
 
 pytestmark = pytest.mark.cluster
-
-# Just enough of KEDA's CRD for a ScaledObject to be stored (KEDA itself is not needed to be refused).
-SCALED_OBJECT_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "scaledobjects.keda.sh"},
-    "spec": {
-        "group": "keda.sh",
-        "scope": "Namespaced",
-        "names": {"kind": "ScaledObject", "plural": "scaledobjects", "singular": "scaledobject"},
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
 
 
 def test_other_scalers_match_only_their_deployment() -> None:
@@ -92,8 +72,7 @@ def test_a_target_scaled_by_an_hpa_or_keda_is_refused(
         "Degraded cleared",
     )
 
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(SCALED_OBJECT_CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s")
+    install_scaled_object_crd(cluster)
     scaled_object = {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
