@@ -7,13 +7,14 @@ import asyncio
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 from swell_contract.task import Task
 from swell_worker.client import SwellClient
 from swell_worker.config import WorkerConfig
 from swell_worker.handlers import PermanentTaskError, Resources, create_handlers
-from swell_worker.vectorstore import VectorStore
+from swell_worker.vectorstore import Document, VectorStore
 
 from tests.fixtures.milvus import MilvusServer
 from tests.fixtures.workers import StartWorker
@@ -179,3 +180,22 @@ async def test_an_index_task_run_again_after_a_kill_between_effect_and_commit_le
         assert sorted(stored) == sorted(["doc-a", f"{task_id}:1"]), stored
         assert await store.count() == 2
         store.close()
+
+
+async def test_a_released_collection_is_loaded_again(milvus_server: MilvusServer) -> None:
+    """A Milvus server that restarts keeps its collections but not loaded; a pool woken from zero (new
+    pods) and a live worker (its next search) must both load it rather than fail every task."""
+    from pymilvus import MilvusClient
+
+    first = VectorStore(milvus_server.uri, "released")
+    await first.upsert([Document("d1", "sourdough needs time", {})], np.ones((1, 384), dtype=np.float32))
+    admin = MilvusClient(uri=milvus_server.uri)
+    admin.release_collection("released")
+    assert len(await first.search(np.ones(384, dtype=np.float32), 1)) == 1  # a live worker
+    admin.release_collection("released")
+    woken = VectorStore(milvus_server.uri, "released")  # a new pod
+    admin.release_collection("released")
+    assert (await woken.search(np.ones(384, dtype=np.float32), 1))[0].id == "d1"
+    first.close()
+    woken.close()
+    admin.close()

@@ -22,11 +22,14 @@ import importlib.util
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from swell_worker.config import ConfigError, WorkerConfig
 from swell_worker.embedder import DIMENSIONS, Vectors
+
+T = TypeVar("T")
 
 MAX_ID_LENGTH = 512
 SERVER_URI = re.compile(r"^(https?|tcp|unix)://")
@@ -97,7 +100,21 @@ class VectorStore:
                 metric_type="COSINE",
                 auto_id=False,
             )
+        else:
+            self._client.load_collection(collection)  # kept by a restarted server, but not loaded
         self._lock = asyncio.Lock()
+
+    def _loaded(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; where the server has released the collection (it restarted), load it and retry."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return operation()
+        except MilvusException as exc:
+            if "call load()" not in str(exc):
+                raise
+            self._client.load_collection(self.collection)
+            return operation()
 
     async def upsert(self, documents: list[Document], vectors: Vectors) -> int:
         rows = [
@@ -105,17 +122,15 @@ class VectorStore:
             for d, vector in zip(documents, vectors, strict=True)
         ]
         async with self._lock:
-            await asyncio.to_thread(self._client.upsert, self.collection, rows)
+            await asyncio.to_thread(self._loaded, lambda: self._client.upsert(self.collection, rows))
         return len(rows)
 
     async def search(self, vector: Vectors, k: int) -> list[Hit]:
         async with self._lock:
+            query = vector.tolist()
             found = await asyncio.to_thread(
-                self._client.search,
-                self.collection,
-                data=[vector.tolist()],
-                limit=k,
-                output_fields=["text", "metadata"],
+                self._loaded,
+                lambda: self._client.search(self.collection, data=[query], limit=k, output_fields=["text", "metadata"]),
             )
         return [
             Hit(
@@ -129,14 +144,17 @@ class VectorStore:
 
     async def count(self) -> int:
         async with self._lock:
-            rows = await asyncio.to_thread(self._client.query, self.collection, filter="", output_fields=["count(*)"])
+            rows = await asyncio.to_thread(
+                self._loaded, lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"])
+            )
         return int(rows[0]["count(*)"])
 
     async def ids(self) -> list[str]:
         """Every document id (for tests and audits: duplicates would show here)."""
         async with self._lock:
             rows = await asyncio.to_thread(
-                self._client.query, self.collection, filter='id != ""', output_fields=["id"], limit=16384
+                self._loaded,
+                lambda: self._client.query(self.collection, filter='id != ""', output_fields=["id"], limit=16384),
             )
         return [str(row["id"]) for row in rows]
 
