@@ -119,6 +119,8 @@ class PubSubPool:
         self._settled_at_wake = 0
         self._peeks = Every(PEEK_INTERVAL_SECONDS)
         self._routed_to: str | None = None
+        # True while the subscription pushes to the workers: a pool at zero must move it back before it sleeps.
+        self.pushes_at_workers = False
         self._dead_letter_checks = Every(DEAD_LETTER_CHECK_SECONDS)
         self._monitored: MonitoredBacklog | None = None
         self._monitoring_reads = Every(MONITORING_INTERVAL_SECONDS)
@@ -252,6 +254,7 @@ class PubSubPool:
             self._routed_to = await self._call(admin.push_endpoint())
         at_activator = self.activator_url + activation_path(self.namespace, self.name)
         wanted = with_token(queue.push_endpoint if workers_ready else at_activator, self._token)
+        self.pushes_at_workers = workers_ready
         if wanted != self._routed_to:
             await self._call(admin.set_push_endpoint(wanted))
             log.info("%s/%s: pushes now go to %s", self.namespace, self.name, without_query(wanted))

@@ -243,6 +243,8 @@ class PoolScaler:
             self._stop_watching()
             if asleep and spec.queue.pubsub is not None and spec.queue.pubsub.mode == "pull":
                 return min(poll, PEEK_INTERVAL_SECONDS)  # the peek is the only way to see pulled work
+            if asleep and self.pubsub.pushes_at_workers:
+                return poll  # the next round points the subscription back at the activator
             return idle_wait(poll) if asleep else poll
         if not asleep:
             self._stop_watching()
