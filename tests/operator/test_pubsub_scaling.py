@@ -81,7 +81,8 @@ def test_a_push_pool_at_zero_wakes_on_its_first_push_and_that_push_is_delivered(
             30,
             "the idle pool's subscription pointed at the activator",
         )
-        assert get(cluster, namespace, "service", "pool") is not None, "no Service in front of the push workers"
+        # Made by the pool's create handler, which runs apart from the scaling round that routes pushes.
+        wait_for(lambda: get(cluster, namespace, "service", "pool") is not None, 30, "the push Service")
 
         with client_for(pubsub_emulator, names, redis_url) as client:
             published = time.monotonic()
