@@ -13,8 +13,8 @@ import pytest
 import redis
 from swell_contract.task import Task
 from swell_operator.depth_sources import RedisListDepth, connect
+from swell_redis import open_redis
 from swell_worker.backends import redis_list
-from swell_worker.backends.redis_common import open_redis
 from swell_worker.backends.redis_list import RedisListConsumer
 from swell_worker.backends.redis_streams import RedisStreamsConsumer
 

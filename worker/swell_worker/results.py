@@ -22,8 +22,9 @@ import orjson
 import redis.asyncio as aioredis
 from swell_contract.keys import status_key
 from swell_contract.task import Task
+from swell_redis import describe, open_redis
 
-from swell_worker.backends.redis_common import describe, open_redis, redis_errors, text
+from swell_worker.backends.redis_common import redis_errors, text
 from swell_worker.config import ConfigError, WorkerConfig
 
 TaskState = Literal["queued", "started", "succeeded", "failed", "unknown"]

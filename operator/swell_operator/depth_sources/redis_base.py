@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-import redis.exceptions
+import swell_redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from swell_contract.depth import Depth
 from swell_contract.settings import redact_url
+from swell_redis import describe, open_redis
 
 from swell_operator.durability import durability_problem
 
@@ -39,35 +37,12 @@ def connect(url: str, password: str | None) -> aioredis.Redis:
 
     Raises ValueError for a URL redis-py cannot use.
     """
-    options: dict[str, Any] = {
-        "socket_timeout": 5.0,
-        "socket_connect_timeout": 5.0,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        "health_check_interval": 30,
-        "max_connections": 2,
-        "timeout": 5.0,  # waiting for a free connection of the pool, rather than failing at once
-    }
-    if password and urlsplit(url).password is None:
-        options["password"] = password
-    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
+    return open_redis(url, password, socket_timeout=5.0, max_connections=2, pool_wait_seconds=5.0)
 
 
-def describe(url: str) -> str:
-    """How messages name a Redis server: its URL without the password."""
-    return f"Redis at {redact_url(url)}"
-
-
-@contextlib.contextmanager
-def redis_errors(where: str) -> Iterator[None]:
+def redis_errors(where: str) -> contextlib.AbstractContextManager[None]:
     """redis-py errors as DepthUnavailable, saying which server and why."""
-    try:
-        yield
-    except redis.exceptions.AuthenticationError as exc:
-        raise DepthUnavailable(f"{where} refused the credentials: {exc}") from None
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise DepthUnavailable(f"cannot reach {where}: {exc}") from None
-    except redis.exceptions.RedisError as exc:
-        raise DepthUnavailable(f"{where} answered with an error: {exc}") from None
+    return swell_redis.redis_errors(where, DepthUnavailable)
 
 
 def raise_first_error(answers: Sequence[Any]) -> None:

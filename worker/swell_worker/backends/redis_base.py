@@ -8,8 +8,9 @@ from typing import Any, ClassVar, Literal, Self
 
 import redis.asyncio as aioredis
 from swell_contract.keys import QueueKeys
+from swell_redis import describe, open_redis
 
-from swell_worker.backends.redis_common import PROMOTE_DUE, describe, open_redis, redis_errors
+from swell_worker.backends.redis_common import PROMOTE_DUE, redis_errors
 from swell_worker.config import WorkerConfig
 
 # How often due retries are moved back to their queue; bounds how late a retry starts.

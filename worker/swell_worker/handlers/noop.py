@@ -13,8 +13,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from swell_contract.task import Task
+from swell_redis import open_redis
 
-from swell_worker.backends.redis_common import open_redis
 from swell_worker.config import WorkerConfig
 from swell_worker.handlers.base import PermanentTaskError
 from swell_worker.handlers.resources import Resources
