@@ -60,6 +60,24 @@ def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.Complet
     return result
 
 
+def install_into(cluster: Cluster, release: str, namespace: str, *values: str) -> None:
+    """Install the chart watching only ``namespace``; the session's CRD (tests/fixtures/operator.py) stays."""
+    helm(
+        cluster,
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+        "--set",
+        "crds.install=false",
+        *values,
+        "--wait=false",
+    )
+
+
 def render(cluster: Cluster, *values: str) -> list[dict[str, Any]]:
     text = helm(cluster, "template", "swell", str(CHART), "--namespace", "swell-system", *values).stdout
     return [doc for doc in yaml.safe_load_all(text) if doc]
@@ -208,19 +226,7 @@ def test_dashboard_reads_the_series_the_code_exports(cluster: Cluster) -> None:
 @pytest.fixture
 def installed(cluster: Cluster, namespace: str) -> Iterator[str]:
     release = f"swell-{namespace}"
-    helm(
-        cluster,
-        "install",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--set",
-        f"watchNamespaces={{{namespace}}}",
-        "--set",
-        "crds.install=false",  # the session's CRD (tests/fixtures/operator.py) stays the test suite's
-        "--wait=false",
-    )
+    install_into(cluster, release, namespace)
     yield release
     helm(cluster, "uninstall", release, "--namespace", namespace, check=False)
 

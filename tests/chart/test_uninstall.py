@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.test_chart import CHART, helm
+from tests.chart.test_chart import helm, install_into
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.ports import free_port
 from tests.operator.kube import apply, get, pool_manifest, redis_secret, wait_for
@@ -78,17 +78,10 @@ def test_uninstall_with_pools_present_leaves_none_stuck(
     delete_pools: bool,
 ) -> None:
     release = f"un-{namespace}"
-    helm(
+    install_into(
         cluster,
-        "install",
         release,
-        str(CHART),
-        "--namespace",
         namespace,
-        "--set",
-        f"watchNamespaces={{{namespace}}}",
-        "--set",
-        "crds.install=false",
         "--set",
         "replicaCount=1",
         "--set",
@@ -99,7 +92,6 @@ def test_uninstall_with_pools_present_leaves_none_stuck(
         f"uninstall.deletePools={str(delete_pools).lower()}",
         "--set-string",
         "podAnnotations.swell\\.dev/run-locally=true",
-        "--wait=false",
     )
     redis_secret(cluster, namespace, redis_url)
     pools = ("first", "second")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -81,17 +80,6 @@ def emu(pubsub_emulator: PubSubEmulator) -> Iterator[Emulator]:
     yield emulator
     emulator.subscriber.transport.close()
     emulator.publisher.transport.close()
-
-
-@pytest.fixture
-def names() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        "topic": f"tasks-{suffix}",
-        "sub": f"tasks-sub-{suffix}",
-        "dead": f"dead-{suffix}",
-        "dead_sub": f"dead-sub-{suffix}",
-    }
 
 
 def queue_for(emu: Emulator, subscription: str, **fields: Any) -> PubSubQueue:

@@ -8,7 +8,6 @@ import json
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,18 +19,8 @@ from swell_worker.config import WorkerConfig
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
 from tests.fixtures.workers import StartWorker, WorkerProcess
+from tests.pubsub.conftest import pubsub_worker_env
 from tests.worker.conftest import states, wait_for
-
-
-@pytest.fixture
-def names() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        "topic": f"tasks-{suffix}",
-        "sub": f"tasks-sub-{suffix}",
-        "dead": f"dead-{suffix}",
-        "dead_sub": f"dead-sub-{suffix}",
-    }
 
 
 @pytest.fixture
@@ -47,19 +36,18 @@ async def client(pubsub_emulator: PubSubEmulator, names: dict[str, str], redis_u
 
 
 def worker_env(emulator: PubSubEmulator, names: dict[str, str], redis_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **emulator.env(),
-        "SWELL_BACKEND": "pubsub",
-        "SWELL_PUBSUB_SUBSCRIPTION": names["sub"],
-        "SWELL_PUBSUB_TOPIC": names["topic"],
-        "SWELL_PUBSUB_DEAD_LETTER_TOPIC": names["dead"],
-        "SWELL_RESULT_REDIS_URL": redis_url,
-        "SWELL_HANDLERS": "echo,sleep,fail",
-        "SWELL_MAX_ATTEMPTS": "2",
-        "SWELL_RETRY_BASE_SECONDS": "0.1",
-        "SWELL_RETRY_CAP_SECONDS": "0.5",
-        **extra,
-    }
+    return pubsub_worker_env(
+        emulator,
+        names,
+        redis_url,
+        **{
+            "SWELL_HANDLERS": "echo,sleep,fail",
+            "SWELL_MAX_ATTEMPTS": "2",
+            "SWELL_RETRY_BASE_SECONDS": "0.1",
+            "SWELL_RETRY_CAP_SECONDS": "0.5",
+            **extra,
+        },
+    )
 
 
 def effects(redis_url: str, name: str) -> dict[str, int]:

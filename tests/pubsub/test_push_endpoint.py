@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,8 +24,11 @@ from swell_worker.backends.pubsub import parse_push
 
 from tests.fixtures.pubsub_emulator import PubSubEmulator
 from tests.fixtures.workers import StartWorker, WorkerProcess
+from tests.pubsub.conftest import pubsub_worker_env
 from tests.pubsub.oidc_kit import AUDIENCE, PUSHER, CertsEndpoint, SigningKey, hanging_endpoint
 
+TOKEN_PATH = "/pubsub/push?token=s3cret"
+VERIFY_TIMEOUT = 2  # seconds a worker waits for Google's certificates before answering 503
 LIMIT = 1_048_576  # the worker's default SWELL_MAX_PAYLOAD_BYTES, which aiohttp's 1 MiB body limit used to undercut
 
 
@@ -35,33 +37,23 @@ def google() -> SigningKey:
     return SigningKey("google-key")
 
 
-@pytest.fixture
-def names() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        "topic": f"tasks-{suffix}",
-        "sub": f"tasks-sub-{suffix}",
-        "dead": f"dead-{suffix}",
-        "dead_sub": f"dead-sub-{suffix}",
-    }
-
-
 def push_worker(
     start_worker: StartWorker, emulator: PubSubEmulator, names: dict[str, str], redis_url: str, **extra: str
 ) -> WorkerProcess:
     return start_worker(
-        {
-            **emulator.env(),
-            "SWELL_BACKEND": "pubsub",
-            "SWELL_PUBSUB_MODE": "push",
-            "SWELL_PUBSUB_SUBSCRIPTION": names["sub"],
-            "SWELL_PUBSUB_TOPIC": names["topic"],
-            "SWELL_PUBSUB_DEAD_LETTER_TOPIC": names["dead"],
-            "SWELL_RESULT_REDIS_URL": redis_url,
-            "SWELL_HANDLERS": "echo",
-            **extra,
-        }
+        pubsub_worker_env(
+            emulator, names, redis_url, **{"SWELL_PUBSUB_MODE": "push", "SWELL_HANDLERS": "echo", **extra}
+        )
     )
+
+
+def token_push_worker(
+    start_worker: StartWorker, emulator: PubSubEmulator, names: dict[str, str], redis_url: str, **extra: str
+) -> tuple[WorkerProcess, str]:
+    """A push worker that takes the token ``s3cret``, with its dead-letter topic made; and its push URL."""
+    emulator.create(names["dead"], names["dead_sub"])
+    worker = push_worker(start_worker, emulator, names, redis_url, SWELL_PUSH_TOKEN="s3cret", **extra)
+    return worker, worker.base_url + TOKEN_PATH
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30) -> int:
@@ -155,7 +147,7 @@ async def test_with_google_unreachable_junk_pushes_get_503_in_time_and_healthz_a
             SWELL_PUSH_AUDIENCE=AUDIENCE,
             SWELL_PUSH_SERVICE_ACCOUNT=PUSHER,
             SWELL_OIDC_CERTS_URL=unreachable,
-            SWELL_OIDC_TIMEOUT_SECONDS="1",
+            SWELL_OIDC_TIMEOUT_SECONDS=str(VERIFY_TIMEOUT),
             SWELL_CONCURRENCY="4",
         )
         url = worker.base_url + "/pubsub/push"
@@ -186,8 +178,11 @@ async def test_with_google_unreachable_junk_pushes_get_503_in_time_and_healthz_a
                 job.result()
     assert answers and {status for status, _ in answers} == {503}, answers
     slowest = max(seconds for _, seconds in answers)
-    assert slowest < 1.5, f"a junk push took {slowest:.2f}s with a 1 s verification timeout"
-    assert len(health) > 20 and max(health) < 0.1, f"/healthz took up to {max(health):.3f}s"
+    assert slowest < VERIFY_TIMEOUT + 1, (
+        f"a junk push took {slowest:.2f}s with a {VERIFY_TIMEOUT} s verification timeout"
+    )
+    # A verification on the event loop would hold /healthz for the whole timeout; a shared core costs far less.
+    assert len(health) > 20 and max(health) < VERIFY_TIMEOUT / 4, f"/healthz took up to {max(health):.3f}s"
     print(
         f"\n{len(answers)} junk pushes: all 503, slowest {slowest:.2f}s; "
         f"{len(health)} /healthz probes, slowest {max(health) * 1000:.1f} ms"
@@ -200,9 +195,7 @@ async def test_tasks_up_to_the_payload_limit_go_through_and_larger_ones_are_dead
     redis_url: str,
     start_worker: StartWorker,
 ) -> None:
-    pubsub_emulator.create(names["dead"], names["dead_sub"])
-    worker = push_worker(start_worker, pubsub_emulator, names, redis_url, SWELL_PUSH_TOKEN="s3cret")
-    url = worker.base_url + "/pubsub/push?token=s3cret"
+    worker, url = token_push_worker(start_worker, pubsub_emulator, names, redis_url)
     assert post(url, envelope(task_of_size(900_000, "900kb"))) == 204
     assert post(url, envelope(task_of_size(LIMIT, "at-the-limit"))) == 204
     _, metrics = worker.get("/metrics")
@@ -237,17 +230,10 @@ async def test_the_slot_and_content_length_are_checked_before_the_body_is_read(
     redis_url: str,
     start_worker: StartWorker,
 ) -> None:
-    pubsub_emulator.create(names["dead"], names["dead_sub"])
-    worker = push_worker(
-        start_worker,
-        pubsub_emulator,
-        names,
-        redis_url,
-        SWELL_PUSH_TOKEN="s3cret",
-        SWELL_CONCURRENCY="1",
-        SWELL_HANDLERS="echo,sleep",
+    worker, _ = token_push_worker(
+        start_worker, pubsub_emulator, names, redis_url, SWELL_CONCURRENCY="1", SWELL_HANDLERS="echo,sleep"
     )
-    path = "/pubsub/push?token=s3cret"
+    path = TOKEN_PATH
     assert answer_to_headers_alone(worker, path, 100 * LIMIT) == 204
     [dead] = dead_letters(pubsub_emulator, names["dead_sub"], 1)
     assert dead.attributes["reason"].startswith(f"push body of {100 * LIMIT} bytes is over the limit")
@@ -286,9 +272,7 @@ async def test_malformed_envelopes_are_acked_and_dead_lettered_with_the_parse_er
     redis_url: str,
     start_worker: StartWorker,
 ) -> None:
-    pubsub_emulator.create(names["dead"], names["dead_sub"])
-    worker = push_worker(start_worker, pubsub_emulator, names, redis_url, SWELL_PUSH_TOKEN="s3cret")
-    url = worker.base_url + "/pubsub/push?token=s3cret"
+    worker, url = token_push_worker(start_worker, pubsub_emulator, names, redis_url)
     statuses = {what: post(url, body) for what, body in MALFORMED.items()}
     assert statuses == dict.fromkeys(MALFORMED, 204)
     dead = dead_letters(pubsub_emulator, names["dead_sub"], len(MALFORMED))
@@ -307,11 +291,8 @@ async def test_malformed_envelopes_are_acked_and_dead_lettered_with_the_parse_er
 def fuzz_target(
     pubsub_emulator: PubSubEmulator, names: dict[str, str], redis_url: str, start_worker: StartWorker
 ) -> Iterator[str]:
-    pubsub_emulator.create(names["dead"], names["dead_sub"])
-    worker = push_worker(
-        start_worker, pubsub_emulator, names, redis_url, SWELL_PUSH_TOKEN="s3cret", SWELL_CONCURRENCY="8"
-    )
-    yield worker.base_url + "/pubsub/push?token=s3cret"
+    worker, url = token_push_worker(start_worker, pubsub_emulator, names, redis_url, SWELL_CONCURRENCY="8")
+    yield url
     assert worker.get("/healthz")[0] == 200, "the worker did not survive the fuzzing"
 
 
