@@ -178,8 +178,9 @@ def test_a_pull_pool_scales_out_to_a_steady_rate_and_back_to_zero(
         f"last task done {drained:.1f}s after the last publish"
     )
     assert max(counts) >= 3, f"one worker holds 2 of the 4 busy slots this rate needs; replicas seen: {counts}"
-    # 4 busy slots at 70 % of 2 per worker is 3 workers; the wake-up burst may take more, briefly.
-    assert 3 <= steady <= 4, f"the steady rate was not met with about 3 workers: {settled}"
+    # 4 busy slots at 70 % of 2 per worker is 3 workers; a worker slowed by a shared core measures a lower
+    # service rate and may earn a fourth or fifth. Sized to the rate, the pool stays below its maximum of 6.
+    assert 3 <= steady <= 5, f"the steady rate was not met with about 3 workers: {settled}"
     # One worker alone would end 160 tasks behind (80 s of work); keeping up leaves a few seconds.
     assert drained < 20, f"the pool fell behind: the last task finished {drained:.1f}s after the last publish"
     wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "back to zero after the idle time")
