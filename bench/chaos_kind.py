@@ -89,6 +89,11 @@ def chaos_pool(stack: KindStack, redis: RedisServer, backend: str, max_replicas:
         stack.kubectl(
             "delete", "workerpools.swell.dev", POOL, "-n", stack.namespace, "--wait=true", "--timeout=90s", check=False
         )
+        # Its terminating workers would make the queue again (a stream where the next pool wants a list).
+        stack.kubectl(
+            "wait", "--for=delete", "pod", "-l", f"{POOL_LABEL}={POOL}", "-n", stack.namespace, "--timeout=90s",
+            check=False, timeout=100,
+        )  # fmt: skip
 
 
 def pool_pods(stack: KindStack, pool: str) -> list[dict[str, Any]]:
@@ -237,4 +242,5 @@ def run(scenario: str, backends: tuple[str, ...], short: bool) -> list[Outcome]:
                 results.append(pod_deletes(stack, redis, backend, tasks=tasks, deletes=2 if short else 6))
             else:
                 results.append(node_drain(stack, redis, backend, tasks=tasks))
+            print(f"[kind] {scenario} {backend}: {results[-1]}", flush=True)
     return results
