@@ -545,6 +545,17 @@ def leader_killed_during_scale_in(tasks: int = 300) -> Outcome:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def kind_scenario(name: str) -> Callable[[bool], list[Outcome]]:
+    """A pod-level scenario of bench/chaos_kind.py (imported on use: it needs Docker and kind)."""
+
+    def run(short: bool) -> list[Outcome]:
+        from bench import chaos_kind
+
+        return chaos_kind.run(name, BACKENDS, short)
+
+    return run
+
+
 SCENARIOS: dict[str, Callable[[bool], list[Outcome]]] = {
     "worker_kills": lambda short: [
         worker_kills(b, tasks=300 if short else 5000, kills=3 if short else 25) for b in BACKENDS
@@ -560,6 +571,8 @@ SCENARIOS: dict[str, Callable[[bool], list[Outcome]]] = {
     "bad_payloads": lambda short: [bad_payloads(b) for b in BACKENDS],
     "push_flood": lambda short: [push_flood(requests=200 if short else 2000)],
     "leader_killed_during_scale_in": lambda short: [leader_killed_during_scale_in(tasks=150 if short else 600)],
+    "kind_pod_deletes": kind_scenario("kind_pod_deletes"),
+    "kind_node_drain": kind_scenario("kind_node_drain"),
 }
 
 
