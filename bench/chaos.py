@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,15 +103,14 @@ class Crew:
         before_replacing(self.names[victim])
         self.start(1, ready=False)
 
-    def all_ready(self) -> bool:
-        """Every live worker answers ready (a replacement has started and takes tasks)."""
-        for worker in self.live:
-            try:
-                if worker.get("/readyz")[0] != 200:
-                    return False
-            except OSError:
-                return False
-        return True
+    def ready_count(self) -> tuple[int, int]:
+        """How many live workers answer ready (a replacement has started and takes tasks), of how many."""
+        live = list(self.live)
+        ready = 0
+        for worker in live:
+            with suppress(OSError):
+                ready += worker.get("/readyz")[0] == 200
+        return ready, len(live)
 
     def all_alive(self) -> bool:
         return all(worker.process.poll() is None for worker in self.live)
@@ -256,10 +255,12 @@ def held_by(redis: RedisServer, backend: str, consumer: str, now: float) -> list
         client.close()
 
 
-def abandoned_report(redis: RedisServer, abandoned: list[Abandoned]) -> dict[str, Any]:
-    """How long after it could first be taken over each abandoned task was done (from its record's last
-    update); those done before their worker died had their result committed but not acked (a duplicate
-    run follows)."""
+def abandoned_report(
+    redis: RedisServer, abandoned: list[Abandoned], readiness: list[tuple[float, int, int]]
+) -> dict[str, Any]:
+    """How long after it could first be taken over, by a worker that was ready, each abandoned task was
+    done (from its record's last update); those done before their worker died had their result committed
+    but not acked (a duplicate run follows)."""
     client = redis.client()
     try:
         pipe = client.pipeline(transaction=False)
@@ -268,15 +269,19 @@ def abandoned_report(redis: RedisServer, abandoned: list[Abandoned]) -> dict[str
         finished = [float(at) if at else None for at in pipe.execute()]
     finally:
         client.close()
+
+    def takeable_at(task: Abandoned) -> float:
+        return next((at for at, ready, _ in readiness if at >= task.claimable_at and ready > 0), task.claimable_at)
+
     lags = sorted(
-        at - task.claimable_at for task, at in zip(abandoned, finished, strict=True) if at and at > task.killed_at
+        at - takeable_at(task) for task, at in zip(abandoned, finished, strict=True) if at and at > task.killed_at
     )
     return {
         "abandoned": len(abandoned),
         "abandoned_done_before_their_worker_died": sum(
             1 for task, at in zip(abandoned, finished, strict=True) if at and at <= task.killed_at
         ),
-        "abandoned_done_after_claimable_seconds": {
+        "abandoned_done_after_takeable_seconds": {
             "p50": round(lags[len(lags) // 2], 2) if lags else None,
             "max": round(lags[-1], 2) if lags else None,
         },
@@ -292,28 +297,34 @@ def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int 
     timeout + 5 s). Part of that cost is the replacements' start (``fleet_whole_after_seconds``, longer the
     busier the machine), during which no one can take anything over; ``excess_after_fleet_whole_seconds``
     is the cost from the moment every live worker is ready, which recovery alone decides. Each task a
-    killed worker held is followed: done how long after it could first be taken over."""
+    killed worker held is followed: done how long after it could first be taken over by a ready worker."""
     rate = fleet_rate(backend, tasks, workers)
     with redis_and_crew(backend, workers) as (redis, crew):
         ids = burst(redis, backend, tasks)
         abandoned: list[Abandoned] = []
+        # (wall time, live workers ready, live workers), sampled until the burst is settled.
+        readiness: list[tuple[float, int, int]] = []
+        whole: list[tuple[float, int]] = []  # (seconds after the last kill, unsettled) once all are ready
+        last_kill: list[float] = []
+        settled = threading.Event()
+
+        def watch_fleet() -> None:
+            while not settled.wait(0.1):
+                readiness.append((time.time(), *crew.ready_count()))
+                if last_kill and not whole and readiness[-1][1] == readiness[-1][2]:
+                    whole.append((time.monotonic() - last_kill[0], tally(redis, ids)["unsettled"]))
+
+        watcher = threading.Thread(target=watch_fleet, daemon=True)
+        watcher.start()
         spacing = 0.6
         for _ in range(kills):
             time.sleep(random.uniform(0.5 * spacing, 1.5 * spacing))
             crew.kill_one(lambda name: abandoned.extend(held_by(redis, backend, name, time.time())))
-        last_kill = time.monotonic()
+        last_kill.append(time.monotonic())
         at_last_kill = tally(redis, ids)
-        whole: list[tuple[float, int]] = []
-
-        def watch_fleet() -> None:
-            while not crew.all_ready() and time.monotonic() - last_kill < 180:
-                time.sleep(0.1)
-            whole.append((time.monotonic() - last_kill, tally(redis, ids)["unsettled"]))
-
-        watcher = threading.Thread(target=watch_fleet, daemon=True)
-        watcher.start()
-        counts, recovery = settle(redis, ids, timeout=180, since=last_kill)
-        watcher.join(timeout=200)
+        counts, recovery = settle(redis, ids, timeout=180, since=last_kill[0])
+        settled.set()
+        watcher.join(timeout=30)
         floor = at_last_kill["unsettled"] / rate if rate > 0 else None
         excess = None if recovery is None or floor is None else round(max(0.0, recovery - floor), 2)
         whole_after, unsettled_when_whole = whole[0] if whole else (None, None)
@@ -337,7 +348,7 @@ def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int 
             unsettled_when_fleet_whole=unsettled_when_whole,
             excess_after_fleet_whole_seconds=excess_whole,
             excess_after_fleet_whole_within_consumer_timeout_plus_5s=excess_whole is not None and excess_whole <= bound,
-            **abandoned_report(redis, abandoned),
+            **abandoned_report(redis, abandoned, readiness),
             load_average_at_end=[round(x, 2) for x in os.getloadavg()],
         )
 

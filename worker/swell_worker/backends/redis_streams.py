@@ -274,18 +274,18 @@ class RedisStreamsConsumer(RedisConsumerBase):
             await self._dead_letter(keys=[stream, self._by_name[stream].dead], args=args)
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
-        """Reset the idle time of the entries this worker still holds so nobody takes them over.
+        """Reset the idle time of the entries this worker still holds, and its heartbeat, so nobody takes them over.
 
         The min-idle (a third of the consumer timeout) skips entries touched since; the owner check in
         the script skips entries another consumer took over, which stay with that consumer.
         """
         min_idle = int(self._consumer_timeout * 1000 / 3)
         with redis_errors(self._where):
-            await self._beat()
             for stream, ids in _ids_by_stream(deliveries).items():
                 if not ids:
                     continue
                 await self._keep_alive(keys=[stream], args=[self._group, self._consumer, min_idle, *ids])
+            await self._beat()
 
     async def close(self) -> None:
         """Stop the heartbeat, and leave the group and the registry if nothing is pending for this consumer.
