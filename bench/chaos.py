@@ -23,10 +23,11 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,18 +85,32 @@ class Crew:
         self.env = dict(env)
         self.live: list[WorkerProcess] = []
         self.dead: list[WorkerProcess] = []
+        self.names: dict[WorkerProcess, str] = {}
 
     def start(self, count: int = 1, ready: bool = True) -> None:
         for _ in range(count):
-            worker = WorkerProcess({**self.env, "SWELL_CONSUMER": f"w-{uuid.uuid4().hex[:8]}"})
+            name = f"w-{uuid.uuid4().hex[:8]}"
+            worker = WorkerProcess({**self.env, "SWELL_CONSUMER": name})
+            self.names[worker] = name
             self.live.append(worker.wait_ready() if ready else worker)
 
-    def kill_one(self) -> None:
+    def kill_one(self, before_replacing: Callable[[str], None] = lambda name: None) -> None:
+        """SIGKILL a random live worker; ``before_replacing`` gets its consumer name once it is dead."""
         victim = self.live.pop(random.randrange(len(self.live)))
         victim.signal(signal.SIGKILL)
         victim.wait_exit(10)
         self.dead.append(victim)
+        before_replacing(self.names[victim])
         self.start(1, ready=False)
+
+    def ready_count(self) -> tuple[int, int]:
+        """How many live workers answer ready (a replacement has started and takes tasks), of how many."""
+        live = list(self.live)
+        ready = 0
+        for worker in live:
+            with suppress(OSError):
+                ready += worker.get("/readyz")[0] == 200
+        return ready, len(live)
 
     def all_alive(self) -> bool:
         return all(worker.process.poll() is None for worker in self.live)
@@ -208,25 +223,114 @@ def fleet_rate(backend: str, tasks: int, workers: int) -> float:
         return len(ids) / seconds if seconds else 0.0
 
 
+@dataclass
+class Abandoned:
+    """A task a killed worker held: when its consumer died and when another could first take it over."""
+
+    task_id: str
+    killed_at: float  # wall clock
+    claimable_at: float  # wall clock: the entry's idle time (Streams) or the heartbeat (lists) runs out
+
+
+def held_by(redis: RedisServer, backend: str, consumer: str, now: float) -> list[Abandoned]:
+    """What ``consumer`` held when it died, read from Redis as any other consumer would see it."""
+    client = redis.client()
+    try:
+        if backend == "redis-streams":
+            pending = client.xpending_range(QUEUE, "swell", "-", "+", 1000, consumername=consumer)
+            heartbeat_ms = client.pttl(f"{QUEUE}:consumer:{consumer}")
+            held = []
+            for entry in pending:
+                found = client.xrange(QUEUE, entry["message_id"], entry["message_id"])
+                if found:
+                    idle_left = CONSUMER_TIMEOUT_SECONDS - entry["time_since_delivered"] / 1000
+                    soonest = min(idle_left, heartbeat_ms / 1000) if heartbeat_ms > 0 else idle_left
+                    task_id = json.loads(found[0][1][b"body"])["id"]
+                    held.append(Abandoned(task_id, now, now + max(0.0, soonest)))
+            return held
+        heartbeat_ms = client.pttl(f"{QUEUE}:consumer:{consumer}")
+        bodies = client.lrange(f"{QUEUE}:processing:{consumer}", 0, -1)
+        return [Abandoned(json.loads(b)["id"], now, now + max(0.0, heartbeat_ms / 1000)) for b in bodies]
+    finally:
+        client.close()
+
+
+def abandoned_report(
+    redis: RedisServer, abandoned: list[Abandoned], readiness: list[tuple[float, int, int]]
+) -> dict[str, Any]:
+    """How long after it could first be taken over, by a worker that was ready, each abandoned task was
+    done (from its record's last update); those done before their worker died had their result committed
+    but not acked (a duplicate run follows)."""
+    client = redis.client()
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task in abandoned:
+            pipe.hget(f"swell:task:{task.task_id}", "updated_at")
+        finished = [float(at) if at else None for at in pipe.execute()]
+    finally:
+        client.close()
+
+    def takeable_at(task: Abandoned) -> float:
+        return next((at for at, ready, _ in readiness if at >= task.claimable_at and ready > 0), task.claimable_at)
+
+    lags = sorted(
+        at - takeable_at(task) for task, at in zip(abandoned, finished, strict=True) if at and at > task.killed_at
+    )
+    return {
+        "abandoned": len(abandoned),
+        "abandoned_done_before_their_worker_died": sum(
+            1 for task, at in zip(abandoned, finished, strict=True) if at and at <= task.killed_at
+        ),
+        "abandoned_done_after_takeable_seconds": {
+            "p50": round(lags[len(lags) // 2], 2) if lags else None,
+            "max": round(lags[-1], 2) if lags else None,
+        },
+    }
+
+
 def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int = 3) -> Outcome:
     """SIGKILL a random worker ``kills`` times during a burst (each replaced, as by its Deployment).
 
     What remains after the last kill needs time at the fleet's own pace, crash or not, so beside the settle
     time the outcome gives ``excess_seconds``: the settle time beyond what the unsettled tasks need at the
     rate of a control run of the same burst without crashes, i.e. what the crashes cost (bound: consumer
-    timeout + 5 s)."""
+    timeout + 5 s). Part of that cost is the replacements' start (``fleet_whole_after_seconds``, longer the
+    busier the machine), during which no one can take anything over; ``excess_after_fleet_whole_seconds``
+    is the cost from the moment every live worker is ready, which recovery alone decides. Each task a
+    killed worker held is followed: done how long after it could first be taken over by a ready worker."""
     rate = fleet_rate(backend, tasks, workers)
     with redis_and_crew(backend, workers) as (redis, crew):
         ids = burst(redis, backend, tasks)
+        abandoned: list[Abandoned] = []
+        # (wall time, live workers ready, live workers), sampled until the burst is settled.
+        readiness: list[tuple[float, int, int]] = []
+        whole: list[tuple[float, int]] = []  # (seconds after the last kill, unsettled) once all are ready
+        last_kill: list[float] = []
+        settled = threading.Event()
+
+        def watch_fleet() -> None:
+            while not settled.wait(0.1):
+                readiness.append((time.time(), *crew.ready_count()))
+                if last_kill and not whole and readiness[-1][1] == readiness[-1][2]:
+                    whole.append((time.monotonic() - last_kill[0], tally(redis, ids)["unsettled"]))
+
+        watcher = threading.Thread(target=watch_fleet, daemon=True)
+        watcher.start()
         spacing = 0.6
         for _ in range(kills):
             time.sleep(random.uniform(0.5 * spacing, 1.5 * spacing))
-            crew.kill_one()
-        last_kill = time.monotonic()
+            crew.kill_one(lambda name: abandoned.extend(held_by(redis, backend, name, time.time())))
+        last_kill.append(time.monotonic())
         at_last_kill = tally(redis, ids)
-        counts, recovery = settle(redis, ids, timeout=180, since=last_kill)
+        counts, recovery = settle(redis, ids, timeout=180, since=last_kill[0])
+        settled.set()
+        watcher.join(timeout=30)
         floor = at_last_kill["unsettled"] / rate if rate > 0 else None
         excess = None if recovery is None or floor is None else round(max(0.0, recovery - floor), 2)
+        whole_after, unsettled_when_whole = whole[0] if whole else (None, None)
+        excess_whole = None
+        if recovery is not None and whole_after is not None and unsettled_when_whole is not None and rate > 0:
+            excess_whole = round(max(0.0, recovery - whole_after - unsettled_when_whole / rate), 2)
         bound = CONSUMER_TIMEOUT_SECONDS + 5
         return outcome(
             "worker_kills",
@@ -240,6 +344,12 @@ def worker_kills(backend: str, tasks: int = 5000, kills: int = 25, workers: int 
             control_tasks_per_second=round(rate, 1),
             excess_seconds=excess,
             excess_within_consumer_timeout_plus_5s=excess is not None and excess <= bound,
+            fleet_whole_after_seconds=None if whole_after is None else round(whole_after, 2),
+            unsettled_when_fleet_whole=unsettled_when_whole,
+            excess_after_fleet_whole_seconds=excess_whole,
+            excess_after_fleet_whole_within_consumer_timeout_plus_5s=excess_whole is not None and excess_whole <= bound,
+            **abandoned_report(redis, abandoned, readiness),
+            load_average_at_end=[round(x, 2) for x in os.getloadavg()],
         )
 
 

@@ -35,7 +35,7 @@ class QueueKeys:
 
     @property
     def consumers(self) -> str:
-        """redis-list: the set of consumers that may hold a processing list, so nobody has to SCAN."""
+        """The consumers that may hold tasks (a processing list, Streams pending entries): nobody has to SCAN."""
         return f"{self.name}:consumers"
 
     def processing(self, consumer: str) -> str:

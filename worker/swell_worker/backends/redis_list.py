@@ -135,6 +135,9 @@ return 0
 TAKE_MEMO_MS = 60_000
 # A task found in our processing list but not in memory for this long is given back.
 RECONCILE_GRACE_SECONDS = 5.0
+# The longest wait between two looks for consumers whose heartbeat expired: a dead consumer's tasks
+# wait at most this long past its heartbeat (one SMEMBERS and one EXISTS per registered consumer).
+RECOVERY_INTERVAL_SECONDS = 1.0
 
 
 class RedisListConsumer(RedisConsumerBase):
@@ -161,8 +164,9 @@ class RedisListConsumer(RedisConsumerBase):
             await self._promote_when_due()
             now = time.monotonic()
             if now >= self._next_recovery:
+                # Recovered tasks go to the consuming end, so they are taken before newer ones.
                 await self._recover_abandoned()
-                self._next_recovery = now + self._consumer_timeout / 3
+                self._next_recovery = now + min(RECOVERY_INTERVAL_SECONDS, self._consumer_timeout / 3)
             deliveries = await self._take_now(max_messages)
             deadline = time.monotonic() + min(timeout, MAX_BLOCK_SECONDS)
             while not deliveries and (left := deadline - time.monotonic()) > 0:

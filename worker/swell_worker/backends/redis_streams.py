@@ -2,10 +2,15 @@
 
 A worker reads only as many entries as it has free slots, and acks (and deletes) each one after the
 result is committed, so the stream holds just pending and waiting entries. Entries left idle longer
-than the consumer timeout by a dead consumer are taken over with XAUTOCLAIM; a live worker keeps its
-own entries fresh by re-claiming them (XCLAIM JUSTID resets the idle time without counting a
-delivery). Retries wait in ``Q:delayed`` and are re-added with an ``attempts`` field, so the attempt
-of a delivery is that field plus Redis's own delivery count.
+than the consumer timeout by a dead consumer are taken over with XAUTOCLAIM, before new entries; a
+live worker keeps its own entries fresh by re-claiming them (XCLAIM JUSTID resets the idle time without
+counting a delivery). Each consumer also keeps a heartbeat and is registered in ``Q:consumers``, so the
+entries of a consumer whose heartbeat is gone (it closed, or its timeout passed) are taken without
+waiting for their own idle time, a run restarted under the same name takes its predecessor's entries
+at once, and gone consumers leave the group once they hold nothing.
+
+Retries wait in ``Q:delayed`` and are re-added with an ``attempts`` field, so the attempt of a delivery
+is that field plus Redis's own delivery count.
 """
 
 from __future__ import annotations
@@ -134,6 +139,37 @@ return kept
 """
 )
 
+# KEYS: stream, the consumer's heartbeat, consumers registry. ARGV: group, taker, consumer, how many.
+# A registered consumer without a heartbeat died (or closed with entries left): its entries are taken at
+# once, without waiting for their idle time. Heartbeat and owner are checked inside the script, so a
+# consumer that came back (a restart under its name) keeps what it holds, and an entry another consumer
+# took first stays with it. Once it holds nothing it leaves the group and the registry; DELCONSUMER
+# drops a consumer's pending entries, so it runs only after checking there are none.
+# Returns (entry id, times delivered, fields) per taken entry that still exists.
+TAKE_ORPHANED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local out = {}
+local wanted = tonumber(ARGV[4])
+if wanted > 0 then
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', wanted, ARGV[3])
+  if #pending > 0 then
+    local ids, delivered = {}, {}
+    for i, entry in ipairs(pending) do
+      ids[i] = entry[1]
+      delivered[entry[1]] = entry[4]
+    end
+    for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+      if entry and entry[2] then out[#out + 1] = {entry[1], delivered[entry[1]] + 1, entry[2]} end
+    end
+  end
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[3]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('SREM', KEYS[3], ARGV[3])
+end
+return out
+"""
+
 # The longest wait between two looks for abandoned entries while none were found.
 CLAIM_INTERVAL_SECONDS = 1.0
 
@@ -156,13 +192,14 @@ class RedisStreamsConsumer(RedisConsumerBase):
 
     def _prepare(self, client: aioredis.Redis) -> None:
         self._groups_ready = False
-        self._consumed = False
+        self._joined = False
         self._next_claim = 0.0
         self._claim_cursor = dict.fromkeys(self._by_name, "0-0")
         self._ack = client.register_script(ACK)
         self._keep_alive = client.register_script(KEEP_ALIVE)
         self._nack = client.register_script(NACK)
         self._dead_letter = client.register_script(DEAD_LETTER)
+        self._take_orphaned = client.register_script(TAKE_ORPHANED)
 
     @classmethod
     def options_from(cls, config: WorkerConfig) -> dict[str, Any]:
@@ -237,7 +274,7 @@ class RedisStreamsConsumer(RedisConsumerBase):
             await self._dead_letter(keys=[stream, self._by_name[stream].dead], args=args)
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
-        """Reset the idle time of the entries this worker still holds so nobody takes them over.
+        """Reset the idle time of the entries this worker still holds, and its heartbeat, so nobody takes them over.
 
         The min-idle (a third of the consumer timeout) skips entries touched since; the owner check in
         the script skips entries another consumer took over, which stay with that consumer.
@@ -248,18 +285,25 @@ class RedisStreamsConsumer(RedisConsumerBase):
                 if not ids:
                     continue
                 await self._keep_alive(keys=[stream], args=[self._group, self._consumer, min_idle, *ids])
+            await self._beat()
 
     async def close(self) -> None:
-        """Leave the group if nothing is pending for this consumer, so idle consumers do not pile up."""
+        """Stop the heartbeat, and leave the group and the registry if nothing is pending for this consumer.
+
+        Entries still pending (the drain ran out) are then taken by the other consumers on their next
+        claim tick, as the heartbeat is gone, instead of after the consumer timeout.
+        """
         try:
-            if self._consumed:
+            if self._joined:
                 with redis_errors(self._where):
                     for keys in self._keys:
+                        await self._redis.delete(keys.heartbeat(self._consumer))
                         mine = await self._redis.xpending_range(
                             keys.name, self._group, "-", "+", 1, consumername=self._consumer
                         )
                         if not mine:
                             await self._redis.xgroup_delconsumer(keys.name, self._group, self._consumer)
+                            await self._redis.srem(keys.consumers, self._consumer)
         except Exception as exc:
             log.warning("could not leave the consumer group: %s", exc)
         finally:
@@ -267,11 +311,11 @@ class RedisStreamsConsumer(RedisConsumerBase):
 
     async def _consume(self, wanted: int, timeout: float) -> list[Delivery]:
         await self._ensure_groups()
-        self._consumed = True
+        deliveries = [] if self._joined else await self._join(wanted)
         await self._promote_when_due()
-        deliveries: list[Delivery] = []
-        if time.monotonic() >= self._next_claim:
-            deliveries = await self._claim_abandoned(wanted)
+        # Abandoned entries are older than any new one, so they are taken first.
+        if len(deliveries) < wanted and time.monotonic() >= self._next_claim:
+            deliveries += await self._claim_abandoned(wanted - len(deliveries))
         if len(self._keys) == 1 and not deliveries:
             # One stream: a single blocking read answers at once when entries wait.
             answer = await self._redis.xreadgroup(
@@ -306,6 +350,36 @@ class RedisStreamsConsumer(RedisConsumerBase):
             await ensure_groups(self._redis, [keys.name for keys in self._keys], self._group)
             self._groups_ready = True
 
+    async def _join(self, wanted: int) -> list[Delivery]:
+        """Register with a heartbeat, then take back what a previous run under this name left pending.
+
+        A consumer name is one pod's: a new run under it (the container restarted) proves the previous
+        run dead, so its entries are run again at once (reading this consumer's own history counts a
+        delivery) instead of after the consumer timeout.
+        """
+        await self._beat()
+        self._joined = True
+        taken: list[Delivery] = []
+        for keys in self._keys:
+            if len(taken) >= wanted:
+                break
+            answer: Any = await self._redis.xreadgroup(
+                self._group, self._consumer, {keys.name: "0"}, count=wanted - len(taken)
+            )
+            for stream, entries in answer or ():
+                why = "left by a previous run of this consumer"
+                taken += await self._claimed_deliveries(text(stream), entries, why)
+        return taken
+
+    async def _beat(self) -> None:
+        """The heartbeat (its lifetime the consumer timeout) and the registry entry that make this consumer's
+        death visible to the others as soon as the heartbeat expires."""
+        pipe = self._redis.pipeline(transaction=False)
+        for keys in self._keys:
+            pipe.sadd(keys.consumers, self._consumer)
+            pipe.set(keys.heartbeat(self._consumer), b"1", px=max(1, int(self._consumer_timeout * 1000)))
+        await pipe.execute()
+
     async def _read_in_priority_order(self, wanted: int) -> list[Delivery]:
         deliveries: list[Delivery] = []
         for keys in self._keys:
@@ -318,12 +392,13 @@ class RedisStreamsConsumer(RedisConsumerBase):
         return deliveries
 
     async def _claim_abandoned(self, wanted: int) -> list[Delivery]:
-        """Take over entries idle past the consumer timeout, as many as there are free slots.
+        """Take over abandoned entries, as many as there are free slots.
 
-        XAUTOCLAIM runs in a loop until the slots are full or the group's pending list has been walked
-        to its end. Slots filled means more may wait, so the next read looks again at once; otherwise
-        the next look is at most ``CLAIM_INTERVAL_SECONDS`` away, so a crash's entries are taken over
-        soon after they pass the timeout, however many there are.
+        XAUTOCLAIM (entries idle past the consumer timeout) runs in a loop until the slots are full or
+        the group's pending list has been walked to its end; then the entries of registered consumers
+        whose heartbeat is gone. Slots filled means more may wait, so the next read looks again at once;
+        otherwise the next look is at most ``CLAIM_INTERVAL_SECONDS`` away, so a crash's entries are
+        taken over soon after they pass the timeout, however many there are.
         """
         claimed: list[Delivery] = []
         idle_ms = int(self._consumer_timeout * 1000)
@@ -338,14 +413,53 @@ class RedisStreamsConsumer(RedisConsumerBase):
                     count=wanted - len(claimed),
                 )
                 self._claim_cursor[keys.name] = text(cursor)
-                claimed += await self._claimed_deliveries(keys.name, entries)
+                claimed += await self._claimed_deliveries(
+                    keys.name, entries, f"idle for more than {self._consumer_timeout:g}s (their consumer looks dead)"
+                )
                 if text(cursor) == "0-0":
                     break
+        claimed += await self._take_from_gone_consumers(wanted - len(claimed))
         interval = min(CLAIM_INTERVAL_SECONDS, self._consumer_timeout / 3)
         self._next_claim = time.monotonic() + (0.0 if len(claimed) >= wanted else interval)
         return claimed
 
-    async def _claimed_deliveries(self, stream: str, entries: Any) -> list[Delivery]:
+    async def _take_from_gone_consumers(self, wanted: int) -> list[Delivery]:
+        """Entries of registered consumers whose heartbeat expired or was removed, up to ``wanted``; gone
+        consumers that hold nothing leave the group and the registry. O(consumers), never a scan."""
+        pipe = self._redis.pipeline(transaction=False)
+        for keys in self._keys:
+            pipe.smembers(keys.consumers)
+        others = [
+            (keys, text(member))
+            for keys, members in zip(self._keys, await pipe.execute(), strict=True)
+            for member in sorted(members)
+            if text(member) != self._consumer
+        ]
+        if not others:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for keys, consumer in others:
+            pipe.exists(keys.heartbeat(consumer))
+        gone = [other for other, alive in zip(others, await pipe.execute(), strict=True) if not alive]
+        taken: list[Delivery] = []
+        for keys, consumer in gone:
+            entries = await self._take_orphaned(
+                keys=[keys.name, keys.heartbeat(consumer), keys.consumers],
+                args=[self._group, self._consumer, consumer, max(0, wanted - len(taken))],
+            )
+            if entries:
+                log.warning(
+                    "took over %d tasks of consumer %s, whose heartbeat is gone",
+                    len(entries),
+                    consumer,
+                    extra={"queue": keys.name},
+                )
+            for entry_id, times_delivered, flat in entries:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                taken.append(self._delivery(keys.name, entry_id, fields, int(times_delivered)))
+        return taken
+
+    async def _claimed_deliveries(self, stream: str, entries: Any, why: str) -> list[Delivery]:
         live = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
         if not live:
             return []
@@ -353,12 +467,7 @@ class RedisStreamsConsumer(RedisConsumerBase):
         for entry_id, _ in live:
             pipe.xpending_range(stream, self._group, entry_id, entry_id, 1, consumername=self._consumer)
         counts = [info[0]["times_delivered"] if info else 1 for info in await pipe.execute()]
-        log.warning(
-            "took over %d tasks idle for more than %.0fs (their consumer looks dead)",
-            len(live),
-            self._consumer_timeout,
-            extra={"queue": stream},
-        )
+        log.warning("took over %d tasks %s", len(live), why, extra={"queue": stream})
         return [
             self._delivery(stream, entry_id, fields, int(times_delivered))
             for (entry_id, fields), times_delivered in zip(live, counts, strict=True)
