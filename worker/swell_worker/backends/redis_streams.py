@@ -163,6 +163,8 @@ class RedisStreamsConsumer(RedisConsumerBase):
         self._consumed = False
         self._next_claim = 0.0
         self._claim_cursor = dict.fromkeys(self._by_name, "0-0")
+        # XREADGROUP's reply as Redis sends it: _deliveries reads it without a dict per entry.
+        client.set_response_callback("XREADGROUP", _unparsed)
         self._ack = client.register_script(ACK)
         self._keep_alive = client.register_script(KEEP_ALIVE)
         self._nack = client.register_script(NACK)
@@ -372,11 +374,19 @@ class RedisStreamsConsumer(RedisConsumerBase):
         ]
 
     def _deliveries(self, answer: Any) -> list[Delivery]:
+        """Deliveries from XREADGROUP's reply: per stream (a map in RESP3, pairs in RESP2) its entries,
+        each an id and a flat field list, whose usual shape is just the body."""
         deliveries = []
-        for stream, entries in answer or ():
+        for stream, entries in answer.items() if isinstance(answer, dict) else answer or ():
+            name = text(stream)
             for entry_id, fields in entries:
-                if fields is not None:
-                    deliveries.append(self._delivery(text(stream), entry_id, fields, 1))
+                if not fields:
+                    continue  # deleted while pending
+                if len(fields) == 2 and fields[0] == b"body":
+                    deliveries.append(Delivery(fields[1], 1, entry_id.decode(), name))
+                else:
+                    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+                    deliveries.append(self._delivery(name, entry_id, pairs, 1))
         return deliveries
 
     def _delivery(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
@@ -436,3 +446,7 @@ def _id_order(entry_id: str) -> tuple[int, int]:
 def _id_range(ids: Sequence[str]) -> tuple[str, str]:
     """The lowest and highest of some stream entry ids, for a script's XPENDING range and trim."""
     return min(ids, key=_id_order), max(ids, key=_id_order)
+
+
+def _unparsed(response: Any, **options: Any) -> Any:
+    return response
