@@ -225,7 +225,7 @@ async def test_one_read_of_other_tasks_is_marked_started_with_one_call() -> None
     queue, records = MemoryQueue(), MemoryRecords()
     for _ in range(20):
         queue.put(task_body("echo"))
-    runtime = make_runtime(queue, records, FunctionHandler("echo", nothing), concurrency=32)
+    runtime = make_runtime(queue, records, FunctionHandler("echo", nothing), concurrency=40)
     runner = asyncio.create_task(runtime.run())
     await until("20 acked", lambda: len(queue.acked) == 20)
     await stopped(runtime, runner)
