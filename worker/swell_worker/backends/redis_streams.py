@@ -445,7 +445,8 @@ def _id_order(entry_id: str) -> tuple[int, int]:
 
 def _id_range(ids: Sequence[str]) -> tuple[str, str]:
     """The lowest and highest of some stream entry ids, for a script's XPENDING range and trim."""
-    return min(ids, key=_id_order), max(ids, key=_id_order)
+    ordered = sorted(ids, key=_id_order)  # one parse per id; they mostly come in order already
+    return ordered[0], ordered[-1]
 
 
 def _unparsed(response: Any, **options: Any) -> Any:
