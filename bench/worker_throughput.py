@@ -71,11 +71,24 @@ def command_counts(r: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in r.info("commandstats").items()}
 
 
+def redis_cpu_seconds(r: redis.Redis) -> float:
+    """CPU the redis-server process has used so far (user + system), as it reports it."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU a process (not its children) has used so far, from /proc: load-independent, unlike wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raw_loop(server: RedisServer, n: int, batch: int) -> dict[str, Any]:
     r = server.client()
     fill_stream(r, "raw", n)
     r.xgroup_create("raw", "g", id="0")
     r.config_resetstat()
+    redis_cpu, client_cpu = redis_cpu_seconds(r), time.process_time()
     started, done = time.perf_counter(), 0
     while done < n:
         answer = r.xreadgroup("g", "c", {"raw": ">"}, count=batch)
@@ -88,9 +101,13 @@ def raw_loop(server: RedisServer, n: int, batch: int) -> dict[str, Any]:
         pipe.execute()
         done += len(entries)
     seconds = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    redis_cpu = redis_cpu_seconds(r) - redis_cpu
     calls = command_counts(r)
     return {
         "seconds": seconds,
+        "worker_cpu_us_per_task": client_cpu / n * 1e6,
+        "redis_cpu_us_per_task": redis_cpu / n * 1e6,
         "round_trips_per_task": 2 * calls["xreadgroup"] / n,
         "redis_commands_per_task": sum(calls.values()) / n,
     }
@@ -125,7 +142,10 @@ def swell_worker(server: RedisServer, n: int, concurrency: int) -> dict[str, Any
 
     try:
         started = poll_until(first_taken, 120, "swell took its first task")
+        worker_cpu, redis_cpu = process_cpu_seconds(worker.pid), redis_cpu_seconds(r)
         finished = poll_until(lambda: int(r.get("swell:completed") or 0) >= n, 1200, "swell drained", 0.002)
+        worker_cpu = process_cpu_seconds(worker.pid) - worker_cpu
+        redis_cpu = redis_cpu_seconds(r) - redis_cpu
         calls = command_counts(r)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
             assert answer.status == 200
@@ -135,6 +155,8 @@ def swell_worker(server: RedisServer, n: int, concurrency: int) -> dict[str, Any
     assert r.hget("swell:task:t0", "state") == b"succeeded"
     return {
         "seconds": finished - started,
+        "worker_cpu_us_per_task": worker_cpu / n * 1e6,
+        "redis_cpu_us_per_task": redis_cpu / n * 1e6,
         "round_trips_per_task": sum(calls.get(c, 0) for c in SWELL_ROUND_TRIP_COMMANDS) / n,
         "redis_commands_per_task": sum(calls.values()) / n,
     }
@@ -208,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rq-fork-tasks", type=int, default=100, help="the forking RQ worker does a few per second")
     parser.add_argument("--concurrency", type=int, default=128, help="Swell's slots; the raw loop's batch")
     parser.add_argument("--celery-prefetch", type=int, nargs="+", default=[4, 64])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["raw", "swell", "celery", "rq"],
+        help="run only these systems, printing without saving (for iterating on one side)",
+    )
     args = parser.parse_args(argv)
     runs: list[tuple[str, int, Callable[[RedisServer, int], dict[str, Any]]]] = [
         ("raw durable XREADGROUP/HSET/XACK loop", args.tasks, lambda s, n: raw_loop(s, n, args.concurrency)),
@@ -229,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         ("rq SimpleWorker", args.rq_tasks, lambda s, n: rq_worker(s, n, "rq.worker.SimpleWorker")),
         ("rq Worker (fork per job)", args.rq_fork_tasks, lambda s, n: rq_worker(s, n, "rq.worker.Worker")),
     ]
+    if args.only:
+        runs = [run for run in runs if run[0].split()[0] in args.only]
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     for name, n, run in runs:
@@ -248,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
                 **{k: round(v, 3) for k, v in measured.items()},
             }
         )
-        print(f"{name:48} {n:>7} tasks {seconds:>8.2f} s {n / seconds:>10.1f} tasks/s", flush=True)
+        cpu = "".join(f" {k.removesuffix('_us_per_task')} {v:.1f} us" for k, v in measured.items() if "cpu" in k)
+        print(f"{name:48} {n:>7} tasks {seconds:>8.2f} s {n / seconds:>10.1f} tasks/s{cpu}", flush=True)
+    if args.only:
+        return 0
     raw, swell = rows[0]["tasks_per_second"], rows[1]["tasks_per_second"]
     best_celery = max(r["tasks_per_second"] for r in rows if r["system"].startswith("celery"))
     for row in rows:

@@ -88,6 +88,36 @@ async def test_streams_ack_settles_a_batch_in_one_call(streams: Streams, sync_re
     assert sync_redis.xpending("jobs", "swell")["pending"] == 0
 
 
+async def test_streams_ack_removes_acked_entries_and_keeps_what_is_still_owed(
+    streams: Streams, sync_redis: redis.Redis
+) -> None:
+    """Acks out of order: an older entry still running keeps its place, and so do the waiting ones.
+
+    The first ack (of entries above one still pending) deletes each entry; the next, once nothing below
+    is pending, trims the stream below its highest id; the group's lag stays known for the operator.
+    """
+    worker, other = streams("w1"), streams("w2")
+    for i in range(10):
+        await publish(worker, body(i))
+    [oldest] = await other.consume(1, 0.1)
+    batch = await worker.consume(5, 0.1)
+    await worker.ack(batch[2:])
+    assert sync_redis.xlen("jobs") == 7, "the acked entries are gone, the older pending one stays"
+    left = [entry_id.decode() for entry_id, _ in sync_redis.xrange("jobs", count=3)]
+    assert left == [oldest.receipt, *[d.receipt for d in batch[:2]]]
+    await other.ack([oldest])
+    await worker.ack(batch[:2])
+    assert sync_redis.xlen("jobs") == 4, "only the waiting entries are left"
+    assert sync_redis.xpending("jobs", "swell")["pending"] == 0
+    assert int(sync_redis.get("jobs:completed") or 0) == 6
+    [group] = sync_redis.xinfo_groups("jobs")
+    assert group["lag"] == 4
+    rest = await worker.consume(10, 0.1)
+    assert [Task.model_validate_json(d.body).id for d in rest] == ["t6", "t7", "t8", "t9"]
+    await worker.ack(rest)
+    assert sync_redis.xlen("jobs") == 0
+
+
 async def test_streams_settles_only_what_this_consumer_holds(streams: Streams, sync_redis: redis.Redis) -> None:
     """A claim-over: the loser's ack, nack, dead-letter and keep-alive change nothing; the winner's ack counts."""
     loser, winner = streams("loser"), streams("winner")

@@ -91,6 +91,8 @@ class MemoryRecords:
         self.commit_calls: list[int] = []
         self.resent: list[str] = []
         self.fail_commits = False
+        # Seconds each commit takes, as a round trip to a server would.
+        self.commit_delay = 0.0
 
     async def ping(self) -> None:
         return None
@@ -111,6 +113,7 @@ class MemoryRecords:
         if self.fail_commits:
             raise BackendError("the result store is away")
         self.commit_calls.append(len(successes))
+        await asyncio.sleep(self.commit_delay)
         committed = []
         for success in successes:
             fresh = self.states.get(success.task.id) != "succeeded"
@@ -191,14 +194,30 @@ async def test_one_read_of_fast_tasks_is_committed_and_acked_with_one_call_each(
     queue, records = MemoryQueue(), MemoryRecords()
     for _ in range(20):
         queue.put(task_body("noop"))
-    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True), concurrency=32)
+    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True), concurrency=40)
     runner = asyncio.create_task(runtime.run())
     await until("20 acked", lambda: len(queue.acked) == 20)
     await stopped(runtime, runner)
-    assert queue.asked[0] == 32
+    # A read takes up to half the slots, so the next one runs while this one settles.
+    assert queue.asked[0] == 20
     # Fast handlers do no I/O: no started mark, the commit is their idempotency check.
     assert records.start_calls == [] and records.commit_calls == [20]
     assert [len(call) for call in queue.ack_calls] == [20]
+
+
+async def test_reads_take_half_the_slots_so_one_batch_runs_while_the_last_settles() -> None:
+    queue, records = MemoryQueue(), MemoryRecords()
+    for _ in range(50):
+        queue.put(task_body("noop"))
+    records.commit_delay = 0.05
+    runtime = make_runtime(queue, records, FunctionHandler("noop", nothing, fast=True), concurrency=21)
+    runner = asyncio.create_task(runtime.run())
+    await until("50 acked", lambda: len(queue.acked) == 50)
+    await stopped(runtime, runner)
+    assert max(queue.asked) == 11
+    # The second read was taken while the first batch still held its slots (before its ack).
+    assert queue.asked[:2] == [11, 10]
+    assert sum(records.commit_calls) == 50
     assert set(records.states.values()) == {"succeeded"}
 
 
@@ -206,7 +225,7 @@ async def test_one_read_of_other_tasks_is_marked_started_with_one_call() -> None
     queue, records = MemoryQueue(), MemoryRecords()
     for _ in range(20):
         queue.put(task_body("echo"))
-    runtime = make_runtime(queue, records, FunctionHandler("echo", nothing), concurrency=32)
+    runtime = make_runtime(queue, records, FunctionHandler("echo", nothing), concurrency=40)
     runner = asyncio.create_task(runtime.run())
     await until("20 acked", lambda: len(queue.acked) == 20)
     await stopped(runtime, runner)

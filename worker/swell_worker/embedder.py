@@ -86,8 +86,12 @@ class OnnxInt8Embedder:
     model_id = "all-MiniLM-L6-v2-onnx-int8"
     dim = DIMENSIONS
 
-    def __init__(self, threads: int = 0) -> None:
-        """``threads``: per model call; 0 for the CPU limit."""
+    def __init__(self, threads: int = 0, *, spin: bool = False) -> None:
+        """``threads``: per model call; 0 for the CPU limit.
+
+        ``spin``: ONNX's pool threads busy-wait for the next call after each one (its default). In a
+        worker they would burn the cores the event loop and Redis need between batches, so they sleep.
+        """
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -97,6 +101,7 @@ class OnnxInt8Embedder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or cpu_limit()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self._session = onnxruntime.InferenceSession(
             str(int8_model_file()), options, providers=["CPUExecutionProvider"]
         )

@@ -12,9 +12,12 @@ no free slot.
 
 from __future__ import annotations
 
+import bisect
+import collections
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -78,6 +81,20 @@ class BusySlotSeconds(Collector):
 
 BUSY_SLOT_SECONDS = BusySlotSeconds()
 REGISTRY.register(BUSY_SLOT_SECONDS)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """Observe many values with one increment per bucket they fall in: the counts ``observe`` would give.
+
+    ``observe`` takes two locks per value; a batch of fast tasks spent more time there than in its
+    handlers. This reads the client's bucket bounds and values (a test compares it with ``observe``).
+    """
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    for bucket, count in collections.Counter(bisect.bisect_left(bounds, value) for value in values).items():
+        histogram._buckets[bucket].inc(count)
+    histogram._sum.inc(math.fsum(values))
 
 
 def record_in_flight(in_flight: int, concurrency: int) -> None:

@@ -1,8 +1,9 @@
 """The consume loop: take only as many tasks as there are free slots, run them, settle them in batches.
 
-Backpressure comes from the slot gate: the loop asks the consumer for exactly the number of free
-slots, so a worker never prefetches work that another pod could be doing, and the queue's backlog
-stays an honest signal for the operator. What one read brings in is settled in batches: one call marks
+Backpressure comes from the slot gate: the loop asks the consumer for no more than the free slots
+(and at most half of all slots at once, so one read runs while the one before settles), so a worker
+never prefetches work that another pod could be doing, and the queue's backlog stays an honest signal
+for the operator. What one read brings in is settled in batches: one call marks
 the batch started (and says which tasks were committed before, which are only acked), one commits the
 results of every task that finished since the last commit, one acks them; the ack always follows the
 committed result, and a failed call leaves its deliveries pending for redelivery. Failures are given
@@ -80,8 +81,8 @@ class SlotGate:
     def free(self) -> int:
         return self.capacity - self._used
 
-    def take_all_free(self) -> int:
-        count = max(self.free, 0)
+    def take_up_to(self, wanted: int) -> int:
+        count = max(min(self.free, wanted), 0)
         self._used += count
         return count
 
@@ -108,7 +109,7 @@ class SlotGate:
         await self._changed.wait()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Held:
     """A delivery this worker holds in one of its slots, from its read until it is settled or given back."""
 
@@ -118,7 +119,7 @@ class Held:
     settled: asyncio.Future[PushOutcome] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Runnable:
     held: Held
     task: Task
@@ -159,6 +160,9 @@ class WorkerRuntime:
         # How long every slot may be held by stuck threads before the worker reports itself not alive.
         self.stuck_limit_seconds = config.task_timeout_seconds
         self._gate = SlotGate(config.concurrency)
+        # One read takes at most half the slots, so the next read is taken and run while the Redis
+        # server settles the last one: the worker's CPU and the queue's overlap on separate cores.
+        self._read_size = max(1, -(-config.concurrency // 2))
         self._held: set[Held] = set()
         self._emptied = asyncio.Event()
         self._emptied.set()
@@ -295,7 +299,7 @@ class WorkerRuntime:
             if self._gate.free <= 0:
                 await self._gate.wait_for_change()
                 continue
-            wanted = self._gate.take_all_free()
+            wanted = self._gate.take_up_to(self._read_size)
             try:
                 deliveries = await consumer.consume(wanted, CONSUME_WAIT_SECONDS)
             except Exception as exc:
@@ -361,13 +365,20 @@ class WorkerRuntime:
         # Entries handed to a slow handler's task or to the committer are theirs to release.
         handed: set[Held] = set()
         try:
-            runnable = [checked for entry in entries if (checked := await self._check(entry)) is not None]
+            runnable: list[Runnable] = []
+            for entry in entries:
+                checked = self._parse(entry)
+                if isinstance(checked, Runnable):
+                    runnable.append(checked)
+                else:
+                    await self._dead_letter(entry, *checked)
             if not runnable:
                 return
             inline: list[Runnable] = []
             to_start: list[Runnable] = []
+            kinds = self._kinds
             for item in runnable:
-                unmarked = self._kinds[item.task.handler] == "inline" and item.held.delivery.attempt_known
+                unmarked = kinds[item.task.handler] == "inline" and item.held.delivery.attempt_known
                 (inline if unmarked else to_start).append(item)
             attempts = await self._start(to_start)
             for item, attempt in zip(to_start, attempts, strict=True):
@@ -378,17 +389,13 @@ class WorkerRuntime:
                     log.info("task already committed: acking the repeated delivery", extra=_fields(item))
                     await self._resend_reply(item.task)
                     self._settle_later(item.held, None)
-                elif self._kinds[item.task.handler] == "inline":
+                elif kinds[item.task.handler] == "inline":
                     inline.append(item)
                     continue
                 else:
                     self._start_worker(self._run_one(item))
                 handed.add(item.held)
-            for item in inline:
-                success = await self._run(item)
-                if success is not None:
-                    self._to_settle.append((item.held, success))
-                    handed.add(item.held)
+            await self._run_inline(inline, handed)
             self._settle_wanted.set()
         except BackendError as exc:
             log.error("could not settle deliveries before the drain deadline; they will be delivered again: %s", exc)
@@ -399,6 +406,28 @@ class WorkerRuntime:
             log.exception("unexpected error processing deliveries; they will be delivered again")
             self._release([entry for entry in entries if entry not in handed])
 
+    async def _run_inline(self, inline: Sequence[Runnable], handed: set[Held]) -> None:
+        """Fast handlers one after another in this batch; their durations are recorded once per batch."""
+        durations: dict[str, list[float]] = {}
+        clock = time.monotonic
+        try:
+            for item in inline:
+                task = item.task
+                started = clock()
+                try:
+                    outcome = item.handler.handle(task)
+                    result = await outcome if inspect.isawaitable(outcome) else outcome
+                    result_json = _encode_result(result)
+                except Exception as exc:
+                    await self._failed_run(item, started, exc)
+                    continue
+                durations.setdefault(task.handler, []).append(clock() - started)
+                self._to_settle.append((item.held, Success(task, result_json)))
+                handed.add(item.held)
+        finally:
+            for handler, observed in durations.items():
+                metrics.observe_many(self._duration(handler), observed)
+
     async def _start(self, runnable: Sequence[Runnable]) -> list[int]:
         if not runnable:
             return []
@@ -407,8 +436,8 @@ class WorkerRuntime:
     async def _resend_reply(self, task: Task) -> None:
         await self._retrying("re-send the reply", lambda: self._results.resend_reply(task))
 
-    async def _check(self, entry: Held) -> Runnable | None:
-        """The task and its handler, or None once a delivery that can never run is dead-lettered."""
+    def _parse(self, entry: Held) -> Runnable | tuple[Task | None, metrics.DeadLetterReason, str]:
+        """The task and its handler, or what to dead-letter a delivery that can never run with, and why."""
         delivery = entry.delivery
         limit = self._config.max_payload_bytes
         if len(delivery.body) > limit:
@@ -418,19 +447,15 @@ class WorkerRuntime:
                 oversized: Task | None = decode_task(delivery.body)
             except MalformedTask:
                 oversized = None
-            await self._dead_letter(entry, oversized, "oversized", reason)
-            return None
+            return oversized, "oversized", reason
         try:
             task = decode_task(delivery.body)
         except MalformedTask as exc:
-            await self._dead_letter(entry, None, "malformed", f"malformed task: {exc}")
-            return None
+            return None, "malformed", f"malformed task: {exc}"
         handler = self._handlers.get(task.handler)
         if handler is None:
             known = ", ".join(sorted(self._handlers))
-            reason = f"unknown handler {task.handler!r}; this worker runs: {known}"
-            await self._dead_letter(entry, task, "unknown_handler", reason)
-            return None
+            return task, "unknown_handler", f"unknown handler {task.handler!r}; this worker runs: {known}"
         return Runnable(entry, task, handler)
 
     async def _run_one(self, item: Runnable) -> None:
@@ -459,20 +484,21 @@ class WorkerRuntime:
         try:
             result = await self._call(item)
             result_json = _encode_result(result)
-        except PermanentTaskError as exc:
-            self._observe(task, started, succeeded=False)
-            await self._dead_letter(item.held, task, "permanent_error", f"permanent error: {exc}")
-            return None
-        except TaskTimedOut as exc:
-            error = str(exc)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            self._observe(task, started, succeeded=True)
-            return Success(task, result_json)
+            await self._failed_run(item, started, exc)
+            return None
+        self._observe(task, started, succeeded=True)
+        return Success(task, result_json)
+
+    async def _failed_run(self, item: Runnable, started: float, exc: Exception) -> None:
+        """A handler that raised, timed out or returned what cannot be stored: dead-letter or retry it."""
+        task = item.task
         self._observe(task, started, succeeded=False)
+        if isinstance(exc, PermanentTaskError):
+            await self._dead_letter(item.held, task, "permanent_error", f"permanent error: {exc}")
+            return
+        error = str(exc) if isinstance(exc, TaskTimedOut) else f"{type(exc).__name__}: {exc}"
         await self._failed(item.held, task, error)
-        return None
 
     async def _call(self, item: Runnable) -> Any:
         """The handler's result, called as its kind says; TaskTimedOut once the task timeout expired."""
@@ -587,12 +613,15 @@ class WorkerRuntime:
         log.warning("dead-lettered: %s", reason, extra={**fields, "reason_category": category})
 
     def _observe(self, task: Task, started: float, *, succeeded: bool) -> None:
-        duration = self._durations.get(task.handler)
-        if duration is None:
-            duration = self._durations[task.handler] = metrics.TASK_DURATION.labels(task.handler)
-        duration.observe(time.monotonic() - started)
+        self._duration(task.handler).observe(time.monotonic() - started)
         if not succeeded:
             metrics.TASKS_FAILED.inc()
+
+    def _duration(self, handler: str) -> Histogram:
+        duration = self._durations.get(handler)
+        if duration is None:
+            duration = self._durations[handler] = metrics.TASK_DURATION.labels(handler)
+        return duration
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Retry a queue or store operation while it is unreachable; give up only past the drain deadline.

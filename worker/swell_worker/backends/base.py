@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """One received message, with the queue's handle needed to settle it."""
 

@@ -48,21 +48,10 @@ local function owned(stream, group, consumer, id)
   local pending = redis.pcall('XPENDING', stream, group, id, id, 1, consumer)
   return type(pending) == 'table' and not pending.err and #pending > 0
 end
--- The ids of ARGV[first..] that this consumer holds: one XPENDING over their range, this consumer only.
+-- The ids of ARGV[first..] that this consumer holds: one XPENDING over their range (ARGV[first - 2] to
+-- ARGV[first - 1], the lowest and highest of them, which the caller works out), this consumer only.
 local function owned_ids(stream, group, consumer, first)
-  local low, high = ARGV[first], ARGV[first]
-  local function before(a, b)
-    local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-    local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-    if #ams ~= #bms then return #ams < #bms end
-    if ams ~= bms then return ams < bms end
-    if #aseq ~= #bseq then return #aseq < #bseq end
-    return aseq < bseq
-  end
-  for i = first + 1, #ARGV do
-    if before(ARGV[i], low) then low = ARGV[i] end
-    if before(high, ARGV[i]) then high = ARGV[i] end
-  end
+  local low, high = ARGV[first - 2], ARGV[first - 1]
   local pending = redis.pcall('XPENDING', stream, group, low, high, #ARGV - first + 1 + 100000, consumer)
   local mine = {}
   if type(pending) ~= 'table' or pending.err then return mine end
@@ -75,18 +64,32 @@ local function owned_ids(stream, group, consumer, first)
 end
 """
 
-# KEYS: stream, completed. ARGV: group, consumer, entry ids... Returns how many were acked.
+# KEYS: stream, completed. ARGV: group, consumer, lowest id, highest id, entry ids... Returns how many
+# were acked. Acked entries leave the stream, so it holds just pending and waiting ones: when no entry
+# up to the highest id is pending any more (the usual case, tasks finish about in order), one exact
+# XTRIM MINID drops every entry below it, which frees whole stream nodes at once instead of looking up
+# and tombstoning each entry; otherwise (an older entry still runs somewhere) each acked one is deleted.
+# Every entry below the highest id was delivered (the group reads in id order from the stream's start)
+# and none is pending, so all of them are acked: the trim removes nothing that is still owed.
 ACK = (
     _OWNED
     + """
-local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 3)
+local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 5)
 local acked = 0
 for first = 1, #mine, 1000 do
-  local chunk = {unpack(mine, first, math.min(first + 999, #mine))}
-  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(chunk))
-  redis.call('XDEL', KEYS[1], unpack(chunk))
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(mine, first, math.min(first + 999, #mine)))
 end
-if acked > 0 then redis.call('INCRBY', KEYS[2], acked) end
+if acked == 0 then return 0 end
+redis.call('INCRBY', KEYS[2], acked)
+local oldest = redis.call('XPENDING', KEYS[1], ARGV[1], '-', ARGV[4], 1)
+if #oldest == 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
+  redis.call('XDEL', KEYS[1], ARGV[4])
+else
+  for first = 1, #mine, 1000 do
+    redis.call('XDEL', KEYS[1], unpack(mine, first, math.min(first + 999, #mine)))
+  end
+end
 return acked
 """
 )
@@ -122,12 +125,13 @@ redis.call('XADD', KEYS[2], '*', 'body', ARGV[4], 'reason', ARGV[5], 'attempts',
     + _RELEASE_ONE
 )
 
-# KEYS: stream. ARGV: group, consumer, min idle ms, entry ids... Resets the idle time of the entries
-# this consumer holds (JUSTID: no delivery counted), never claiming one another consumer holds.
+# KEYS: stream. ARGV: group, consumer, min idle ms, lowest id, highest id, entry ids... Resets the idle
+# time of the entries this consumer holds (JUSTID: no delivery counted), never claiming one another
+# consumer holds.
 KEEP_ALIVE = (
     _OWNED
     + """
-local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 4)
+local mine = owned_ids(KEYS[1], ARGV[1], ARGV[2], 6)
 local kept = 0
 for first = 1, #mine, 1000 do
   local args = {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}
@@ -195,6 +199,8 @@ class RedisStreamsConsumer(RedisConsumerBase):
         self._joined = False
         self._next_claim = 0.0
         self._claim_cursor = dict.fromkeys(self._by_name, "0-0")
+        # XREADGROUP's reply as Redis sends it: _deliveries reads it without a dict per entry.
+        client.set_response_callback("XREADGROUP", _unparsed)
         self._ack = client.register_script(ACK)
         self._keep_alive = client.register_script(KEEP_ALIVE)
         self._nack = client.register_script(NACK)
@@ -220,7 +226,7 @@ class RedisStreamsConsumer(RedisConsumerBase):
                 return []
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """One script per stream, sent together: XACK, XDEL and the completed count for what this consumer holds."""
+        """One script per stream, sent together: XACK, delete and the completed count for what this consumer holds."""
         if not deliveries:
             return
         held = _ids_by_stream(deliveries)
@@ -228,14 +234,15 @@ class RedisStreamsConsumer(RedisConsumerBase):
             if len(held) == 1:
                 [(stream, ids)] = held.items()
                 await self._ack(
-                    keys=[stream, self._by_name[stream].completed], args=[self._group, self._consumer, *ids]
+                    keys=[stream, self._by_name[stream].completed],
+                    args=[self._group, self._consumer, *_id_range(ids), *ids],
                 )
                 return
             pipe = self._redis.pipeline(transaction=False)
             for stream, ids in held.items():
                 await self._ack(
                     keys=[stream, self._by_name[stream].completed],
-                    args=[self._group, self._consumer, *ids],
+                    args=[self._group, self._consumer, *_id_range(ids), *ids],
                     client=pipe,
                 )
             await pipe.execute()
@@ -284,7 +291,9 @@ class RedisStreamsConsumer(RedisConsumerBase):
             for stream, ids in _ids_by_stream(deliveries).items():
                 if not ids:
                     continue
-                await self._keep_alive(keys=[stream], args=[self._group, self._consumer, min_idle, *ids])
+                await self._keep_alive(
+                    keys=[stream], args=[self._group, self._consumer, min_idle, *_id_range(ids), *ids]
+                )
             await self._beat()
 
     async def close(self) -> None:
@@ -474,11 +483,19 @@ class RedisStreamsConsumer(RedisConsumerBase):
         ]
 
     def _deliveries(self, answer: Any) -> list[Delivery]:
+        """Deliveries from XREADGROUP's reply: per stream (a map in RESP3, pairs in RESP2) its entries,
+        each an id and a flat field list, whose usual shape is just the body."""
         deliveries = []
-        for stream, entries in answer or ():
+        for stream, entries in answer.items() if isinstance(answer, dict) else answer or ():
+            name = text(stream)
             for entry_id, fields in entries:
-                if fields is not None:
-                    deliveries.append(self._delivery(text(stream), entry_id, fields, 1))
+                if not fields:
+                    continue  # deleted while pending
+                if len(fields) == 2 and fields[0] == b"body":
+                    deliveries.append(Delivery(fields[1], 1, entry_id.decode(), name))
+                else:
+                    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+                    deliveries.append(self._delivery(name, entry_id, pairs, 1))
         return deliveries
 
     def _delivery(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], times_delivered: int) -> Delivery:
@@ -528,3 +545,18 @@ def _ids_by_stream(deliveries: Sequence[Delivery]) -> dict[str, list[str]]:
     for delivery in deliveries:
         held.setdefault(delivery.source, []).append(delivery.receipt)
     return held
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+def _id_range(ids: Sequence[str]) -> tuple[str, str]:
+    """The lowest and highest of some stream entry ids, for a script's XPENDING range and trim."""
+    ordered = sorted(ids, key=_id_order)  # one parse per id; they mostly come in order already
+    return ordered[0], ordered[-1]
+
+
+def _unparsed(response: Any, **options: Any) -> Any:
+    return response

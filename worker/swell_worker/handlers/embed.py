@@ -1,4 +1,4 @@
-"""The embed, index and search handlers share this: payload checks and the process's one micro-batcher."""
+"""The embed, index and search handlers share this: payload checks and the worker's one micro-batcher."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from swell_worker.handlers.resources import Resources
 
 MAX_TEXTS = 512
 MAX_TEXT_CHARS = 20_000
-
-_BATCHERS: dict[int, MicroBatcher] = {}
 
 
 def texts_of(value: Any, what: str) -> list[str]:
@@ -42,9 +40,7 @@ class ModelHandler:
         self._batcher: MicroBatcher | None = None
 
     async def startup(self) -> None:
-        embedder = await self._resources.embedder()
-        # One batcher per embedder, so embed, index and search tasks batch together.
-        self._batcher = _BATCHERS.setdefault(id(embedder), MicroBatcher(embedder))
+        self._batcher = await self._resources.embedding_batcher()
 
     @property
     def batcher(self) -> MicroBatcher:
@@ -65,4 +61,5 @@ class EmbedHandler(ModelHandler):
     async def handle(self, task: Task) -> dict[str, Any]:
         texts = texts_of(task.payload.get("texts"), "texts")
         vectors = await self.batcher.embed(texts)
-        return {"model": self.batcher.embedder.model_id, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
+        # The float32 rows as they are: the result is encoded once, by orjson, without a Python float each.
+        return {"model": self.batcher.embedder.model_id, "dim": int(vectors.shape[1]), "vectors": vectors}

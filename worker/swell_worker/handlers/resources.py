@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swell_worker.config import WorkerConfig
 from swell_worker.imports import load_object
+
+if TYPE_CHECKING:
+    from swell_worker.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,19 @@ class Resources:
         self._config = config
         self._objects: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._batcher: MicroBatcher | None = None
 
     async def embedder(self) -> Any:
         return await self._shared(EMBEDDER_FACTORY)
+
+    async def embedding_batcher(self) -> MicroBatcher:
+        """The one micro-batcher in front of the shared embedder, so embed, index and search tasks batch together."""
+        embedder = await self.embedder()
+        if self._batcher is None:
+            from swell_worker.batching import MicroBatcher  # numpy: imported only by workers that embed
+
+            self._batcher = MicroBatcher(embedder)
+        return self._batcher
 
     async def vector_store(self) -> Any:
         return await self._shared(VECTOR_STORE_FACTORY)
