@@ -91,7 +91,7 @@ def swell_settings(quick: bool) -> list[Setting]:
     waits = (
         (0.1, 1, 5, 10, 20, 30, 60)
         if quick
-        else (0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7.5, 8.5, 10, 12.5, 15, 20, 30, 45, 60, 120)
+        else (0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 7, 7.5, 8.5, 9, 10, 12.5, 15, 20, 30, 45, 60, 120)
     )
     grid = [
         _setting(
@@ -135,11 +135,11 @@ def swell_settings(quick: bool) -> list[Setting]:
             "swell",
             target_wait_seconds=float(w),
             idle_seconds_before_zero=5.0,
-            scale_down_stabilization_seconds=60.0,
+            scale_down_stabilization_seconds=d,
             min_replicas=1,
             activation_backlog=1,
         )
-        for w in warm
+        for w, d in itertools.product(warm, (15.0, 60.0))
     ]
     # Pools kept warmer (replicas.min 2 and 3; KEDA's sweep has minReplicaCount 2 and 3 too).
     grid += [

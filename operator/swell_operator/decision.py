@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from swell_operator.rates import ARRIVAL_SMOOTHING_SECONDS
+
 # Replicas are whole: 1.05 replicas' worth of work stays on 1 rather than doubling the pool. The 5 % the
 # pool then lacks shows up as backlog, which this same rule drains at the next reading if it persists.
 ROUNDING_TOLERANCE = 0.1
@@ -45,6 +47,15 @@ REACTIVE_BUDGET_STARTUPS = 1.0
 WAIT_QUANTILE = 0.95
 # Smoothing of the learned pod start time (share of a new sample).
 STARTUP_LEARNING_WEIGHT = 0.5
+# Until completions have measured the service time, a batch is sized as if tasks took this many times the
+# hint: the measurement arrives only once the first pods have served (a pod start in), too late for a
+# second wave of pods to start inside the budget, so an hint off by this much must already fit. The first
+# completions then correct the size, down as readily as up.
+UNMEASURED_HINT_FACTOR = 2.0
+# A pool that wakes from zero expects, for this many pod starts, the arrival rate it saw when it was last
+# busy: its own estimate starts at zero and lags the work by its smoothing (an on/off load comes back at
+# the rate it left).
+WAKE_MEMORY_STARTUPS = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,9 @@ class Memory:
     backlog_seen: bool = False  # the last reading found a backlog
     # (time, replicas) the quantile rule called for within the stabilisation window, oldest first.
     headroom: tuple[tuple[float, int], ...] = ()
+    # When the pool last woke from zero, and the arrival rate it had when it was last busy before.
+    woke_at: float | None = None
+    wake_arrival_rate: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +124,8 @@ class Memory:
             "headroom": [list(h) for h in self.headroom],
             "batchSince": self.batch_since,
             "backlogSeen": self.backlog_seen,
+            "wokeAt": self.woke_at,
+            "wakeArrivalRate": self.wake_arrival_rate,
         }
 
     @classmethod
@@ -125,6 +141,8 @@ class Memory:
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
             batch_since = _optional(data.get("batchSince"))
+            woke_at = _optional(data.get("wokeAt"))
+            wake_rate = _optional(data.get("wakeArrivalRate"))
         except (TypeError, ValueError):
             return cls()
         return cls(
@@ -135,6 +153,8 @@ class Memory:
             headroom=headroom,
             batch_since=batch_since,
             backlog_seen=bool(data.get("backlogSeen")),
+            woke_at=woke_at,
+            wake_arrival_rate=max(wake_rate or 0.0, 0.0),
             startup_seconds=None if startup is None or startup < 0 else startup,
         )
 
@@ -183,6 +203,9 @@ def demand(
     policy: Policy,
     startup_seconds: float = STARTUP_GUESS_SECONDS,
     backlog_age: float = 0.0,
+    expected_arrivals: float = 0.0,
+    starting_for: float = 0.0,
+    just_woke: bool = False,
 ) -> Need:
     """Replicas the queue needs now and over the stabilisation window, before clamping, and why.
 
@@ -192,6 +215,11 @@ def demand(
     holds the latest), and the full budget applies. Without this, every reading restarted the budget for
     the same waiting tasks, and a batch sized on a service-time hint half the real one missed its budget by
     the first sizing's error.
+
+    ``expected_arrivals``: the rate the pool expects whatever it has measured so far (a wake, see
+    ``decide``). ``starting_for``: how long the pods now starting have been starting. ``just_woke``: the
+    pool woke from zero less than the slow arrival average's time constant ago, so that average, which
+    started from the silence, still lags the work: the quantile rule reads the fast one.
     """
     backlog, in_flight = max(observation.backlog, 0), max(observation.in_flight, 0)
     for_in_flight, in_flight_why = _for_in_flight(
@@ -204,8 +232,13 @@ def demand(
         return Need(0, 0, "nothing queued or in flight")
     if backlog > 0 and observation.current_replicas == 0 and in_flight == 0 and backlog < policy.activation_backlog:
         return Need(0, 0, f"backlog {backlog} is below the activation threshold {policy.activation_backlog}")
-    capacity = replica_capacity(observation, policy)
+    if observation.backlog_visible:
+        arrivals = max(arrivals, expected_arrivals)
     budget = policy.target_wait_seconds
+    capacity = replica_capacity(observation, policy)
+    measured = observation.service_rate_per_replica is not None and observation.service_rate_per_replica > 0
+    if not measured and backlog > arrivals * budget:
+        capacity /= UNMEASURED_HINT_FACTOR
     ready = min(max(observation.ready_replicas, 0), max(observation.current_replicas, 0))
     # Drain: ready replicas serve for the whole budget, new ones for what is left after they start. A
     # backlog the ready replicas clear before a new pod could start needs no new pod, however short the
@@ -228,22 +261,43 @@ def demand(
         for_drain = ready + beyond_ready / starting_budget
     else:
         for_drain = ready + starting + (beyond_ready - starting * starting_budget) / late_budget
-    for_quantile = 0
+    for_quantile, for_catch_up = 0, 0.0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
         steady = arrivals
-        if observation.steady_arrival_rate is not None and observation.backlog_visible:
+        if observation.steady_arrival_rate is not None and observation.backlog_visible and not just_woke:
             steady = max(observation.steady_arrival_rate, 0.0)
         for_quantile = _for_quantile(
             steady, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
         )
+    if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds and just_woke:
+        # Waking to a short budget: what queues until a pod asked for now is ready waits longer than the
+        # budget whatever is done; the pool then drains it as fast as the rest of the budget rules allow
+        # (``late_budget``) rather than keep up with arrivals and leave it queued. Pods already starting
+        # serve from their start on. (In a steady state the quantile rule keeps the headroom instead: read
+        # on a noisy 10 s rate, this one would add a replica at every reading above one replica's rate.)
+        starting_in = max(startup_seconds - starting_for, 0.0)
+        waiting_then = (
+            backlog
+            + arrivals * startup_seconds
+            - ready * capacity * startup_seconds
+            - starting * capacity * (startup_seconds - starting_in)
+        )
+        for_catch_up = arrivals / capacity + max(waiting_then, 0.0) / (capacity * late_budget)
     # Keep up: over a horizon, arrivals beyond capacity queue; the queue then must still drain in budget.
     for_arrivals = _for_horizon(backlog, arrivals, capacity, budget, startup_seconds)
     for_window = _for_horizon(
         backlog, arrivals, capacity, budget, max(policy.scale_down_stabilization_seconds, startup_seconds)
     )
-    up = max(_whole(for_drain), _whole(for_arrivals), for_quantile, for_in_flight, 1 if backlog > 0 else 0)
+    up = max(
+        _whole(for_drain),
+        _whole(for_arrivals),
+        _whole(for_catch_up),
+        for_quantile,
+        for_in_flight,
+        1 if backlog > 0 else 0,
+    )
     keep = max(up, _whole(for_window))
-    source = "measured" if observation.service_rate_per_replica else "hinted"
+    source = "measured" if measured else f"{UNMEASURED_HINT_FACTOR:g}x the hint"
     why = "nothing queued or in flight; " if backlog == 0 and in_flight == 0 else ""
     aged = f" ({backlog_age:.0f}s old, {left:.0f}s of the budget left)" if left < budget else ""
     why += (
@@ -352,7 +406,22 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         landed = observation.backlog > arrivals * policy.target_wait_seconds
         memory = replace(memory, backlog_seen=True, batch_since=now if landed else None)
     backlog_age = 0.0 if memory.batch_since is None else now - memory.batch_since
-    need = demand(observation, policy, startup, backlog_age)
+    wake_window = WAKE_MEMORY_STARTUPS * startup
+    quiet_for = math.inf if memory.last_busy_at is None else now - memory.last_busy_at
+    woke = current == 0 or quiet_for >= startup  # from zero, or from a silence longer than a pod start
+    if busy and woke and (memory.woke_at is None or now - memory.woke_at >= wake_window):
+        memory = replace(memory, woke_at=now, wake_arrival_rate=memory.busy_arrival_rate)
+    waking = memory.woke_at is not None and now - memory.woke_at < wake_window
+    starting_for = 0.0 if memory.starting_since is None else now - memory.starting_since
+    need = demand(
+        observation,
+        policy,
+        startup,
+        backlog_age,
+        expected_arrivals=memory.wake_arrival_rate if waking else 0.0,
+        starting_for=starting_for,
+        just_woke=memory.woke_at is not None and now - memory.woke_at < ARRIVAL_SMOOTHING_SECONDS,
+    )
     up, keep, why = need.up, need.keep, need.why
     # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.
     window_start = now - policy.scale_down_stabilization_seconds

@@ -78,18 +78,21 @@ def test_below_activation_threshold_a_pool_at_zero_waits() -> None:
 @pytest.mark.parametrize(
     ("backlog", "current", "arrivals", "service", "expected"),
     [
-        # running pods (all ready) serve the backlog for the whole 30 s budget at 4 tasks/s each (hint)
-        (120, 1, None, None, 1),  # 30 s of work: one replica is exactly enough
-        (122, 1, None, None, 1),  # 30.5 s: within the rounding tolerance of one replica
-        (200, 1, None, None, 2),  # 50 s: the ready one does 30 s, the other 20 s goes to a new pod
-        (480, 4, None, None, 4),  # 120 s of work, 4 ready x 30 s
-        (500, 4, None, None, 5),  # 125 s: 5 s more than 4 ready can do, one new pod
+        # running pods (all ready) serve the backlog for the whole 30 s budget at 4 tasks/s each (measured)
+        (120, 1, None, 4.0, 1),  # 30 s of work: one replica is exactly enough
+        (122, 1, None, 4.0, 1),  # 30.5 s: within the rounding tolerance of one replica
+        (200, 1, None, 4.0, 2),  # 50 s: the ready one does 30 s, the other 20 s goes to a new pod
+        (480, 4, None, 4.0, 4),  # 120 s of work, 4 ready x 30 s
+        (500, 4, None, 4.0, 5),  # 125 s: 5 s more than 4 ready can do, one new pod
         (480, 4, None, 2.0, 10),  # measured 2 tasks/s/replica: 240 s of work, 120 s more -> 6 new pods
-        (5000, 4, None, None, 10),  # capped at max
+        (5000, 4, None, 4.0, 10),  # capped at max
         # at zero every pod is new and serves only after its start: 30 s - 10 s
-        (80, 0, None, None, 1),  # 20 s of work
-        (120, 0, None, None, 2),  # 30 s of work: one new pod would take 10 + 30 s
-        (500, 0, None, None, 7),  # 125 s over 20 s each
+        (80, 0, None, 4.0, 1),  # 20 s of work
+        (120, 0, None, 4.0, 2),  # 30 s of work: one new pod would take 10 + 30 s
+        (500, 0, None, 4.0, 7),  # 125 s over 20 s each
+        # unmeasured: sized as if tasks took twice the 1 s hint (2 tasks/s/replica)
+        (80, 0, None, None, 2),  # 40 s of work over 20 s
+        (120, 1, None, None, 3),  # 60 s: the ready one does 30 s, 30 s more over 20 s each
     ],
 )
 def test_replicas_drain_the_backlog_within_the_target_wait(
@@ -104,7 +107,7 @@ def test_replicas_drain_the_backlog_within_the_target_wait(
 
 def test_reason_names_the_numbers_it_used() -> None:
     reason = decide(seen(backlog=5000), POLICY, Memory()).reason
-    assert "backlog 5000" in reason and "4.00 tasks/s/replica (hinted)" in reason
+    assert "backlog 5000" in reason and "2.00 tasks/s/replica (2x the hint)" in reason
     assert f"pods start in {STARTUP_GUESS_SECONDS:.0f}s" in reason
     assert "clamped to max 10" in reason and reason.endswith("-> 10 (from 0)")
 
@@ -150,21 +153,22 @@ def test_the_quantile_rule_reads_the_steady_rate_where_given() -> None:
     """A 10 s average that reads 3.9 tasks/s on a 3 tasks/s load asks a short budget for a second pod; the
     minutes-long average it is a steady-state formula for does not."""
     short = replace(POLICY, target_wait_seconds=3.0)
+    busy = Memory(last_busy_at=999.0)  # busy for a while: not a wake
     fast = seen(current=1, in_flight=3, arrival_rate=3.9, service_rate=4.0)
-    assert decide(fast, short, Memory()).replicas == 2
-    assert decide(replace(fast, steady_arrival_rate=3.0), short, Memory()).replicas == 1
+    assert decide(fast, short, busy).replicas == 2
+    assert decide(replace(fast, steady_arrival_rate=3.0), short, busy).replicas == 1
     # where the backlog is unseen the rate is not planned on at all; the steady one is not either
     unseen = replace(fast, steady_arrival_rate=3.0, backlog_visible=False)
     assert (
-        decide(unseen, short, Memory()).replicas
-        == decide(replace(unseen, steady_arrival_rate=None), short, Memory()).replicas
+        decide(unseen, short, busy).replicas == decide(replace(unseen, steady_arrival_rate=None), short, busy).replicas
     )
 
 
 def test_scale_up_is_immediate_and_can_be_stepped() -> None:
     # 125 s of work: the ready replica does 30 s, the other 95 s goes to new pods serving 20 s each
-    assert decide(seen(backlog=500, current=1, in_flight=4), POLICY, Memory()).replicas == 6
-    stepped = decide(seen(backlog=500, current=1, in_flight=4), replace(POLICY, max_step_up=2), Memory())
+    measured = {"current": 1, "in_flight": 4, "service_rate": 4.0}
+    assert decide(seen(backlog=500, **measured), POLICY, Memory()).replicas == 6
+    stepped = decide(seen(backlog=500, **measured), replace(POLICY, max_step_up=2), Memory())
     assert stepped.replicas == 3 and "step up limited to +2" in stepped.reason
 
 
@@ -197,7 +201,7 @@ def test_headroom_is_held_for_the_stabilisation_window() -> None:
     first = decide(seen(current=1, in_flight=3, arrival_rate=3.0, service_rate=4.0, now=0), short, Memory())
     assert first.replicas == 2
     quieter = seen(current=2, in_flight=1, arrival_rate=1.0, service_rate=4.0)
-    held = decide(replace(quieter, now=30), short, first.memory)
+    held = decide(replace(quieter, now=5), short, first.memory)
     assert held.replicas == 2 and "headroom called for" in held.reason
     assert decide(replace(quieter, now=61), short, held.memory).replicas == 1
 
@@ -269,7 +273,7 @@ def test_pod_start_time_is_learned_from_the_pools_own_pods() -> None:
     # slow pods leave less of the budget: 1 ready, 120 tasks more than it drains in 30 s, new pods serve
     # for max(30 - 40, 0.25 x 40) = 10 s
     fresh_batch = replace(learned.memory, batch_since=None)  # a new batch, not the one of t=0 (50 s old)
-    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50), POLICY, fresh_batch)
+    slow = decide(seen(backlog=240, current=1, in_flight=4, now=50, service_rate=4.0), POLICY, fresh_batch)
     assert slow.replicas == 1 + math.ceil(30 / 10 - 0.1), slow.reason
 
 
@@ -355,10 +359,15 @@ def test_steady_load_does_not_flap() -> None:
     assert changes <= 3, changes
 
 
-def test_unknown_service_rate_uses_the_hint() -> None:
+def test_unknown_service_rate_uses_twice_the_hint() -> None:
+    """The first completions come a pod start after the first pods were asked for, too late for a second
+    wave to start within the budget: a batch is sized for tasks twice as long as the hint says."""
     slow = replace(POLICY, task_seconds_hint=10.0)
-    # 60 tasks of 10 s on 4 slots: 150 s of work; at zero new pods serve 20 s each
-    assert decide(seen(backlog=60), slow, Memory()).replicas == math.ceil(150 / 20 - 0.1)
+    # 30 tasks of 10 s on 4 slots: 75 s of work by the hint, 150 s planned; at zero new pods serve 20 s each
+    assert decide(seen(backlog=30), slow, Memory()).replicas == math.ceil(150 / 20 - 0.1)
+    # once measured (at the hint), the same backlog needs half
+    measured = decide(seen(backlog=30, service_rate=0.4), slow, Memory())
+    assert measured.replicas == math.ceil(75 / 20 - 0.1) and "(measured)" in measured.reason
 
 
 # -- queues whose backlog cannot be seen (Pub/Sub) -----------------------------------------------------------
@@ -407,7 +416,7 @@ def test_a_batch_that_waited_has_only_the_rest_of_its_budget() -> None:
     big = replace(POLICY, max_replicas=50)
     memory = decide(seen(backlog=2000, now=120.0), big, Memory()).memory
     first = decide(seen(backlog=2000, current=25, ready=0, now=121.0), big, memory)
-    assert first.replicas == 25  # the pods asked for are still starting: the plan holds
+    assert first.replicas == 50  # planned for 2 s tasks (twice the hint): all the pool may have
     late = seen(backlog=1778, in_flight=100, current=25, ready=25, now=133.0, service_rate=2.0, arrival_rate=1.0)
     fresh = decide(late, big, Memory())
     aged = decide(late, big, first.memory)
@@ -428,3 +437,64 @@ def test_a_queue_that_built_up_is_not_a_batch() -> None:
     assert memory.batch_since is None and memory.backlog_seen
     later = decide(seen(backlog=260, in_flight=8, current=2, now=261.0, arrival_rate=5.0), POLICY, memory)
     assert "old" not in later.reason and later.memory.batch_since is None
+
+
+# -- waking: the arrival model of the last busy spell ---------------------------------------------------------
+
+
+def left_at(rate: float, at: float = 0.0) -> Memory:
+    """A pool that was last busy at ``at`` with ``rate`` tasks/s arriving, its pod start learned at 10 s."""
+    return Memory(last_busy_at=at, busy_arrival_rate=rate, startup_seconds=10.0)
+
+
+SHORT = replace(POLICY, target_wait_seconds=0.5, max_replicas=50)
+
+
+def test_a_pool_waking_from_zero_expects_the_rate_it_left_with() -> None:
+    """On/off work comes back at the rate it left: at 8 tasks/s, the 80 tasks that queue while the first pods
+    start are drained in 2.5 s (a quarter of the start) on top of keeping up: 8/4 + 81/(4 x 2.5) = 10.1."""
+    woken = decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, left_at(8.0))
+    assert woken.replicas == 10, woken.reason
+    assert woken.memory.woke_at == 300.0 and woken.memory.wake_arrival_rate == 8.0
+    # without a rate to remember, one task wakes one pod
+    assert decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, Memory()).replicas == 1
+    # with a 30 s budget the same pool waits for the queue to say so
+    assert decide(seen(backlog=1, now=300.0, service_rate=4.0), POLICY, left_at(8.0)).replicas == 1
+
+
+def test_readings_while_the_pods_start_add_only_what_the_queue_adds() -> None:
+    """Readings while the pods start see the queue grow by the rate planned for. Pods count from the start
+    clock on, which restarts when pods join it (``_learn_startup``), so each reading that adds a pod counts
+    the starting ones as just asked for: the pool grows by about one pod per reading (the 8 tasks a second
+    over 2.5 s of draining at 4 tasks/s per pod = 0.8), never faster, until the first pods are ready."""
+    woken = decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, left_at(8.0))
+    memory, sizes = woken.memory, [woken.replicas]
+    for second in range(1, 6):
+        reading = seen(
+            backlog=1 + 8 * second,
+            current=sizes[-1],
+            ready=0,
+            now=300.0 + second,
+            arrival_rate=0.8 * second,
+            service_rate=4.0,
+        )
+        decision = decide(reading, SHORT, memory)
+        memory = decision.memory
+        sizes.append(decision.replicas)
+    assert sizes == [10, 11, 12, 13, 14, 14], sizes
+
+
+def test_the_remembered_rate_lasts_two_pod_starts() -> None:
+    woken = decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, left_at(8.0))
+    reading = seen(in_flight=4, current=10, now=321.0, arrival_rate=1.0, service_rate=4.0)
+    assert decide(reading, SHORT, replace(woken.memory, last_busy_at=320.0)).replicas < 10
+
+
+def test_a_pool_held_at_its_minimum_wakes_from_a_silence_longer_than_a_pod_start() -> None:
+    warm = replace(SHORT, min_replicas=1)
+    after_silence = decide(seen(backlog=1, current=1, now=300.0, service_rate=4.0), warm, left_at(8.0, at=280.0))
+    # the ready replica serves 40 of the 81 tasks that queue in a pod start: 2 + 41 / (4 x 2.5) = 6.1
+    assert after_silence.replicas == 6 and after_silence.memory.woke_at == 300.0, after_silence.reason
+    # busy a moment ago: a pool in the middle of its work, not a wake
+    busy = decide(seen(backlog=1, current=1, now=300.0, service_rate=4.0), warm, left_at(8.0, at=299.0))
+    assert busy.memory.woke_at is None and busy.replicas < 6
