@@ -49,6 +49,9 @@ ERROR_PAUSE_SECONDS = 5.0
 # How often a pool that cannot run (no vector store) is looked at again; a spec edit wakes it sooner.
 UNRUNNABLE_RECHECK_SECONDS = 2.0
 NO_VECTOR_STORE = "NoVectorStore"
+# Connections of the operator's API client. The client's default (100) let a burst of pool rounds open a
+# TLS connection each, and each kept ~300 KB (read buffer and OpenSSL state) for as long as it stayed open.
+API_CONNECTIONS = 16
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Runtime:
     elector: LeaderElector | None
     stop: asyncio.Event
     task: asyncio.Task[None] | None
+    guard: DoubleScalingGuard
     activator: Activator | None = None
     served: web.AppRunner | None = None
     watches: RedisWatches = field(default_factory=RedisWatches)
@@ -131,7 +135,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = "swell.dev/scaler"
     settings.watching.server_timeout = 300
     await _load_kube_config()
-    api = client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_CONNECTIONS
+    api = client.ApiClient(configuration)
     stop = asyncio.Event()
     elector = task = None
     if options.leader_election:
@@ -142,7 +148,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if options.activator_port:
         pushes = activator.from_environment(api)
         served = await activator.serve(pushes, "0.0.0.0", options.activator_port)
-    memo["runtime"] = Runtime(api=api, elector=elector, stop=stop, task=task, activator=pushes, served=served)
+    memo["runtime"] = Runtime(
+        api=api, elector=elector, stop=stop, task=task, guard=DoubleScalingGuard(api), activator=pushes, served=served
+    )
 
 
 @kopf.on.cleanup()
@@ -239,14 +247,13 @@ async def scale(
         current.api,
         namespace,
         name,
-        QueueReader(current.api, namespace),
+        QueueReader(current.api, namespace, current.watches.clients),
         current.elector,
         current.activator,
         options.activator_url,
         watches=current.watches,
         wake=wake,
     )
-    guard = DoubleScalingGuard(current.api, namespace)
 
     async def wake_when_stopped() -> None:
         await stopped.wait()
@@ -260,7 +267,7 @@ async def scale(
                 pool = _spec(body.get("spec") or {})
                 problem, reason = missing_vector_store(pool, options.pool_defaults()), NO_VECTOR_STORE
                 if problem is None:
-                    problem, reason = await guard.problem(target_of(name, pool)), ALREADY_SCALED
+                    problem, reason = await current.guard.problem(namespace, target_of(name, pool)), ALREADY_SCALED
                 if problem is not None:
                     leading = current.elector is None or current.elector.is_leader
                     if leading and problem != reported:
