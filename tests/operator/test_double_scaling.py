@@ -88,7 +88,7 @@ def test_a_target_scaled_by_an_hpa_or_keda_is_refused(
 async def test_the_pools_of_a_namespace_share_one_list_of_other_scalers(cluster: Any, namespace: str) -> None:
     """Many pools asking at once cost one pair of list calls for their namespace, not one per pool."""
     from kubernetes_asyncio import client, config
-    from swell_operator.double_scaling import DoubleScalingGuard
+    from swell_operator.double_scaling import DoubleScalingGuard, Listed
 
     cluster.kubectl("create", "deployment", "celery", "--image=example/celery:1", "-n", namespace)
     cluster.kubectl("autoscale", "deployment", "celery", "--min=1", "--max=3", "--cpu-percent=80", "-n", namespace)
@@ -98,7 +98,7 @@ async def test_the_pools_of_a_namespace_share_one_list_of_other_scalers(cluster:
         listed = guard._list
         calls: list[str] = []
 
-        async def counted(where: str) -> Any:
+        async def counted(where: str) -> Listed:
             calls.append(where)
             return await listed(where)
 
