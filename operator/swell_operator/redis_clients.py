@@ -2,8 +2,9 @@
 
 A client of its own per pool cost each pool a connection pool, its connections and a copy of redis-py's
 reply-callback table (~30 KB a pool, 30 MB at 1000 pools), for reads a sleeping pool makes once a minute.
-The shared client's pool (``connect``: two connections, a short wait for a free one) carries them all:
-a depth read is one pipelined round trip. A client is closed when its last user lets it go, so a rotated
+The shared client is ``connect``'s, with room for ``SHARED_CONNECTIONS`` connections (made as needed) instead
+of its two: hundreds of pools reading at start-up on a loaded loop kept two connections so busy that reads
+timed out waiting for one. A client is closed when its last user lets it go, so a rotated
 Secret or a moved Redis leaves no client behind.
 """
 
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from swell_operator.depth_sources.redis_base import connect
 
 Server = tuple[str, str | None]
+SHARED_CONNECTIONS = 8
 
 
 @dataclass
@@ -31,6 +33,7 @@ class RedisClients:
         found = self.clients.get(server)
         if found is None:
             found = self.clients[server] = connect(url, password)
+            found.connection_pool.max_connections = SHARED_CONNECTIONS
         self.users.setdefault(server, set()).add(user)
         return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -90,3 +91,18 @@ async def test_depth_reads_and_the_watch_of_one_server_share_one_client(
         await watches.close()
         await producer.delete("share-b")
         await producer.aclose()
+
+
+async def test_a_shared_client_has_room_for_many_pools_reading_at_once(redis_url: str) -> None:
+    from swell_operator.redis_clients import SHARED_CONNECTIONS, RedisClients
+
+    clients = RedisClients()
+    shared = clients.get(redis_url, None, "a")
+    try:
+        # Each BLPOP holds its connection for 0.5 s: more at once than the pool has room for would time out.
+        await asyncio.gather(
+            *(shared.blpop([f"wake-test:nothing-{n}"], timeout=0.5) for n in range(SHARED_CONNECTIONS))
+        )
+        assert SHARED_CONNECTIONS >= 8
+    finally:
+        await clients.close()
