@@ -99,10 +99,10 @@ async def test_a_shared_client_has_room_for_many_pools_reading_at_once(redis_url
     clients = RedisClients()
     shared = clients.get(redis_url, None, "a")
     try:
-        # Each BLPOP holds its connection for 0.5 s: more at once than the pool has room for would time out.
-        await asyncio.gather(
-            *(shared.blpop([f"wake-test:nothing-{n}"], timeout=0.5) for n in range(SHARED_CONNECTIONS))
-        )
+        # Each BLPOP holds its connection for 1 s: on connect's two connections, eight would take 4 s.
+        started = time.monotonic()
+        await asyncio.gather(*(shared.blpop([f"wake-test:none-{n}"], timeout=1) for n in range(SHARED_CONNECTIONS)))
+        assert time.monotonic() - started < 3.0, "the reads waited for each other's connection"
         assert SHARED_CONNECTIONS >= 8
     finally:
         await clients.close()
