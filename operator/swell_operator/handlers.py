@@ -36,6 +36,7 @@ from swell_operator.deployment import (
 from swell_operator.depth import QueueReader
 from swell_operator.double_scaling import ALREADY_SCALED, DoubleScalingGuard
 from swell_operator.leader import LeaderElector
+from swell_operator.memory import trim_periodically
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
 from swell_operator.scaler import PoolScaler, target_of
 from swell_operator.scaler import _target_text as target_text
@@ -81,6 +82,7 @@ class Runtime:
     stop: asyncio.Event
     task: asyncio.Task[None] | None
     guard: DoubleScalingGuard
+    trimmer: asyncio.Task[None] | None = None
     activator: Activator | None = None
     served: web.AppRunner | None = None
     watches: RedisWatches = field(default_factory=RedisWatches)
@@ -148,8 +150,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if options.activator_port:
         pushes = activator.from_environment(api)
         served = await activator.serve(pushes, "0.0.0.0", options.activator_port)
+    trimmer = asyncio.create_task(trim_periodically(stop), name="swell-memory-trim")
     memo["runtime"] = Runtime(
-        api=api, elector=elector, stop=stop, task=task, guard=DoubleScalingGuard(api), activator=pushes, served=served
+        api=api,
+        elector=elector,
+        stop=stop,
+        task=task,
+        guard=DoubleScalingGuard(api),
+        trimmer=trimmer,
+        activator=pushes,
+        served=served,
     )
 
 
@@ -162,6 +172,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     current.stop.set()
     if current.task is not None:
         await current.task
+    if current.trimmer is not None:
+        await current.trimmer
     if current.served is not None:
         await current.served.cleanup()
     await current.watches.close()
