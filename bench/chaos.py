@@ -666,6 +666,64 @@ def kind_scenario(name: str) -> Callable[[bool], list[Outcome]]:
     return run
 
 
+def activator_junk_tokens(senders: int = 4) -> Outcome:
+    """Junk bearer tokens flood the operator's activator while Google's certificate endpoint hangs, and a
+    bystander Redis pool at zero gets a task (issue 17 §4). The run is the activator test's own
+    (``tests.operator.test_activator.junk_tokens_against_a_bystander``): the bystander's wake against a calm
+    pool's wake before the flood, /healthz, and whether the leader kept and renewed its Lease. ``sent`` counts
+    the junk pushes; ``lost``, those acknowledged (2xx), which Pub/Sub would drop though no worker ran them."""
+    from tests.fixtures.cluster import Cluster
+    from tests.fixtures.operator import OperatorProcess, apply_workerpool_crd
+    from tests.fixtures.pubsub_emulator import PubSubEmulator
+    from tests.operator.test_activator import junk_tokens_against_a_bystander
+    from tests.tooling.controlplane.cluster import ensure_cluster
+
+    cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
+    namespace = f"chaos-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    apply_workerpool_crd(cluster)
+    redis, emulator = RedisServer(), PubSubEmulator()
+    redis.start()
+    operators: list[OperatorProcess] = []
+
+    def start_operator(*, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
+        operators.append(OperatorProcess(cluster, namespace, extra_args=extra_args))
+        return operators[-1].wait_up()
+
+    try:
+        run = junk_tokens_against_a_bystander(cluster, namespace, redis.url, emulator, start_operator, senders=senders)
+    finally:
+        cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=60s", check=False)
+        for operator in operators:
+            operator.stop()
+            operator.log_path.unlink(missing_ok=True)
+        emulator.stop()
+        redis.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    answers = run.answers
+    acknowledged = sum(1 for code in answers if 200 <= code < 300)
+    return Outcome(
+        scenario="activator_junk_tokens",
+        backend="pubsub-push + redis-list bystander",
+        sent=len(answers),
+        done=0,
+        dead_lettered=0,
+        lost=acknowledged,
+        duplicated=0,
+        recovery_seconds=None,
+        details={
+            "baseline_wake_seconds": round(run.baseline_wake_seconds, 3),
+            "wake_under_junk_seconds": round(run.wake_under_junk_seconds, 3),
+            "wake_within_1s_or_baseline_plus_0_5s": run.wake_under_junk_seconds
+            < max(1.0, run.baseline_wake_seconds + 0.5),
+            "healthz_ms": round(run.healthz_seconds * 1000, 1),
+            "lease_kept": run.lease_kept,
+            "answers": {str(code): answers.count(code) for code in sorted(set(answers))},
+            "senders": senders,
+        },
+    )
+
+
 SCENARIOS: dict[str, Callable[[bool], list[Outcome]]] = {
     "worker_kills": lambda short: [
         worker_kills(b, tasks=300 if short else 5000, kills=3 if short else 25) for b in BACKENDS
@@ -683,6 +741,7 @@ SCENARIOS: dict[str, Callable[[bool], list[Outcome]]] = {
     "leader_killed_during_scale_in": lambda short: [leader_killed_during_scale_in(tasks=150 if short else 600)],
     "kind_pod_deletes": kind_scenario("kind_pod_deletes"),
     "kind_node_drain": kind_scenario("kind_node_drain"),
+    "activator_junk_tokens": lambda short: [activator_junk_tokens(senders=2 if short else 4)],
 }
 
 

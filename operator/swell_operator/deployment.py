@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from swell_contract.settings import GOOGLE_APPLICATION_CREDENTIALS, POD_NAME, PUBSUB_EMULATOR_HOST, WorkerSettings
 
+from swell_operator.kube_json import json_of
 from swell_operator.model import BundledWorker, SecretKeyRef, WorkerPoolSpec
 
 POOL_LABEL = "swell.dev/workerpool"
@@ -330,9 +331,14 @@ class Replicas:
 
 
 async def read_replicas(api: client.ApiClient, namespace: str, name: str) -> Replicas:
-    deployment = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
-    selector = dict(deployment.spec.selector.match_labels or {})
-    return Replicas(int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0), selector)
+    """Read as plain JSON: every pool reads its Deployment each round, and the model classes cost more CPU
+    than the request."""
+    deployment = await json_of(
+        client.AppsV1Api(api).read_namespaced_deployment(name, namespace, _preload_content=False)
+    )
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    selector = dict((spec.get("selector") or {}).get("matchLabels") or {})
+    return Replicas(int(spec.get("replicas") or 0), int(status.get("readyReplicas") or 0), selector)
 
 
 async def scale_deployment(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:

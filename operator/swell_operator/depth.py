@@ -1,8 +1,9 @@
 """Reads a pool's queue depth through the depth source of its backend (``swell_operator.depth_sources``).
 
-The reader keeps one source (and so one connection) per pool and builds it again after any failure,
-when the spec changes, and every few minutes, so a fixed or rotated Secret, a moved Redis or a changed
-spec is picked up without restarting anything (and without reading the Secret on every poll).
+The reader keeps one source per pool and builds it again after any failure, when the spec changes, and
+every few minutes, so a fixed or rotated Secret, a moved Redis or a changed spec is picked up without
+restarting anything (and without reading the Secret on every poll). Given the operator's ``RedisClients``,
+the source reads through its server's shared client instead of a connection of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from swell_contract.depth import Depth
 
 from swell_operator.depth_sources import DepthSource, DepthUnavailable, redis_source
 from swell_operator.model import Queue
+from swell_operator.redis_clients import RedisClients
 from swell_operator.secrets import SecretError, read_secret_key
 
 __all__ = ["REBUILD_SECONDS", "DepthUnavailable", "QueueReader"]
@@ -24,9 +26,11 @@ REBUILD_SECONDS = 300.0
 
 
 class QueueReader:
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str, clients: RedisClients | None = None) -> None:
         self._api = api
         self._namespace = namespace
+        self._clients = clients
+        self._server: tuple[str, str | None] | None = None  # the shared client this reader holds
         self._source: DepthSource | None = None
         self._queue: Queue | None = None
         self._built_at = 0.0
@@ -51,6 +55,9 @@ class QueueReader:
         if source is not None:
             with contextlib.suppress(Exception):  # a broken connection must not stop the rebuild
                 await source.close()
+        server, self._server = self._server, None
+        if server is not None and self._clients is not None:
+            await self._clients.release(*server, self)
 
     async def _build(self, queue: Queue) -> DepthSource:
         if queue.backend == "pubsub" or queue.redis is None:
@@ -63,7 +70,11 @@ class QueueReader:
         except SecretError as exc:
             raise DepthUnavailable(str(exc)) from None
         try:
-            return redis_source(queue, url, password)
+            if self._clients is None:
+                return redis_source(queue, url, password)
+            shared = self._clients.get(url, password, self)
+            self._server = (url, password)
+            return redis_source(queue, url, password, shared)
         except ValueError as exc:
             raise DepthUnavailable(
                 f"the Redis URL in Secret {queue.redis.url_secret_ref.name} is invalid: {type(exc).__name__}"

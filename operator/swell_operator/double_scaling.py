@@ -3,12 +3,13 @@
 Each would overwrite the other's replica count every few seconds. KEDA refuses the same (its admission
 webhook rejects a ScaledObject for a target an HPA already scales). Swell has no webhook, so such a pool is
 reported Degraded (reason ``AlreadyScaled``, naming the other scaler) with a Warning Event, and its target is
-never scaled while the other scaler exists. The lookup is two list calls, made at most every
-``RECHECK_SECONDS`` per pool, not every scaling round.
+never scaled while the other scaler exists. The lookup is two list calls per namespace, made at most every
+``RECHECK_SECONDS`` and shared by the namespace's pools, not every scaling round of every pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -17,11 +18,15 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from swell_operator.kube_json import json_of
+
 log = logging.getLogger(__name__)
 
 ALREADY_SCALED = "AlreadyScaled"
 RECHECK_SECONDS = 5.0
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
+# A namespace's HorizontalPodAutoscalers and ScaledObjects, as plain API objects.
+Listed = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _targets_deployment(ref: Mapping[str, Any] | None, deployment: str) -> bool:
@@ -57,44 +62,61 @@ def refusal(namespace: str, deployment: str, scalers: list[str]) -> str | None:
 
 
 class DoubleScalingGuard:
-    """Per pool: whether its target has another scaler, looked up at most every ``RECHECK_SECONDS``."""
+    """Whether a pool's target has another scaler, for every pool of the operator (one, in kopf's memo).
 
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+    A namespace's HPAs and ScaledObjects are listed at most every ``RECHECK_SECONDS`` and the lists are
+    shared by all its pools: one pair of list calls per namespace, not per pool (at 1000 pools the lists
+    made per pool were most of the operator's idle CPU). Pools asking while a list is on its way wait for
+    that one list."""
+
+    def __init__(self, api: client.ApiClient) -> None:
         self._api = api
-        self._namespace = namespace
-        self._checked: tuple[str, float, str | None] | None = None
-        self._forbidden_logged = False
+        self._listed: dict[str, tuple[float, Listed]] = {}
+        self._listing: dict[str, asyncio.Future[Listed]] = {}
+        self._unreadable_logged: set[tuple[str, str]] = set()
 
-    async def problem(self, deployment: str) -> str | None:
-        now = time.monotonic()
-        if self._checked is not None:
-            target, at, answer = self._checked
-            if target == deployment and now - at < RECHECK_SECONDS:
-                return answer
-        answer = refusal(self._namespace, deployment, other_scalers(deployment, *await self._list()))
-        self._checked = (deployment, now, answer)
-        return answer
+    async def problem(self, namespace: str, deployment: str) -> str | None:
+        hpas, scaled_objects = await self._lists(namespace)
+        return refusal(namespace, deployment, other_scalers(deployment, hpas, scaled_objects))
 
-    async def _list(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def _lists(self, namespace: str) -> Listed:
+        listed = self._listed.get(namespace)
+        if listed is not None and time.monotonic() - listed[0] < RECHECK_SECONDS:
+            return listed[1]
+        listing = self._listing.get(namespace)
+        if listing is None:
+            listing = self._listing[namespace] = asyncio.ensure_future(self._list(namespace))
+            listing.add_done_callback(lambda _: self._listing.pop(namespace, None))
+        # Shielded: a pool's daemon cancelled while it waits must not cancel the other pools' list.
+        found = await asyncio.shield(listing)
+        self._listed[namespace] = (time.monotonic(), found)
+        return found
+
+    async def _list(self, namespace: str) -> Listed:
         hpas: list[dict[str, Any]] = []
         scaled_objects: list[dict[str, Any]] = []
         try:
-            listed = await client.AutoscalingV2Api(self._api).list_namespaced_horizontal_pod_autoscaler(self._namespace)
-            hpas = [self._api.sanitize_for_serialization(item) for item in listed.items]
+            autoscaling = client.AutoscalingV2Api(self._api)
+            listed = await json_of(
+                autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace, _preload_content=False)
+            )
+            hpas = list(listed.get("items") or [])
         except ApiException as exc:
-            self._unreadable("HorizontalPodAutoscalers", exc)
+            self._unreadable(namespace, "HorizontalPodAutoscalers", exc)
         custom: Any = client.CustomObjectsApi(self._api)
         group, version, plural = KEDA
         try:
-            found = await custom.list_namespaced_custom_object(group, version, self._namespace, plural)
-            scaled_objects = list(found.get("items", []))
+            found = await json_of(
+                custom.list_namespaced_custom_object(group, version, namespace, plural, _preload_content=False)
+            )
+            scaled_objects = list(found.get("items") or [])
         except ApiException as exc:
             if exc.status != 404:  # 404: KEDA is not installed, so there is no ScaledObject
-                self._unreadable("ScaledObjects", exc)
+                self._unreadable(namespace, "ScaledObjects", exc)
         return hpas, scaled_objects
 
-    def _unreadable(self, what: str, exc: ApiException) -> None:
-        """Unreadable is not refused: a missing grant must not stop every pool. Said once."""
-        if not self._forbidden_logged:
-            log.warning("cannot list %s in %s (HTTP %s): double scaling not checked", what, self._namespace, exc.status)
-            self._forbidden_logged = True
+    def _unreadable(self, namespace: str, what: str, exc: ApiException) -> None:
+        """Unreadable is not refused: a missing grant must not stop every pool. Said once per namespace."""
+        if (namespace, what) not in self._unreadable_logged:
+            log.warning("cannot list %s in %s (HTTP %s): double scaling not checked", what, namespace, exc.status)
+            self._unreadable_logged.add((namespace, what))

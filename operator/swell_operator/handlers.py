@@ -36,6 +36,7 @@ from swell_operator.deployment import (
 from swell_operator.depth import QueueReader
 from swell_operator.double_scaling import ALREADY_SCALED, DoubleScalingGuard
 from swell_operator.leader import LeaderElector
+from swell_operator.memory import trim_periodically
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
 from swell_operator.scaler import PoolScaler, target_of
 from swell_operator.scaler import _target_text as target_text
@@ -49,6 +50,9 @@ ERROR_PAUSE_SECONDS = 5.0
 # How often a pool that cannot run (no vector store) is looked at again; a spec edit wakes it sooner.
 UNRUNNABLE_RECHECK_SECONDS = 2.0
 NO_VECTOR_STORE = "NoVectorStore"
+# Connections of the operator's API client. The client's default (100) let a burst of pool rounds open a
+# TLS connection each, and each kept ~300 KB (read buffer and OpenSSL state) for as long as it stayed open.
+API_CONNECTIONS = 16
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Runtime:
     elector: LeaderElector | None
     stop: asyncio.Event
     task: asyncio.Task[None] | None
+    guard: DoubleScalingGuard
+    trimmer: asyncio.Task[None] | None = None
     activator: Activator | None = None
     served: web.AppRunner | None = None
     watches: RedisWatches = field(default_factory=RedisWatches)
@@ -131,7 +137,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = "swell.dev/scaler"
     settings.watching.server_timeout = 300
     await _load_kube_config()
-    api = client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_CONNECTIONS
+    api = client.ApiClient(configuration)
     stop = asyncio.Event()
     elector = task = None
     if options.leader_election:
@@ -142,7 +150,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if options.activator_port:
         pushes = activator.from_environment(api)
         served = await activator.serve(pushes, "0.0.0.0", options.activator_port)
-    memo["runtime"] = Runtime(api=api, elector=elector, stop=stop, task=task, activator=pushes, served=served)
+    trimmer = asyncio.create_task(trim_periodically(stop), name="swell-memory-trim")
+    memo["runtime"] = Runtime(
+        api=api,
+        elector=elector,
+        stop=stop,
+        task=task,
+        guard=DoubleScalingGuard(api),
+        trimmer=trimmer,
+        activator=pushes,
+        served=served,
+    )
 
 
 @kopf.on.cleanup()
@@ -154,6 +172,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     current.stop.set()
     if current.task is not None:
         await current.task
+    if current.trimmer is not None:
+        await current.trimmer
     if current.served is not None:
         await current.served.cleanup()
     await current.watches.close()
@@ -239,14 +259,13 @@ async def scale(
         current.api,
         namespace,
         name,
-        QueueReader(current.api, namespace),
+        QueueReader(current.api, namespace, current.watches.clients),
         current.elector,
         current.activator,
         options.activator_url,
         watches=current.watches,
         wake=wake,
     )
-    guard = DoubleScalingGuard(current.api, namespace)
 
     async def wake_when_stopped() -> None:
         await stopped.wait()
@@ -260,7 +279,7 @@ async def scale(
                 pool = _spec(body.get("spec") or {})
                 problem, reason = missing_vector_store(pool, options.pool_defaults()), NO_VECTOR_STORE
                 if problem is None:
-                    problem, reason = await guard.problem(target_of(name, pool)), ALREADY_SCALED
+                    problem, reason = await current.guard.problem(namespace, target_of(name, pool)), ALREADY_SCALED
                 if problem is not None:
                     leading = current.elector is None or current.elector.is_leader
                     if leading and problem != reported:

@@ -20,7 +20,7 @@ from typing import Any
 
 from swell_contract.keys import QueueKeys
 
-from swell_operator.depth_sources.redis_base import connect
+from swell_operator.redis_clients import RedisClients
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class RedisWatch:
 
     url: str
     password: str | None
+    clients: RedisClients = field(default_factory=RedisClients)
     interval: float = WATCH_INTERVAL_SECONDS
     pools: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
@@ -119,7 +120,7 @@ class RedisWatch:
     async def check_once(self) -> int:
         """One round trip for every watched pool; returns how many were woken."""
         if self._redis is None:
-            self._redis = connect(self.url, self.password)
+            self._redis = self.clients.get(self.url, self.password, id(self))
             self._script = self._redis.register_script(QUEUED_SCRIPT)
         entries = list(self.pools.values())
         if not entries:
@@ -157,8 +158,7 @@ class RedisWatch:
     async def _drop_connection(self) -> None:
         redis, self._redis = self._redis, None
         if redis is not None:
-            with contextlib.suppress(Exception):
-                await redis.aclose()
+            await self.clients.release(self.url, self.password, id(self))
 
     async def close(self) -> None:
         self.pools.clear()
@@ -172,8 +172,10 @@ class RedisWatch:
 
 @dataclass
 class RedisWatches:
-    """One ``RedisWatch`` per Redis server (URL and password), shared by every pool on it."""
+    """One ``RedisWatch`` per Redis server (URL and password), shared by every pool on it; each watch reads
+    through the server's client in ``clients``, which the pools' depth reads share."""
 
+    clients: RedisClients = field(default_factory=RedisClients)
     servers: dict[tuple[str, str | None], RedisWatch] = field(default_factory=dict)
     where: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
 
@@ -183,7 +185,7 @@ class RedisWatches:
             self.forget(pool)
         watch = self.servers.get(server)
         if watch is None:
-            watch = self.servers[server] = RedisWatch(url, password)
+            watch = self.servers[server] = RedisWatch(url, password, self.clients)
         watch.watch(pool, watched, wake)
         self.where[pool] = server
 
@@ -200,3 +202,4 @@ class RedisWatches:
             await watch.close()
         self.servers.clear()
         self.where.clear()
+        await self.clients.close()

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
+import os
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -158,29 +163,50 @@ def wake_seconds(cluster: Any, namespace: str, redis_url: str, pool: str) -> flo
     return time.monotonic() - pushed
 
 
-@pytest.mark.cluster
-def test_junk_tokens_at_the_activator_neither_delay_a_bystander_wake_nor_cost_the_lease(
+@dataclass
+class JunkRun:
+    """What junk tokens at the activator did to a bystander Redis pool and to the Lease."""
+
+    baseline_wake_seconds: float
+    wake_under_junk_seconds: float
+    healthz_seconds: float
+    answers: list[int]
+    identity: str
+    holder_before: str
+    holder_after: str
+    lease_renewed: bool
+    still_leading: bool
+
+    @property
+    def lease_kept(self) -> bool:
+        return self.holder_after == self.holder_before == self.identity and self.still_leading and self.lease_renewed
+
+
+def junk_tokens_against_a_bystander(
     cluster: Any,
     namespace: str,
     redis_url: str,
-    pubsub_emulator: PubSubEmulator,
-    start_operator: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    emulator: PubSubEmulator,
+    start_operator: Callable[..., Any],
+    *,
+    senders: int = 4,
+) -> JunkRun:
+    """Junk bearer tokens flood the activator while Google's certificate endpoint hangs, and a bystander Redis
+    pool at zero gets a task: its wake is timed against a calm pool's wake before the flood. Shared by the test
+    below and the chaos suite (``bench.chaos``: activator_junk_tokens). The senders stop on their own."""
     with hanging_endpoint() as unreachable:
-        monkeypatch.setenv("SWELL_OIDC_CERTS_URL", unreachable)
-        monkeypatch.setenv("SWELL_OIDC_TIMEOUT_SECONDS", "2")
-        port = free_port()
-        operator = start_operator(
-            extra_args=("--activator-port", str(port), "--activator-url", f"http://127.0.0.1:{port}")
-        )
+        with mock.patch.dict(os.environ, {"SWELL_OIDC_CERTS_URL": unreachable, "SWELL_OIDC_TIMEOUT_SECONDS": "2"}):
+            port = free_port()
+            operator = start_operator(
+                extra_args=("--activator-port", str(port), "--activator-url", f"http://127.0.0.1:{port}")
+            )
         wait_for(operator.is_leader, 30, "the operator leading")
         redis_secret(cluster, namespace, redis_url)
         for pool in ("calm", "busy"):
             apply(cluster, namespace, pool_manifest(pool, "redis-list", pool, scaling={"pollIntervalSeconds": 0.1}))
-        names = fresh_names(pubsub_emulator)
-        pubsub_emulator.create(names["topic"], names["sub"])
-        pushed = pubsub_pool(pubsub_emulator, names, ["echo"], mode="pull", concurrency=1, replicas=(0, 1), scaling={})
+        names = fresh_names(emulator)
+        emulator.create(names["topic"], names["sub"])
+        pushed = pubsub_pool(emulator, names, ["echo"], mode="pull", concurrency=1, replicas=(0, 1), scaling={})
         pushed["metadata"]["name"] = "pushed"
         pushed["spec"]["queue"]["pubsub"] |= {"mode": "push", "pushAudience": AUDIENCE, "pushServiceAccount": PUSHER}
         apply(cluster, namespace, pushed)
@@ -205,19 +231,19 @@ def test_junk_tokens_at_the_activator_neither_delay_a_bystander_wake_nor_cost_th
         statuses: list[int] = []
         stop = threading.Event()
 
-        give_up = time.monotonic() + 60  # the senders stop on their own, whatever happens to the test
+        give_up = time.monotonic() + 60  # the senders stop on their own, whatever happens to the caller
 
         def junk() -> None:
             while not stop.is_set() and time.monotonic() < give_up:
                 statuses.append(post(forged))
 
-        with ThreadPoolExecutor(4) as senders:
-            running = [senders.submit(junk) for _ in range(4)]
+        with ThreadPoolExecutor(senders) as flood:
+            running = [flood.submit(junk) for _ in range(senders)]
             try:
                 time.sleep(3)  # the junk has filled the verification pool and its queue
                 health_started = time.monotonic()
-                assert operator.health()[0] == 200
-                health = time.monotonic() - health_started
+                healthy = operator.health()[0] == 200
+                health = time.monotonic() - health_started if healthy else math.inf
                 under_junk = wake_seconds(cluster, namespace, redis_url, "busy")
                 time.sleep(4)  # two Lease renewals at least
                 holder_after, renewed_after = lease(cluster, namespace)
@@ -226,15 +252,35 @@ def test_junk_tokens_at_the_activator_neither_delay_a_bystander_wake_nor_cost_th
                 stop.set()
             for job in running:
                 job.result()
+    return JunkRun(
+        baseline_wake_seconds=baseline,
+        wake_under_junk_seconds=under_junk,
+        healthz_seconds=health,
+        answers=statuses,
+        identity=operator.identity,
+        holder_before=holder,
+        holder_after=holder_after,
+        lease_renewed=renewed_after != renewed,
+        still_leading=still_leading,
+    )
+
+
+@pytest.mark.cluster
+def test_junk_tokens_at_the_activator_neither_delay_a_bystander_wake_nor_cost_the_lease(
+    cluster: Any, namespace: str, redis_url: str, pubsub_emulator: PubSubEmulator, start_operator: Any
+) -> None:
+    run = junk_tokens_against_a_bystander(cluster, namespace, redis_url, pubsub_emulator, start_operator)
+    statuses, baseline, under_junk = run.answers, run.baseline_wake_seconds, run.wake_under_junk_seconds
     print(
         f"\nbystander wake: {baseline:.2f}s at baseline, {under_junk:.2f}s under {len(statuses)} junk pushes "
-        f"({statuses.count(503)} x 503, {statuses.count(429)} x 429); operator /healthz {health * 1000:.0f} ms"
+        f"({statuses.count(503)} x 503, {statuses.count(429)} x 429); "
+        f"operator /healthz {run.healthz_seconds * 1000:.0f} ms"
     )
     assert set(statuses) <= {429, 503} and statuses.count(503) > 0, set(statuses)
     # Within 1 s, as at baseline; on a machine so loaded that the baseline itself is slow, within 0.5 s of it.
     assert under_junk < max(1.0, baseline + 0.5), (
         f"the bystander woke after {under_junk:.2f}s (baseline {baseline:.2f}s)"
     )
-    assert health < 0.5
-    assert holder_after == holder == operator.identity and still_leading
-    assert renewed_after != renewed, "the Lease was not renewed while junk arrived"
+    assert run.healthz_seconds < 0.5
+    assert run.holder_after == run.holder_before == run.identity and run.still_leading
+    assert run.lease_renewed, "the Lease was not renewed while junk arrived"

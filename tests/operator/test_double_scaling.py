@@ -4,6 +4,7 @@ the other scaler is gone, Swell scales it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -82,3 +83,30 @@ def test_a_target_scaled_by_an_hpa_or_keda_is_refused(
     apply(cluster, namespace, scaled_object)
     degraded = wait_for(lambda: _degraded(cluster, namespace, "celery"), 30, "refused for a ScaledObject too")
     assert "ScaledObject celery-keda" in degraded["message"], degraded
+
+
+async def test_the_pools_of_a_namespace_share_one_list_of_other_scalers(cluster: Any, namespace: str) -> None:
+    """Many pools asking at once cost one pair of list calls for their namespace, not one per pool."""
+    from kubernetes_asyncio import client, config
+    from swell_operator.double_scaling import DoubleScalingGuard, Listed
+
+    cluster.kubectl("create", "deployment", "celery", "--image=example/celery:1", "-n", namespace)
+    cluster.kubectl("autoscale", "deployment", "celery", "--min=1", "--max=3", "--cpu-percent=80", "-n", namespace)
+    await config.load_kube_config(config_file=str(cluster.kubeconfig))
+    async with client.ApiClient() as api:
+        guard = DoubleScalingGuard(api)
+        listed = guard._list
+        calls: list[str] = []
+
+        async def counted(where: str) -> Listed:
+            calls.append(where)
+            return await listed(where)
+
+        guard._list = counted  # type: ignore[method-assign]
+        answers = await asyncio.gather(*(guard.problem(namespace, f"pool-{n}") for n in range(50)))
+        refused = await guard.problem(namespace, "celery")
+        assert answers == [None] * 50
+        assert refused is not None and "HorizontalPodAutoscaler celery" in refused
+        assert calls == [namespace], "one listing for the namespace, shared by 51 pools"
+        assert await guard.problem(f"{namespace}-none", "celery") is None, "another namespace has its own lists"
+        assert calls == [namespace, f"{namespace}-none"]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
 import redis.asyncio as aioredis
+from swell_operator.depth import QueueReader
+from swell_operator.model import Queue
 from swell_operator.wake import PoolWake, RedisWatches, Watched
 
 
@@ -48,3 +52,57 @@ async def test_the_watch_task_wakes_a_pool_within_its_interval(redis_url: str) -
         await watches.close()
         await producer.delete("wake-test:soon")
         await producer.aclose()
+
+
+async def test_depth_reads_and_the_watch_of_one_server_share_one_client(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand sleeping pools must not hold a thousand Redis clients: readers and the watch share one."""
+    watches = RedisWatches()
+    queues = [
+        Queue.model_validate(
+            {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "url"}}, "list": {"keys": [name]}}
+        )
+        for name in ("share-a", "share-b")
+    ]
+    readers = [QueueReader(None, "ns", watches.clients) for _ in queues]  # type: ignore[arg-type]
+
+    async def url_from_secret(*_: object) -> str:
+        return redis_url
+
+    monkeypatch.setattr("swell_operator.depth.read_secret_key", url_from_secret)
+    producer = aioredis.Redis.from_url(redis_url)
+    try:
+        await producer.lpush("share-b", "task")
+        depths = [await reader.read(queue) for reader, queue in zip(readers, queues, strict=True)]
+        assert [d.backlog for d in depths] == [0, 1]
+        watches.watch(("ns", "a"), redis_url, None, Watched("redis-list", ("share-a",)), PoolWake())
+        watch = next(iter(watches.servers.values()))
+        await watch.check_once()
+        assert len(watches.clients.clients) == 1, "one client for the server"
+        assert len(watches.clients.users[(redis_url, None)]) == 3, "both readers and the watch hold it"
+        shared = watches.clients.clients[(redis_url, None)]
+        for reader in readers:
+            await reader.close()
+        assert watches.clients.clients.get((redis_url, None)) is shared, "the watch still uses it"
+        await watch.close()
+        assert not watches.clients.clients, "the last user's release closes the client"
+    finally:
+        await watches.close()
+        await producer.delete("share-b")
+        await producer.aclose()
+
+
+async def test_a_shared_client_has_room_for_many_pools_reading_at_once(redis_url: str) -> None:
+    from swell_operator.redis_clients import SHARED_CONNECTIONS, RedisClients
+
+    clients = RedisClients()
+    shared = clients.get(redis_url, None, "a")
+    try:
+        # Each BLPOP holds its connection for 1 s: on connect's two connections, eight would take 4 s.
+        started = time.monotonic()
+        await asyncio.gather(*(shared.blpop([f"wake-test:none-{n}"], timeout=1) for n in range(SHARED_CONNECTIONS)))
+        assert time.monotonic() - started < 3.0, "the reads waited for each other's connection"
+        assert SHARED_CONNECTIONS >= 8
+    finally:
+        await clients.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import redis.asyncio as aioredis
 from swell_contract.depth import Depth
 
 from swell_operator.depth_sources.redis_base import DepthUnavailable, RedisDepthSource, connect
@@ -38,12 +39,16 @@ class DepthSource(Protocol):
     async def close(self) -> None: ...
 
 
-def redis_source(queue: Queue, url: str, password: str | None) -> DepthSource:
-    """The source for a Redis-backed queue spec; raises ValueError for a URL redis-py cannot use."""
-    client = connect(url, password)
+def redis_source(queue: Queue, url: str, password: str | None, client: aioredis.Redis | None = None) -> DepthSource:
+    """The source for a Redis-backed queue spec; raises ValueError for a URL redis-py cannot use.
+
+    With ``client`` (a server's shared client) the source reads through it and leaves closing it to its
+    owner; without, it connects on its own and ``close()`` closes that connection."""
+    owned = client is None
+    redis = connect(url, password) if client is None else client
     if queue.backend == "redis-streams":
         assert queue.streams is not None  # the CRD's CEL rule requires it
-        return RedisStreamsDepth(client, url, queue.streams.streams, queue.streams.group)
+        return RedisStreamsDepth(redis, url, queue.streams.streams, queue.streams.group, owned=owned)
     assert queue.list is not None  # the CRD's CEL rule requires it
     extra = [(source.kind, source.key) for source in queue.list.in_flight_sources]
-    return RedisListDepth(client, url, queue.list.keys, extra)
+    return RedisListDepth(redis, url, queue.list.keys, extra, owned=owned)

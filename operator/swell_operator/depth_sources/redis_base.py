@@ -1,4 +1,4 @@
-"""What the Redis depth sources share: a connection of their own, one pipeline per read, errors that say where.
+"""What the Redis depth sources share: a client (own or shared), one pipeline per read, errors that say where.
 
 A read is planned in two parts: commands whose keys are known from the spec (queue lengths, the
 consumer registry, the group's cursor), and commands whose keys depend on those answers (each registered
@@ -53,12 +53,14 @@ def raise_first_error(answers: Sequence[Any]) -> None:
 
 
 class RedisDepthSource(ABC, Generic[Inputs]):
-    """One pool's depth on one Redis; owns its connection (``close()`` closes it)."""
+    """One pool's depth on one Redis; ``close()`` closes the client when the source ``owned`` it (a client
+    shared by the server's pools is closed by its owner)."""
 
-    def __init__(self, client: aioredis.Redis, url: str) -> None:
+    def __init__(self, client: aioredis.Redis, url: str, *, owned: bool = True) -> None:
         self.where = describe(url)
         self._shown_url = redact_url(url) or ""
         self._redis = client
+        self._owned = owned
         self._known: Inputs | None = None
 
     @abstractmethod
@@ -102,4 +104,5 @@ class RedisDepthSource(ABC, Generic[Inputs]):
         return durability_problem(info, self._shown_url)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._owned:
+            await self._redis.aclose()

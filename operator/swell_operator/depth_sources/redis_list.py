@@ -35,8 +35,10 @@ class RedisListDepth(RedisDepthSource[Registered]):
         url: str,
         queues: Sequence[str],
         extra_in_flight: Sequence[tuple[InFlightKind, str]] = (),
+        *,
+        owned: bool = True,
     ) -> None:
-        super().__init__(client, url)
+        super().__init__(client, url, owned=owned)
         self._keys = [QueueKeys(name) for name in queues]
         self._extra = tuple(extra_in_flight)
 

@@ -27,8 +27,10 @@ Cursors = tuple[str, ...]
 
 
 class RedisStreamsDepth(RedisDepthSource[Cursors]):
-    def __init__(self, client: aioredis.Redis, url: str, streams: Sequence[str], group: str) -> None:
-        super().__init__(client, url)
+    def __init__(
+        self, client: aioredis.Redis, url: str, streams: Sequence[str], group: str, *, owned: bool = True
+    ) -> None:
+        super().__init__(client, url, owned=owned)
         self._keys = [QueueKeys(name) for name in streams]
         self._group = group
 
