@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
+from swell_contract.settings import GOOGLE_APPLICATION_CREDENTIALS, POD_NAME, PUBSUB_EMULATOR_HOST, WorkerSettings
 
 GROUP = "swell.dev"
 VERSION = "v1alpha1"
@@ -284,6 +285,44 @@ class EnvVarSource(Spec):
     resource_field_ref: ResourceFieldRef | None = Field(default=None, description="A container resource.")
 
 
+# The variables the operator renders from a pool's spec (swell_operator.deployment.worker_env). worker.env
+# may not set one as well: the API server refuses a container that names a variable twice, so the pool
+# would never get its Deployment, and the spec field is the one place each is set.
+OPERATOR_RENDERED_ENV: tuple[str, ...] = (
+    POD_NAME,
+    PUBSUB_EMULATOR_HOST,
+    GOOGLE_APPLICATION_CREDENTIALS,
+    *(
+        WorkerSettings.env_name(field)
+        for field in (
+            "backend",
+            "consumer",
+            "concurrency",
+            "handlers",
+            "max_attempts",
+            "task_timeout_seconds",
+            "drain_seconds",
+            "http_port",
+            "embedder",
+            "queues",
+            "group",
+            "redis_url",
+            "redis_password",
+            "pubsub_project",
+            "pubsub_subscription",
+            "pubsub_mode",
+            "pubsub_topic",
+            "pubsub_dead_letter_topic",
+            "push_token",
+            "push_audience",
+            "push_service_account",
+            "vector_uri",
+        )
+    ),
+)
+_RENDERED_LIST = ", ".join(f"'{name}'" for name in OPERATOR_RENDERED_ENV)
+
+
 class EnvVar(Spec):
     model_config = ConfigDict(
         json_schema_extra={
@@ -291,7 +330,12 @@ class EnvVar(Spec):
                 cel(
                     "[has(self.value), has(self.secretKeyRef), has(self.valueFrom)].filter(x, x).size() <= 1",
                     "env: set at most one of value, secretKeyRef, valueFrom",
-                )
+                ),
+                cel(
+                    f"!(self.name in [{_RENDERED_LIST}])",
+                    "env: this variable is set by the operator from the pool's spec; set its spec field instead "
+                    "(the description of worker.env lists them)",
+                ),
             ]
         }
     )
@@ -302,6 +346,16 @@ class EnvVar(Spec):
         default=None, description="Value from a Secret key (short for `valueFrom.secretKeyRef`)."
     )
     value_from: EnvVarSource | None = Field(default=None, description="As a container's `env[].valueFrom`.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_rendered_by_the_operator(cls, name: str) -> str:
+        if name in OPERATOR_RENDERED_ENV:
+            raise ValueError(
+                f"{name} is set by the operator from the pool's spec; set its spec field instead "
+                "(the description of worker.env lists them)"
+            )
+        return name
 
 
 # The worker's own handlers (swell_worker.handlers.HANDLER_FACTORIES), or a `module:Class` of the user's.
@@ -386,7 +440,13 @@ class BundledWorker(Spec):
         "neither gets no workers and a Degraded condition (NoVectorStore): a per-pod file would be lost at zero.",
     )
     resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
-    env: list[EnvVar] = Field(default_factory=list, max_length=100, description="Extra environment.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Extra environment. It may not set a variable the operator renders from the spec: "
+        + ", ".join(f"`{name}`" for name in OPERATOR_RENDERED_ENV)
+        + ".",
+    )
     pod_template: PodTemplate | None = Field(
         default=None,
         description="Pod template fields merged into the worker Deployment: `metadata` (labels, annotations) "

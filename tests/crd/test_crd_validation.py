@@ -141,6 +141,10 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
             "valueFrom: set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
         ),
         (
+            {"worker": {"env": [{"name": "SWELL_MAX_ATTEMPTS", "value": "9"}]}},
+            "env: this variable is set by the operator from the pool's spec",
+        ),
+        (
             {"worker": {"podTemplate": {"spec": {"containers": [{"name": "x"}]}}}},
             'unknown field "spec.worker.podTemplate.spec.containers"',
         ),
@@ -166,6 +170,7 @@ def test_a_valid_pool_is_accepted_with_defaults(cluster: Cluster, namespace: str
         "token-in-push-endpoint",
         "handler-not-a-reference",
         "value-from-two-sources",
+        "env-the-operator-sets",
         "pod-template-containers",
         "pod-template-unknown-metadata",
     ],

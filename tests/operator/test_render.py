@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from swell_operator.deletion_cost import deletion_costs
 from swell_operator.deployment import POOL_LABEL, deep_merge, render_deployment, render_push_service
-from swell_operator.model import WorkerPoolSpec
+from swell_operator.model import OPERATOR_RENDERED_ENV, WorkerPoolSpec
 from swell_operator.status import Health, conditions
 
 
@@ -189,3 +190,38 @@ def test_a_push_pools_workers_dead_letter_where_the_operator_points_the_subscrip
     assert env["SWELL_PUBSUB_DEAD_LETTER_TOPIC"]["value"] == "jobs-dead-letter"
     pull = {"backend": "pubsub", "pubsub": {"project": "p", "subscription": "jobs"}}
     assert "SWELL_PUBSUB_DEAD_LETTER_TOPIC" not in env_of(render_deployment("pool", pool_spec(queue=pull), 0))
+
+
+SEARCH_WORKER = {"image": "w:1", "handlers": ["search"], "vectorUri": "http://milvus:19530"}
+
+
+@pytest.mark.parametrize(
+    "queue",
+    [
+        pool_spec().queue.model_dump(by_alias=True, exclude_none=True),
+        {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "u"}}, "list": {"keys": ["q"]}},
+        {
+            **pubsub_queue("push"),
+            "pubsub": {
+                **pubsub_queue("push")["pubsub"],
+                "topic": "t",
+                "pushServiceAccount": "pusher@p.iam.gserviceaccount.com",
+                "emulatorHost": "127.0.0.1:8085",
+                "credentialsSecretRef": {"name": "gcp", "key": "key.json"},
+            },
+        },
+    ],
+    ids=["streams", "list", "pubsub-push"],
+)
+def test_every_variable_the_operator_renders_is_one_worker_env_may_not_set(queue: dict[str, Any]) -> None:
+    rendered = set(env_of(render_deployment("pool", pool_spec(queue=queue, worker=SEARCH_WORKER), 0)))
+    assert rendered <= set(OPERATOR_RENDERED_ENV), rendered - set(OPERATOR_RENDERED_ENV)
+
+
+def test_worker_env_may_not_set_what_the_operator_renders_and_says_which_field_does() -> None:
+    def with_env(name: str) -> WorkerPoolSpec:
+        return pool_spec(worker={**SEARCH_WORKER, "env": [{"name": name, "value": "1"}]})
+
+    with pytest.raises(ValidationError, match="SWELL_MAX_ATTEMPTS is set by the operator from the pool's spec"):
+        with_env("SWELL_MAX_ATTEMPTS")
+    assert env_of(render_deployment("pool", with_env("SWELL_MODEL_THREADS"), 0))["SWELL_MODEL_THREADS"]["value"] == "1"
