@@ -288,13 +288,13 @@ class RedisStreamsConsumer(RedisConsumerBase):
         """
         min_idle = int(self._consumer_timeout * 1000 / 3)
         with redis_errors(self._where):
+            await self._beat()
             for stream, ids in _ids_by_stream(deliveries).items():
                 if not ids:
                     continue
                 await self._keep_alive(
                     keys=[stream], args=[self._group, self._consumer, min_idle, *_id_range(ids), *ids]
                 )
-            await self._beat()
 
     async def close(self) -> None:
         """Stop the heartbeat, and leave the group and the registry if nothing is pending for this consumer.
