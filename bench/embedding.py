@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half-load-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     texts = [d["text"] for d in documents(args.docs)]
+    load_before = os.getloadavg()
     limit_row, single_direct = direct(texts)
     rows = [limit_row]
     for run in (saturated, None):
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         docs=args.docs,
         checks=checks,
         arguments=argv if argv is not None else sys.argv[1:],
+        load_average_before=[round(x, 2) for x in load_before],
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
     )
     return 0
 

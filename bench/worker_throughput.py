@@ -3,7 +3,9 @@
 Same machine, same run, a fresh redis-server per system, every system timed the same way: the tasks are
 queued first (producers outside the clock), then the worker starts; the clock starts when the first
 task is taken from the queue and stops when the last one is settled, both seen from Redis (polled
-every millisecond), so worker start-up is outside the clock for everyone.
+every millisecond), so worker start-up is outside the clock for everyone. For the raw loop and Swell it
+also records the CPU per task of the worker process (the raw loop's own) and of redis-server over the
+same span: unlike the rates, these hardly move when other work shares the cores.
 
 - raw: a durable redis-py loop, the floor of at-least-once with status on Streams: XREADGROUP COUNT
   <batch>, then one pipeline with a status HSET per task and the XACK.
