@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 from swell_contract.task import Task
-from swell_worker.backends.redis_common import open_redis
+from swell_redis import open_redis
 from swell_worker.backends.redis_list import RedisListConsumer
 from swell_worker.backends.redis_streams import RedisStreamsConsumer
 
