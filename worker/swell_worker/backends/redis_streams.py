@@ -375,9 +375,13 @@ class RedisStreamsConsumer(RedisConsumerBase):
             answer: Any = await self._redis.xreadgroup(
                 self._group, self._consumer, {keys.name: "0"}, count=wanted - len(taken)
             )
-            for stream, entries in answer or ():
+            for stream, entries in _streams_of(answer):
                 why = "left by a previous run of this consumer"
-                taken += await self._claimed_deliveries(text(stream), entries, why)
+                taken += await self._claimed_deliveries(
+                    text(stream),
+                    [(i, None if not f else dict(zip(f[::2], f[1::2], strict=True))) for i, f in entries],
+                    why,
+                )
         return taken
 
     async def _beat(self) -> None:
@@ -486,7 +490,7 @@ class RedisStreamsConsumer(RedisConsumerBase):
         """Deliveries from XREADGROUP's reply: per stream (a map in RESP3, pairs in RESP2) its entries,
         each an id and a flat field list, whose usual shape is just the body."""
         deliveries = []
-        for stream, entries in answer.items() if isinstance(answer, dict) else answer or ():
+        for stream, entries in _streams_of(answer):
             name = text(stream)
             for entry_id, fields in entries:
                 if not fields:
@@ -560,3 +564,8 @@ def _id_range(ids: Sequence[str]) -> tuple[str, str]:
 
 def _unparsed(response: Any, **options: Any) -> Any:
     return response
+
+
+def _streams_of(answer: Any) -> Any:
+    """XREADGROUP's raw reply as (stream, entries) pairs: a map in RESP3, pairs in RESP2, None when empty."""
+    return answer.items() if isinstance(answer, dict) else answer or ()
