@@ -166,9 +166,9 @@ def test_the_quantile_rule_reads_the_steady_rate_where_given() -> None:
 
 def test_scale_up_is_immediate_and_can_be_stepped() -> None:
     # 125 s of work: the ready replica does 30 s, the other 95 s goes to new pods serving 20 s each
-    measured = {"current": 1, "in_flight": 4, "service_rate": 4.0}
-    assert decide(seen(backlog=500, **measured), POLICY, Memory()).replicas == 6
-    stepped = decide(seen(backlog=500, **measured), replace(POLICY, max_step_up=2), Memory())
+    measured = seen(backlog=500, current=1, in_flight=4, service_rate=4.0)
+    assert decide(measured, POLICY, Memory()).replicas == 6
+    stepped = decide(measured, replace(POLICY, max_step_up=2), Memory())
     assert stepped.replicas == 3 and "step up limited to +2" in stepped.reason
 
 
