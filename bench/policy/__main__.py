@@ -372,17 +372,71 @@ def _point_json(point: Point) -> dict[str, Any]:
 
 
 # --- running ----------------------------------------------------------------------------------------------
-def run(traces: Sequence[str], seeds: Sequence[int], startup: float, quick: bool, jobs: int) -> dict[str, Any]:
+BASELINE_FAMILIES = ("keda", "kpa")
+REUSE_SPOT_CHECKS = 6  # baseline rows recomputed, spread over the traces, when earlier ones are reused
+
+
+def reusable_baselines(
+    earlier: dict[str, Any], traces: Sequence[str], seeds: Sequence[int], startup: float, quick: bool
+) -> list[dict[str, Any]]:
+    """The baseline rows of an earlier result, where it ran the same grid on the same traces and seeds.
+
+    The simulator and the baselines are deterministic and change only with bench/policy/policies.py,
+    simulator.py and traces.py: a run that changes only Swell need not redo them (on a loaded 2-core
+    machine the full grid takes over an hour). Spot checks in ``run`` recompute some of them and stop the
+    run if any differs. Anything else that differs (grid, seeds, start time, traces) refuses the reuse.
+    """
+    same = (
+        earlier.get("seeds") == list(seeds)
+        and earlier.get("pod_startup_seconds") == startup
+        and earlier.get("concurrency_per_pod") == CONCURRENCY
+        and earlier.get("max_replicas") == MAX_REPLICAS
+    )
+    if not same:
+        raise SystemExit("--baselines-from: seeds, pod start, concurrency or max replicas differ; run them all")
+    rows = [r for r in earlier["rows"] if r["family"] in BASELINE_FAMILIES and r["trace"] in traces]
+    wanted = {(t, s.label) for t in traces for s in all_settings(quick) if s.family in BASELINE_FAMILIES}
+    found = {(r["trace"], _setting(r["family"], **r["setting"]).label) for r in rows}
+    if found != wanted or len(rows) != len(wanted):
+        raise SystemExit("--baselines-from: its baseline grid is not this one; run them all")
+    return rows
+
+
+def run(
+    traces: Sequence[str],
+    seeds: Sequence[int],
+    startup: float,
+    quick: bool,
+    jobs: int,
+    baselines: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     settings = all_settings(quick)
+    if baselines is not None:
+        settings = [s for s in settings if s.family not in BASELINE_FAMILIES]
     work = [(t, s, tuple(seeds), startup) for t in traces for s in settings]
+    checks: list[dict[str, Any]] = []
+    if baselines is not None:  # recompute a few, spread over traces and families, and compare
+        each = REUSE_SPOT_CHECKS // len(BASELINE_FAMILIES)
+        picked = []
+        for family in BASELINE_FAMILIES:
+            of_family = [r for r in baselines if r["family"] == family]
+            picked += of_family[:: max(len(of_family) // each, 1)][:each]
+        checks = picked
+        work += [(r["trace"], _setting(r["family"], **r["setting"]), tuple(seeds), startup) for r in picked]
     rows: list[dict[str, Any]] = []
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
-            rows = list(pool.map(measure, work, chunksize=8))
+            rows = list(pool.map(measure, work, chunksize=4))
     else:
         rows = [measure(job) for job in work]
+    if baselines is not None:
+        recomputed, rows = rows[len(rows) - len(checks) :], rows[: len(rows) - len(checks)]
+        for old, new in zip(checks, recomputed, strict=True):
+            if old != new:
+                raise SystemExit(f"--baselines-from: a reused baseline row differs when recomputed: {old} != {new}")
+        rows = rows + baselines
     summaries = [headline(t, [r for r in rows if r["trace"] == t], lower_bound(t, seeds)) for t in traces]
-    return {"rows": rows, "traces": summaries}
+    return {"rows": rows, "traces": summaries, "baselines_spot_checked": len(checks)}
 
 
 def table(summaries: list[dict[str, Any]]) -> str:
@@ -557,11 +611,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="coarse grid, one seed, writes only with --out")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--out", type=Path, default=None, help="directory for policy.json / policy.png")
+    parser.add_argument(
+        "--baselines-from",
+        type=Path,
+        default=None,
+        help="reuse the KEDA and KPA rows of an earlier policy.json with the same grid (spot-checked)",
+    )
     args = parser.parse_args(argv)
     seeds = list(range(1, (args.seeds or (1 if args.quick else 2)) + 1))
     out: Path | None = args.out if args.out is not None or args.quick else RESULTS
     started = time.monotonic()
-    outcome = run(args.traces, seeds, args.startup_seconds, args.quick, args.jobs)
+    baselines = None
+    reused_from = None
+    if args.baselines_from is not None:
+        earlier = json.loads(args.baselines_from.read_text())
+        baselines = reusable_baselines(earlier, args.traces, seeds, args.startup_seconds, args.quick)
+        reused_from = {"path": str(args.baselines_from), "command": earlier.get("command"), "rows": len(baselines)}
+    outcome = run(args.traces, seeds, args.startup_seconds, args.quick, args.jobs, baselines)
     print(table(outcome["traces"]))
     runtime = round(time.monotonic() - started, 1)
     if out is None:
@@ -587,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings_per_family": {f: sum(1 for s in all_settings(args.quick) if s.family == f) for f in FAMILIES},
         "traces": outcome["traces"],
         "rows": outcome["rows"],
+        "baselines_reused_from": None
+        if reused_from is None
+        else {**reused_from, "spot_checked_identical": outcome["baselines_spot_checked"]},
         "runtime_seconds": runtime,
     }
     (out / "policy.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -6,6 +6,7 @@ import json
 import math
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from swell_operator.decision import (
@@ -166,9 +167,9 @@ def test_the_quantile_rule_reads_the_steady_rate_where_given() -> None:
 
 def test_scale_up_is_immediate_and_can_be_stepped() -> None:
     # 125 s of work: the ready replica does 30 s, the other 95 s goes to new pods serving 20 s each
-    measured = {"current": 1, "in_flight": 4, "service_rate": 4.0}
-    assert decide(seen(backlog=500, **measured), POLICY, Memory()).replicas == 6
-    stepped = decide(seen(backlog=500, **measured), replace(POLICY, max_step_up=2), Memory())
+    measured = seen(backlog=500, current=1, in_flight=4, service_rate=4.0)
+    assert decide(measured, POLICY, Memory()).replicas == 6
+    stepped = decide(measured, replace(POLICY, max_step_up=2), Memory())
     assert stepped.replicas == 3 and "step up limited to +2" in stepped.reason
 
 
@@ -178,7 +179,7 @@ def test_scale_up_is_immediate_and_can_be_stepped() -> None:
 def test_the_last_replica_runs_short_while_the_queue_stays_inside_the_budget() -> None:
     """5 tasks/s against 4/s per replica: one replica, the other 1/s queueing, until the queue reaches
     what one replica still serves within the budget after the next pod start, (B + 5 x 10) / (4 x 40)."""
-    running = {"current": 1, "in_flight": 4, "service_rate": 4.0}
+    running: dict[str, Any] = {"current": 1, "in_flight": 4, "service_rate": 4.0}
     assert decide(seen(backlog=0, arrival_rate=5.0, **running), POLICY, Memory()).replicas == 1
     assert decide(seen(backlog=100, arrival_rate=5.0, **running), POLICY, Memory()).replicas == 1
     assert decide(seen(backlog=130, arrival_rate=5.0, **running), POLICY, Memory()).replicas == 2

@@ -104,3 +104,28 @@ def test_an_idle_ready_pod_goes_stop_seconds_after_its_deployment_shrinks() -> N
         [(12.0, 1.0)], Scripted([(0.0, 1), (20.0, 0)]), concurrency=4, startup_seconds=10, drain_idle_first=True
     )
     assert result.replica_seconds == pytest.approx(20 + STOP_SECONDS, abs=0.6)
+
+
+def test_baselines_are_reused_only_from_the_same_grid() -> None:
+    """A run that changes only Swell may reuse an earlier run's KEDA and KPA rows, never another grid's."""
+    from bench.policy.__main__ import CONCURRENCY, MAX_REPLICAS, all_settings, reusable_baselines
+
+    rows = [
+        {"trace": "steady", "family": s.family, "setting": s.as_dict()}
+        for s in all_settings(quick=True)
+        if s.family != "swell"
+    ]
+    earlier = {
+        "seeds": [1],
+        "pod_startup_seconds": 10.0,
+        "concurrency_per_pod": CONCURRENCY,
+        "max_replicas": MAX_REPLICAS,
+        "rows": rows,
+    }
+    assert reusable_baselines(earlier, ["steady"], [1], 10.0, quick=True) == rows
+    with pytest.raises(SystemExit, match="seeds"):
+        reusable_baselines(earlier, ["steady"], [1, 2], 10.0, quick=True)
+    with pytest.raises(SystemExit, match="grid"):
+        reusable_baselines({**earlier, "rows": rows[1:]}, ["steady"], [1], 10.0, quick=True)
+    with pytest.raises(SystemExit, match="grid"):
+        reusable_baselines(earlier, ["steady", "on-off"], [1], 10.0, quick=True)

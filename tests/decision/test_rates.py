@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from swell_operator.rates import RateEstimator
 
 
-def feed(samples: list[tuple[float, int, int, int | None, int]]) -> RateEstimator:
+def feed(samples: Sequence[tuple[float, int, int, int | None, int]]) -> RateEstimator:
     estimator = RateEstimator()
     for sample in samples:
         estimator = estimator.observe(*sample)
