@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 from kubernetes_asyncio import client
 from swell_contract.depth import Depth
@@ -43,12 +44,20 @@ class QueueReader:
             await self.close()
             self._source = await self._build(queue)
             self._queue, self._built_at = queue, time.monotonic()
-            self.durability_problem = await self._source.durability_problem()
+            async with self._turn():
+                self.durability_problem = await self._source.durability_problem()
         try:
-            return await self._source.read()
+            async with self._turn():
+                return await self._source.read()
         except DepthUnavailable:
             await self.close()
             raise
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The server's turn for a shared client (see ``redis_clients``); none for a client of the reader's own."""
+        if self._server is None or self._clients is None:
+            return contextlib.nullcontext()
+        return self._clients.turn(*self._server)
 
     async def close(self) -> None:
         source, self._source = self._source, None

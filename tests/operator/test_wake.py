@@ -106,3 +106,26 @@ async def test_a_shared_client_has_room_for_many_pools_reading_at_once(redis_url
         assert SHARED_CONNECTIONS >= 8
     finally:
         await clients.close()
+
+
+async def test_hundreds_of_pools_reading_at_once_through_the_shared_client_all_get_their_depth(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As at an operator's start with 1000 pools: every read gets an answer, none 'No connection available'."""
+
+    async def url_from_secret(*_: object) -> str:
+        return redis_url
+
+    monkeypatch.setattr("swell_operator.depth.read_secret_key", url_from_secret)
+    watches = RedisWatches()
+    queue = Queue.model_validate(
+        {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "url"}}, "list": {"keys": ["many"]}}
+    )
+    readers = [QueueReader(None, "ns", watches.clients) for _ in range(400)]  # type: ignore[arg-type]
+    try:
+        depths = await asyncio.gather(*(reader.read(queue) for reader in readers), return_exceptions=True)
+        failed = [d for d in depths if isinstance(d, BaseException)]
+        assert not failed, f"{len(failed)} reads failed, e.g. {failed[0]!r}"
+        assert len(watches.clients.clients) == 1
+    finally:
+        await watches.close()
