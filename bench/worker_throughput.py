@@ -16,6 +16,7 @@ same span: unlike the rates, these hardly move when other work shares the cores.
 - rq: `rq worker --burst` with SimpleWorker (no fork) and with the default Worker (one fork per job).
 
     python -m bench.worker_throughput [--tasks 100000] [--celery-tasks 15000] [--rq-tasks 3000] [--rq-fork-tasks 100]
+        [--repeats 3]
 """
 
 from __future__ import annotations
@@ -238,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["raw", "swell", "celery", "rq"],
         help="run only these systems, printing without saving (for iterating on one side)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of the raw loop and Swell, taken in turn; each row is their median (one run varies by 20 %%)",
+    )
     args = parser.parse_args(argv)
     runs: list[tuple[str, int, Callable[[RedisServer, int], dict[str, Any]]]] = [
         ("raw durable XREADGROUP/HSET/XACK loop", args.tasks, lambda s, n: raw_loop(s, n, args.concurrency)),
@@ -259,29 +266,38 @@ def main(argv: list[str] | None = None) -> int:
         ("rq SimpleWorker", args.rq_tasks, lambda s, n: rq_worker(s, n, "rq.worker.SimpleWorker")),
         ("rq Worker (fork per job)", args.rq_fork_tasks, lambda s, n: rq_worker(s, n, "rq.worker.Worker")),
     ]
+    schedule = runs[:2] * max(args.repeats, 1) + runs[2:]
     if args.only:
-        runs = [run for run in runs if run[0].split()[0] in args.only]
-    rows: list[dict[str, Any]] = []
+        schedule = [run for run in schedule if run[0].split()[0] in args.only]
+    measured_by_name: dict[str, list[dict[str, float]]] = {}
     load_before = os.getloadavg()
-    for name, n, run in runs:
+    for name, n, run in schedule:
         server = RedisServer()
         server.start()
         try:
             measured = run(server, n)
         finally:
             server.stop()
-        seconds = measured.pop("seconds")
+        measured_by_name.setdefault(name, []).append(measured)
+        seconds = measured["seconds"]
+        cpu = "".join(f" {k.removesuffix('_us_per_task')} {v:.1f} us" for k, v in measured.items() if "cpu" in k)
+        print(f"{name:48} {n:>7} tasks {seconds:>8.2f} s {n / seconds:>10.1f} tasks/s{cpu}", flush=True)
+    rows: list[dict[str, Any]] = []
+    for name, n, _ in runs:
+        if name not in measured_by_name:
+            continue
+        each = measured_by_name[name]
+        median = sorted(each, key=lambda m: m["seconds"])[len(each) // 2]
         rows.append(
             {
                 "system": name,
                 "tasks": n,
-                "seconds": round(seconds, 3),
-                "tasks_per_second": round(n / seconds, 1),
-                **{k: round(v, 3) for k, v in measured.items()},
+                "seconds": round(median["seconds"], 3),
+                "tasks_per_second": round(n / median["seconds"], 1),
+                **{k: round(v, 3) for k, v in median.items() if k != "seconds"},
+                **({"runs_tasks_per_second": [round(n / m["seconds"], 1) for m in each]} if len(each) > 1 else {}),
             }
         )
-        cpu = "".join(f" {k.removesuffix('_us_per_task')} {v:.1f} us" for k, v in measured.items() if "cpu" in k)
-        print(f"{name:48} {n:>7} tasks {seconds:>8.2f} s {n / seconds:>10.1f} tasks/s{cpu}", flush=True)
     if args.only:
         return 0
     raw, swell = rows[0]["tasks_per_second"], rows[1]["tasks_per_second"]

@@ -118,10 +118,8 @@ for i, key in ipairs(KEYS) do
     local attempt = ARGV[2 * i + 1]
     if attempt == '' then
       attempt = redis.call('HINCRBY', key, 'attempt', 1)
-    else
-      redis.call('HSET', key, 'attempt', attempt)
     end
-    redis.call('HSET', key, 'state', 'started', 'updated_at', ARGV[1], 'handler', ARGV[2 * i + 2])
+    redis.call('HSET', key, 'attempt', attempt, 'state', 'started', 'updated_at', ARGV[1], 'handler', ARGV[2 * i + 2])
     redis.call('EXPIRE', key, ARGV[2])
     out[i] = tonumber(attempt)
   end
