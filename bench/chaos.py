@@ -572,27 +572,60 @@ def push_flood(requests: int = 2000, size: int = 400_000, senders: int = 16) -> 
     )
 
 
+@dataclass
+class OperatorStage:
+    """A namespace of its own on the local control plane, with the WorkerPool CRD and a Redis of its own."""
+
+    cluster: Any
+    namespace: str
+    redis: RedisServer
+    operators: list[Any] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def start_operator(self, *, identity: str | None = None, extra_args: tuple[str, ...] = ()) -> Any:
+        from tests.fixtures.operator import OperatorProcess
+
+        self.operators.append(OperatorProcess(self.cluster, self.namespace, identity=identity, extra_args=extra_args))
+        return self.operators[-1].wait_up()
+
+
+@contextmanager
+def operator_stage() -> Iterator[OperatorStage]:
+    """The stage, torn down in order: pools deleted while their operators still run (finalizers), then
+    the operators, what the scenario added to ``cleanups``, the Redis and the namespace."""
+    from tests.fixtures.cluster import Cluster
+    from tests.fixtures.operator import apply_workerpool_crd
+    from tests.tooling.controlplane.cluster import ensure_cluster
+
+    cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
+    stage = OperatorStage(cluster, f"chaos-{uuid.uuid4().hex[:6]}", RedisServer())
+    cluster.kubectl("create", "namespace", stage.namespace)
+    apply_workerpool_crd(cluster)
+    stage.redis.start()
+    try:
+        yield stage
+    finally:
+        cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", stage.namespace, "--timeout=60s", check=False)
+        for operator in stage.operators:
+            operator.stop()
+            operator.log_path.unlink(missing_ok=True)
+        for cleanup in stage.cleanups:
+            cleanup()
+        stage.redis.stop()
+        cluster.kubectl("delete", "namespace", stage.namespace, "--wait=false", check=False)
+
+
 def leader_killed_during_scale_in(tasks: int = 300) -> Outcome:
     """Two operators on the local control plane, real workers as pods (the pod runner): the Lease holder is
     SIGKILLed as the pool scales in; the standby takes the Lease and finishes, and no task is lost."""
-    from tests.fixtures.cluster import Cluster
-    from tests.fixtures.operator import OperatorProcess, apply_workerpool_crd
     from tests.operator.kube import apply, pool_manifest, redis_secret, replicas_of, wait_for
     from tests.operator.test_leader import lease_holder
-    from tests.tooling.controlplane.cluster import ensure_cluster
     from tests.tooling.controlplane.podrunner import PodRunner
 
-    cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
-    namespace = f"chaos-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", namespace)
-    apply_workerpool_crd(cluster)
-    redis = RedisServer()
-    redis.start()
-    runner = PodRunner(cluster.kubeconfig).start()
-    operators = [OperatorProcess(cluster, namespace, identity=f"op-{n}") for n in "ab"]
-    try:
-        for operator in operators:
-            operator.wait_up()
+    with operator_stage() as stage:
+        cluster, namespace, redis = stage.cluster, stage.namespace, stage.redis
+        stage.cleanups.append(PodRunner(cluster.kubeconfig).start().stop)
+        operators = [stage.start_operator(identity=f"op-{n}") for n in "ab"]
         holder = wait_for(lambda: lease_holder(cluster, namespace), 30, "a Lease holder")
         leader = next(op for op in operators if op.identity == holder)
         standby = next(op for op in operators if op.identity != holder)
@@ -645,14 +678,6 @@ def leader_killed_during_scale_in(tasks: int = 300) -> Outcome:
             standby_leading_after_seconds=took_over,
             at_zero_after_seconds=at_zero,
         )
-    finally:
-        cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=60s", check=False)
-        for operator in operators:
-            operator.stop()
-            operator.log_path.unlink(missing_ok=True)
-        runner.stop()
-        redis.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def kind_scenario(name: str) -> Callable[[bool], list[Outcome]]:
@@ -672,34 +697,15 @@ def activator_junk_tokens(senders: int = 4) -> Outcome:
     (``tests.operator.test_activator.junk_tokens_against_a_bystander``): the bystander's wake against a calm
     pool's wake before the flood, /healthz, and whether the leader kept and renewed its Lease. ``sent`` counts
     the junk pushes; ``lost``, those acknowledged (2xx), which Pub/Sub would drop though no worker ran them."""
-    from tests.fixtures.cluster import Cluster
-    from tests.fixtures.operator import OperatorProcess, apply_workerpool_crd
     from tests.fixtures.pubsub_emulator import PubSubEmulator
     from tests.operator.test_activator import junk_tokens_against_a_bystander
-    from tests.tooling.controlplane.cluster import ensure_cluster
 
-    cluster = Cluster.from_info(ensure_cluster(os.environ.get("SWELL_TEST_CLUSTER", "swell-test")))
-    namespace = f"chaos-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", namespace)
-    apply_workerpool_crd(cluster)
-    redis, emulator = RedisServer(), PubSubEmulator()
-    redis.start()
-    operators: list[OperatorProcess] = []
-
-    def start_operator(*, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
-        operators.append(OperatorProcess(cluster, namespace, extra_args=extra_args))
-        return operators[-1].wait_up()
-
-    try:
-        run = junk_tokens_against_a_bystander(cluster, namespace, redis.url, emulator, start_operator, senders=senders)
-    finally:
-        cluster.kubectl("delete", "workerpools.swell.dev", "--all", "-n", namespace, "--timeout=60s", check=False)
-        for operator in operators:
-            operator.stop()
-            operator.log_path.unlink(missing_ok=True)
-        emulator.stop()
-        redis.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with operator_stage() as stage:
+        emulator = PubSubEmulator()
+        stage.cleanups.append(emulator.stop)
+        run = junk_tokens_against_a_bystander(
+            stage.cluster, stage.namespace, stage.redis.url, emulator, stage.start_operator, senders=senders
+        )
     answers = run.answers
     acknowledged = sum(1 for code in answers if 200 <= code < 300)
     return Outcome(
