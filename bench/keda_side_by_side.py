@@ -555,7 +555,7 @@ def analyse(run: dict[str, Any], trace: list[tuple[float, float]]) -> dict[str, 
             "model": scaler.name,
             "model_settings": {
                 k: v
-                for k, v in dataclasses.asdict(scaler).items()
+                for k, v in ((f.name, getattr(scaler, f.name)) for f in dataclasses.fields(scaler))
                 if not k.startswith("_") and isinstance(v, int | float | str | type(None))
             },
             "replica_seconds": round(result.replica_seconds, 1),
