@@ -1,7 +1,7 @@
 """One Redis client per server (URL and password), shared by every pool's depth reads and the server's wake watch.
 
 A client of its own per pool cost each pool a connection pool, its connections and a copy of redis-py's
-reply-callback table (~30 KB a pool, 30 MB at 1000 pools), for reads a sleeping pool makes once a minute.
+reply-callback table (~30 KB a pool, 30 MB at 1000 pools), for reads a sleeping pool makes every few minutes.
 The shared client is ``connect``'s, with room for ``SHARED_CONNECTIONS`` connections (made as needed) instead
 of its two, and the pools' reads take turns at a semaphore of that size (``turn``) before they ask the pool
 for a connection. At 1000 pools starting at once on a loaded machine, reads queued in redis-py's blocking

@@ -5,7 +5,8 @@ and carries out the answer, so the benchmark simulator and the operator can neve
 runs is read every ``pollIntervalSeconds``. A pool asleep at zero costs nothing per poll: its Redis keys
 go to the server's shared watch (``wake``), one pipelined round trip for all sleeping pools on that
 server, and an activation or spec edit arrives through kopf's watch; either wakes the round at once. Its
-own full read then happens only every ``IDLE_POLL_SECONDS`` as a safety net. Status is written when
+own full read then happens only as a safety net: every ``IDLE_POLL_SECONDS``, or ``WATCHED_IDLE_POLL_SECONDS``
+when the shared watch sees all its work (queued, delayed and held). Status is written when
 something a user sees changes, plus a slow heartbeat.
 
 Failures never crash the loop: a queue that cannot be read holds the replicas (or runs the pool's
@@ -44,8 +45,12 @@ log = logging.getLogger(__name__)
 # A sleeping pool with no shared watch (see ``wake``) reads its own queue this often.
 WAKE_POLL_SECONDS = 0.1
 # A sleeping pool that events can wake reads its queue only this often (jittered, so pools spread out):
-# a safety net for work no watch sees, such as a stranded processing list.
+# a safety net for what no event reports, such as a subscription's push endpoint changed by hand.
 IDLE_POLL_SECONDS = 60.0
+# A sleeping Redis pool on a shared watch, which sees its queued, delayed and held tasks, reads its own
+# queue and Deployment this seldom: at 1000 sleeping pools the once-a-minute read was most of the
+# operator's idle CPU, and what it could still find (a Deployment scaled by hand) can wait minutes.
+WATCHED_IDLE_POLL_SECONDS = 300.0
 IDLE_POLL_JITTER = 0.2
 # A pool whose Deployment is missing looks again this often (hundreds of pools created at once must not
 # poll the API server for Deployments that are still being made).
@@ -61,8 +66,8 @@ STATUS_HEARTBEAT_SECONDS = 300.0
 ASLEEP_HEARTBEAT_SECONDS = 1800.0
 
 
-def idle_wait(poll: float) -> float:
-    return max(poll, IDLE_POLL_SECONDS * random.uniform(1 - IDLE_POLL_JITTER, 1 + IDLE_POLL_JITTER))
+def idle_wait(poll: float, idle: float = IDLE_POLL_SECONDS) -> float:
+    return max(poll, idle * random.uniform(1 - IDLE_POLL_JITTER, 1 + IDLE_POLL_JITTER))
 
 
 def policy_of(spec: WorkerPoolSpec) -> Policy:
@@ -250,7 +255,7 @@ class PoolScaler:
             self._stop_watching()
             return poll
         if await self._watch_queue(spec):
-            return idle_wait(poll)
+            return idle_wait(poll, WATCHED_IDLE_POLL_SECONDS)
         return min(poll, WAKE_POLL_SECONDS)  # no shared watch: read the queue itself, often
 
     async def _watch_queue(self, spec: WorkerPoolSpec) -> bool:

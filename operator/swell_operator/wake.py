@@ -3,8 +3,9 @@
 A sleeping pool's scaler waits on its ``PoolWake`` for a slow idle interval. Three sources set it:
 - kopf's watch: the activator's ``activated-at`` annotation or a spec edit (``handlers``);
 - one ``RedisWatch`` per Redis server: a single script call per tick, for every sleeping pool on that
-  server, asking only "is anything queued?" (``LLEN``/``XLEN`` and ``ZCARD`` of the delayed set, O(1)
-  each, never a keyspace scan); the scaler then does its full depth read;
+  server, asking only "is anything queued or held?" (``LLEN``/``XLEN`` and ``ZCARD`` of the delayed set,
+  O(1) each, and for lists the processing lists of the consumer registry, O(consumers): never a keyspace
+  scan); the scaler then does its full depth read;
 - the daemon's stop flag, so a deleted pool or a stopping operator is not kept waiting.
 So the operator's idle cost is one round trip per Redis server per tick, not one per pool.
 """
@@ -67,16 +68,29 @@ class _Entry:
 # Queued work per queue key, for every watched key at once: one command per tick, whatever the number of
 # pools, so the operator's cost stays one short reply per server (a pipeline of two commands per pool cost
 # ~40 us of operator CPU per command). Acked Stream entries are deleted, so a Stream's length is its waiting
-# plus pending entries, as a list's length is its waiting ones. A missing key or a wrong type counts 0.
-# KEYS: queue key, delayed set, per queue. ARGV: "s" (Stream) or "l" (list), per queue.
+# plus pending entries (a gone consumer's too). A list's waiting tasks are its length, and what consumers
+# took is in the processing lists of its consumer registry: a pod cut during its drain can leave tasks there
+# after the pool fell asleep. A missing key or a wrong type counts 0.
+# KEYS: queue key, delayed set, consumer registry, per queue. ARGV: the processing-list prefix of a list
+# queue, or "" for a Stream, per queue.
 QUEUED_SCRIPT = """
 local out = {}
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS, 3 do
+  local prefix = ARGV[(i + 2) / 3]
   local size
-  if ARGV[(i + 1) / 2] == 's' then size = redis.pcall('XLEN', KEYS[i]) else size = redis.pcall('LLEN', KEYS[i]) end
+  if prefix == '' then size = redis.pcall('XLEN', KEYS[i]) else size = redis.pcall('LLEN', KEYS[i]) end
   if type(size) ~= 'number' then size = 0 end
   local delayed = redis.pcall('ZCARD', KEYS[i + 1])
   if type(delayed) ~= 'number' then delayed = 0 end
+  if prefix ~= '' then
+    local consumers = redis.pcall('SMEMBERS', KEYS[i + 2])
+    if type(consumers) == 'table' and not consumers.err then
+      for _, consumer in ipairs(consumers) do
+        local held = redis.pcall('LLEN', prefix .. consumer)
+        if type(held) == 'number' then size = size + held end
+      end
+    end
+  end
   out[#out + 1] = size + delayed
 end
 return out
@@ -86,12 +100,13 @@ return out
 def script_arguments(watched: Sequence[Watched]) -> tuple[list[str], list[str]]:
     """The script's KEYS and ARGV for these pools, in order."""
     keys: list[str] = []
-    kinds: list[str] = []
+    prefixes: list[str] = []
     for pool in watched:
         for name in pool.queues:
-            keys += [name, QueueKeys(name).delayed]
-            kinds.append("s" if pool.backend == "redis-streams" else "l")
-    return keys, kinds
+            queue = QueueKeys(name)
+            keys += [name, queue.delayed, queue.consumers]
+            prefixes.append("" if pool.backend == "redis-streams" else queue.processing(""))
+    return keys, prefixes
 
 
 @dataclass
@@ -125,8 +140,8 @@ class RedisWatch:
         entries = list(self.pools.values())
         if not entries:
             return 0
-        keys, kinds = script_arguments([entry.watched for entry in entries])
-        answers: list[Any] = await self._script(keys=keys, args=kinds)
+        keys, prefixes = script_arguments([entry.watched for entry in entries])
+        answers: list[Any] = await self._script(keys=keys, args=prefixes)
         woken, at = 0, 0
         for entry in entries:
             size = len(entry.watched.queues)

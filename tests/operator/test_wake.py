@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+from swell_contract.keys import QueueKeys
 from swell_operator.depth import QueueReader
 from swell_operator.model import Queue
 from swell_operator.wake import PoolWake, RedisWatches, Watched
@@ -36,6 +37,27 @@ async def test_one_watch_per_server_wakes_only_the_pools_whose_queue_got_work(re
     finally:
         await watches.close()
         await producer.delete(*(f"wake-test:{name}" for name in wakes), "wake-test:list-b:delayed")
+        await producer.aclose()
+
+
+async def test_a_processing_list_left_by_a_registered_consumer_wakes_a_sleeping_list_pool(redis_url: str) -> None:
+    """A pod cut during its drain can leave tasks in its processing list after the pool fell asleep: the
+    watch sees them at once (the consumer registry, never a scan), not at the pool's slow safety-net read."""
+    watches = RedisWatches()
+    wake = PoolWake()
+    keys = QueueKeys("wake-test:left")
+    watches.watch(("ns", "left"), redis_url, None, Watched("redis-list", (keys.name,)), wake)
+    watch = next(iter(watches.servers.values()))
+    producer = aioredis.Redis.from_url(redis_url)
+    try:
+        await producer.sadd(keys.consumers, "gone-pod")
+        assert await watch.check_once() == 0, "a registered consumer holding nothing is no work"
+        await producer.lpush(keys.processing("gone-pod"), "task")
+        assert await watch.check_once() == 1
+        assert await wake.wait(1.0)
+    finally:
+        await watches.close()
+        await producer.delete(keys.consumers, keys.processing("gone-pod"))
         await producer.aclose()
 
 
