@@ -580,7 +580,8 @@ def recorded_trace(report: dict[str, Any], side: str = SWELL_SIDE) -> Trace:
     """The trace as it was submitted. The driver submits in trace order and fell behind where the rate
     outran it; where ``side`` had no ready pod and nothing in flight, nothing consumed its stream, so the
     growth of its length between two samples is what was submitted then. Each such task gets the later
-    of its planned instant and its share of that interval; every later task keeps the order."""
+    of its planned instant and its share of that interval; a task the stream had not shown by the last
+    such sample came after it; every later task keeps the order."""
     nominal = make_trace(report["trace"]["seed"])
     times = [t for t, _ in nominal]
     samples = report["timeline"]
@@ -602,6 +603,8 @@ def recorded_trace(report: dict[str, Any], side: str = SWELL_SIDE) -> Trace:
                     times[index] = max(times[index], before["t"] + (after["t"] - before["t"]) * (k + 1) / grown)
                     index += 1
             j += 1
+        if index < len(times):  # what the stream did not show by the window's last sample came after it
+            times[index] = max(times[index], samples[j]["t"] + 1e-6)
         j += 1
     for i in range(1, len(times)):
         times[i] = max(times[i], times[i - 1])

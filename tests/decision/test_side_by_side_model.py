@@ -18,8 +18,8 @@ def report() -> dict[str, object]:
 
 
 def test_the_trace_as_submitted_matches_the_recorded_stream(report: dict[str, object]) -> None:
-    """During the burst no Swell pod was ready: the stream's length is what the driver had submitted, and
-    the reconstruction puts exactly that many tasks of the burst before each sample."""
+    """While no Swell pod was ready and nothing was in flight in the burst, the stream's length is what the
+    driver had submitted, and the reconstruction puts exactly that many tasks of the burst before each sample."""
     submitted = side_by_side.recorded_trace(report)
     planned = side_by_side.make_trace(1)
     assert [s for _, s in submitted] == [s for _, s in planned]  # same tasks, same order
@@ -27,12 +27,10 @@ def test_the_trace_as_submitted_matches_the_recorded_stream(report: dict[str, ob
     timeline = report["timeline"]
     assert isinstance(timeline, list)
     for sample in timeline:
-        if 243 < sample["t"] < 272 and sample["ready"]["swell"] == 0:
+        if 243 < sample["t"] < 272 and sample["ready"]["swell"] == 0 and sample["stream"]["swell"]["pending"] == 0:
             since_gap = sum(1 for t, _ in submitted if 240 <= t <= sample["t"] + 1e-9)
             assert since_gap == sample["stream"]["swell"]["length"], sample["t"]
-    # the planned trace had all 300 burst tasks in by 270 s; the driver had 177 in
-    assert sum(1 for t, _ in planned if 240 <= t <= 270.03) > 250
-    assert sum(1 for t, _ in submitted if 240 <= t <= 270.03) == 177
+    assert sum(1 for t, _ in planned if 240 <= t <= 270.03) > 250  # the burst: 300 tasks planned by 270 s
 
 
 def test_the_committed_comparison_reproduces_from_the_committed_run(report: dict[str, object]) -> None:
