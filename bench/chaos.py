@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swell_contract.keys import QueueKeys, status_key
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -152,7 +154,7 @@ def tally(redis: RedisServer, ids: list[str]) -> dict[str, int]:
     try:
         pipe = client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hget(f"swell:task:{task_id}", "state")
+            pipe.hget(status_key(task_id), "state")
         states = [text(s) if s else "unknown" for s in pipe.execute()]
         effects = effect_counts(client)
     finally:
@@ -234,11 +236,12 @@ class Abandoned:
 
 def held_by(redis: RedisServer, backend: str, consumer: str, now: float) -> list[Abandoned]:
     """What ``consumer`` held when it died, read from Redis as any other consumer would see it."""
+    keys = QueueKeys(QUEUE)
     client = redis.client()
     try:
         if backend == "redis-streams":
             pending = client.xpending_range(QUEUE, "swell", "-", "+", 1000, consumername=consumer)
-            heartbeat_ms = client.pttl(f"{QUEUE}:consumer:{consumer}")
+            heartbeat_ms = client.pttl(keys.heartbeat(consumer))
             held = []
             for entry in pending:
                 found = client.xrange(QUEUE, entry["message_id"], entry["message_id"])
@@ -248,8 +251,8 @@ def held_by(redis: RedisServer, backend: str, consumer: str, now: float) -> list
                     task_id = json.loads(found[0][1][b"body"])["id"]
                     held.append(Abandoned(task_id, now, now + max(0.0, soonest)))
             return held
-        heartbeat_ms = client.pttl(f"{QUEUE}:consumer:{consumer}")
-        bodies = client.lrange(f"{QUEUE}:processing:{consumer}", 0, -1)
+        heartbeat_ms = client.pttl(keys.heartbeat(consumer))
+        bodies = client.lrange(keys.processing(consumer), 0, -1)
         return [Abandoned(json.loads(b)["id"], now, now + max(0.0, heartbeat_ms / 1000)) for b in bodies]
     finally:
         client.close()
@@ -265,7 +268,7 @@ def abandoned_report(
     try:
         pipe = client.pipeline(transaction=False)
         for task in abandoned:
-            pipe.hget(f"swell:task:{task.task_id}", "updated_at")
+            pipe.hget(status_key(task.task_id), "updated_at")
         finished = [float(at) if at else None for at in pipe.execute()]
     finally:
         client.close()

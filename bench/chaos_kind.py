@@ -28,6 +28,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from swell_operator.deployment import POOL_LABEL
+
 from bench.chaos import CONSUMER_TIMEOUT_SECONDS, QUEUE, Outcome, burst, outcome, settle, tally
 from tests.fixtures.redis_server import RedisServer
 from tests.operator.kube import pool_manifest, replicas_of, wait_for
@@ -35,7 +37,6 @@ from tests.tooling.stack import RELEASE_NAMESPACE, KindStack, bring_up
 
 NAMESPACE = "swell-chaos"
 POOL = "pod-chaos"
-POOL_LABEL = "swell.dev/workerpool"
 TASK_SECONDS = 0.5
 SCALING = {
     "targetWaitSeconds": 10,

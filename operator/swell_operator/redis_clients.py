@@ -36,9 +36,8 @@ class RedisClients:
         server = (url, password)
         found = self.clients.get(server)
         if found is None:
-            found = self.clients[server] = connect(url, password)
             # The turns below keep the pools' reads to SHARED_CONNECTIONS; the rest is for the wake watch.
-            found.connection_pool.max_connections = SHARED_CONNECTIONS + 2
+            found = self.clients[server] = connect(url, password, max_connections=SHARED_CONNECTIONS + 2)
             self.turns[server] = asyncio.Semaphore(SHARED_CONNECTIONS)
         self.users.setdefault(server, set()).add(user)
         return found

@@ -32,12 +32,12 @@ class DepthUnavailable(RuntimeError):
     """The queue could not be read; the message is safe for status and Events (no secret values)."""
 
 
-def connect(url: str, password: str | None) -> aioredis.Redis:
+def connect(url: str, password: str | None, max_connections: int = 2) -> aioredis.Redis:
     """A small client that fails fast: the scaler's own backoff decides when to try again.
 
     Raises ValueError for a URL redis-py cannot use.
     """
-    return open_redis(url, password, socket_timeout=5.0, max_connections=2, pool_wait_seconds=5.0)
+    return open_redis(url, password, socket_timeout=5.0, max_connections=max_connections, pool_wait_seconds=5.0)
 
 
 def redis_errors(where: str) -> contextlib.AbstractContextManager[None]:
