@@ -66,47 +66,68 @@ class _Entry:
 
 
 # Queued work per queue key, for every watched key at once: one command per tick, whatever the number of
-# pools, so the operator's cost stays one short reply per server (a pipeline of two commands per pool cost
-# ~40 us of operator CPU per command). Acked Stream entries are deleted, so a Stream's length is its waiting
-# plus pending entries (a gone consumer's too). A list's waiting tasks are its length, and what consumers
-# took is in the processing lists of its consumer registry: a pod cut during its drain can leave tasks there
-# after the pool fell asleep. A missing key or a wrong type counts 0.
-# KEYS: queue key, delayed set, consumer registry, per queue. ARGV: the processing-list prefix of a list
-# queue, or "" for a Stream, per queue.
+# pools, so the operator's cost stays one request per server. The request names each queue once; the script
+# derives the delayed set, the consumer registry and the processing lists from the name (the layout's
+# suffixes come in ARGV, from ``QueueKeys``), and answers only for queues holding work, so an idle tick sends
+# ~25 bytes per queue and decodes an empty list. Acked Stream entries are deleted, so a Stream's length is
+# its waiting plus pending entries (a gone consumer's too). A list's waiting tasks are its length, and what
+# consumers took is in the processing lists of its consumer registry: a pod cut during its drain can leave
+# tasks there after the pool fell asleep. A missing key or a wrong type counts 0.
+# KEYS: the queue keys, Streams first. ARGV: the number of Streams, then the delayed, registry and
+# processing-list suffixes. Answer: a flat list of (1-based key index, queued) for each queue with work.
 QUEUED_SCRIPT = """
+local streams = tonumber(ARGV[1])
 local out = {}
-for i = 1, #KEYS, 3 do
-  local prefix = ARGV[(i + 2) / 3]
+for i = 1, #KEYS do
+  local name = KEYS[i]
   local size
-  if prefix == '' then size = redis.pcall('XLEN', KEYS[i]) else size = redis.pcall('LLEN', KEYS[i]) end
+  if i <= streams then size = redis.pcall('XLEN', name) else size = redis.pcall('LLEN', name) end
   if type(size) ~= 'number' then size = 0 end
-  local delayed = redis.pcall('ZCARD', KEYS[i + 1])
-  if type(delayed) ~= 'number' then delayed = 0 end
-  if prefix ~= '' then
-    local consumers = redis.pcall('SMEMBERS', KEYS[i + 2])
+  local delayed = redis.pcall('ZCARD', name .. ARGV[2])
+  if type(delayed) == 'number' then size = size + delayed end
+  if i > streams then
+    local consumers = redis.pcall('SMEMBERS', name .. ARGV[3])
     if type(consumers) == 'table' and not consumers.err then
       for _, consumer in ipairs(consumers) do
-        local held = redis.pcall('LLEN', prefix .. consumer)
+        local held = redis.pcall('LLEN', name .. ARGV[4] .. consumer)
         if type(held) == 'number' then size = size + held end
       end
     end
   end
-  out[#out + 1] = size + delayed
+  if size > 0 then
+    out[#out + 1] = i
+    out[#out + 1] = size
+  end
 end
 return out
 """
 
 
+# The layout's keys are the queue's name plus these (the wake tests read the keys through ``QueueKeys``).
+_SUFFIXES = [QueueKeys("").delayed, QueueKeys("").consumers, QueueKeys("").processing("")]
+
+
 def script_arguments(watched: Sequence[Watched]) -> tuple[list[str], list[str]]:
-    """The script's KEYS and ARGV for these pools, in order."""
-    keys: list[str] = []
-    prefixes: list[str] = []
-    for pool in watched:
-        for name in pool.queues:
-            queue = QueueKeys(name)
-            keys += [name, queue.delayed, queue.consumers]
-            prefixes.append("" if pool.backend == "redis-streams" else queue.processing(""))
-    return keys, prefixes
+    """The script's KEYS and ARGV for these pools: Stream keys first, then list keys, each pool's in order."""
+    streams = [name for pool in watched if pool.backend == "redis-streams" for name in pool.queues]
+    lists = [name for pool in watched if pool.backend != "redis-streams" for name in pool.queues]
+    return streams + lists, [str(len(streams)), *_SUFFIXES]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One tick's request, built again only when the set of watched pools changes."""
+
+    keys: list[str]
+    args: list[str]
+    owners: list[tuple[str, str]]  # the pool of each key, in KEYS order
+
+    @classmethod
+    def of(cls, pools: dict[tuple[str, str], _Entry]) -> _Layout:
+        ordered = sorted(pools.items(), key=lambda item: item[1].watched.backend != "redis-streams")
+        keys, args = script_arguments([entry.watched for _, entry in ordered])
+        owners = [pool for pool, entry in ordered for _ in entry.watched.queues]
+        return cls(keys, args, owners)
 
 
 @dataclass
@@ -118,6 +139,8 @@ class RedisWatch:
     clients: RedisClients = field(default_factory=RedisClients)
     interval: float = WATCH_INTERVAL_SECONDS
     pools: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    _layout: _Layout | None = None
+    _holding: set[tuple[str, str]] = field(default_factory=set)  # pools whose last total was above 0
     _task: asyncio.Task[None] | None = None
     _redis: Any = None
     _script: Any = None
@@ -126,31 +149,42 @@ class RedisWatch:
         entry = self.pools.get(pool)
         if entry is None or entry.watched != watched or entry.wake is not wake:
             self.pools[pool] = _Entry(watched, wake)
+            self._layout = None
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"swell-wake-watch-{len(self.pools)}")
 
     def forget(self, pool: tuple[str, str]) -> None:
-        self.pools.pop(pool, None)
+        if self.pools.pop(pool, None) is not None:
+            self._layout = None
 
     async def check_once(self) -> int:
         """One round trip for every watched pool; returns how many were woken."""
         if self._redis is None:
             self._redis = self.clients.get(self.url, self.password, id(self))
             self._script = self._redis.register_script(QUEUED_SCRIPT)
-        entries = list(self.pools.values())
-        if not entries:
+        if not self.pools:
             return 0
-        keys, prefixes = script_arguments([entry.watched for entry in entries])
-        answers: list[Any] = await self._script(keys=keys, args=prefixes)
-        woken, at = 0, 0
-        for entry in entries:
-            size = len(entry.watched.queues)
-            total = sum(int(a) for a in answers[at : at + size])
-            at += size
-            if total > 0 and total != entry.seen:
+        if self._layout is None:
+            self._layout = _Layout.of(self.pools)
+        layout = self._layout
+        answer: list[Any] = await self._script(keys=layout.keys, args=layout.args)
+        totals: dict[tuple[str, str], int] = {}
+        for at in range(0, len(answer), 2):
+            pool = layout.owners[int(answer[at]) - 1]
+            totals[pool] = totals.get(pool, 0) + int(answer[at + 1])
+        for pool in self._holding - totals.keys():
+            entry = self.pools.get(pool)
+            if entry is not None:
+                entry.seen = 0
+        woken = 0
+        for pool, total in totals.items():
+            entry = self.pools.get(pool)
+            if entry is not None and total != entry.seen:
                 entry.wake.set()
                 woken += 1
-            entry.seen = total
+            if entry is not None:
+                entry.seen = total
+        self._holding = set(totals)
         return woken
 
     async def _run(self) -> None:
@@ -163,6 +197,7 @@ class RedisWatch:
             except Exception as exc:  # the pools' own depth reads report the server's health
                 log.debug("wake watch of a Redis server failed: %s", type(exc).__name__)
                 await self._drop_connection()
+                self._holding.clear()
                 for entry in self.pools.values():
                     entry.seen = None
                     entry.wake.set()  # let each pool read (and report) for itself

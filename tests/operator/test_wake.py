@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from swell_contract.keys import QueueKeys
 from swell_operator.depth import QueueReader
 from swell_operator.model import Queue
-from swell_operator.wake import PoolWake, RedisWatches, Watched
+from swell_operator.wake import QUEUED_SCRIPT, PoolWake, RedisWatches, Watched, script_arguments
 
 
 async def test_one_watch_per_server_wakes_only_the_pools_whose_queue_got_work(redis_url: str) -> None:
@@ -58,6 +58,59 @@ async def test_a_processing_list_left_by_a_registered_consumer_wakes_a_sleeping_
     finally:
         await watches.close()
         await producer.delete(keys.consumers, keys.processing("gone-pod"))
+        await producer.aclose()
+
+
+async def test_an_idle_tick_names_each_queue_once_and_gets_an_empty_answer(redis_url: str) -> None:
+    """The tick the operator pays for every quarter second: one name per queue out (the script derives the
+    delayed set and consumer registry from it), and nothing back while every pool sleeps."""
+    watches = RedisWatches()
+    for n in range(300):
+        backend = "redis-streams" if n % 2 else "redis-list"
+        queues = (f"wake-test:idle-{n}", f"wake-test:idle-{n}-b") if n % 3 == 0 else (f"wake-test:idle-{n}",)
+        watches.watch(("ns", f"idle-{n}"), redis_url, None, Watched(backend, queues), PoolWake())
+    watch = next(iter(watches.servers.values()))
+    keys, args = script_arguments([entry.watched for entry in watch.pools.values()])
+    assert len(keys) == 400, "one key per queue"
+    assert len(args) == 4, "the argument list does not grow with the pools"
+    producer = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await watch.check_once() == 0
+        assert await producer.eval(QUEUED_SCRIPT, len(keys), *keys, *args) == [], "idle: an empty answer"
+        await producer.lpush("wake-test:idle-6-b", "task")
+        answer = await producer.eval(QUEUED_SCRIPT, len(keys), *keys, *args)
+        assert [keys[answer[0] - 1], answer[1]] == ["wake-test:idle-6-b", 1], "only queues with work answer"
+    finally:
+        await watches.close()
+        await producer.delete("wake-test:idle-6-b")
+        await producer.aclose()
+
+
+async def test_a_pool_watched_after_the_first_tick_and_every_queue_of_a_pool_count(redis_url: str) -> None:
+    watches = RedisWatches()
+    first, late = PoolWake(), PoolWake()
+    watches.watch(("ns", "first"), redis_url, None, Watched("redis-list", ("wake-test:first",)), first)
+    watch = next(iter(watches.servers.values()))
+    producer = aioredis.Redis.from_url(redis_url)
+    names = ("wake-test:late-a", "wake-test:late-b")
+    try:
+        assert await watch.check_once() == 0
+        watches.watch(("ns", "late"), redis_url, None, Watched("redis-streams", names), late)
+        await producer.xadd(names[1], {"body": "task"})
+        assert await watch.check_once() == 1, "a pool that joined after the first tick is watched"
+        assert await late.wait(0.5)
+        await producer.xadd(names[0], {"body": "task"})
+        assert await watch.check_once() == 1, "work on the pool's other queue changes its total"
+        assert await late.wait(0.5)
+        await producer.set("wake-test:first", "not a list")
+        assert await watch.check_once() == 0, "a key of the wrong type counts 0 and breaks nobody's answer"
+        await producer.delete(*names)
+        assert await watch.check_once() == 0, "a pool whose work is gone wakes nobody"
+        await producer.xadd(names[0], {"body": "again"})
+        assert await watch.check_once() == 1, "work that comes back after an empty tick wakes again"
+    finally:
+        await watches.close()
+        await producer.delete(*names, "wake-test:first")
         await producer.aclose()
 
 
