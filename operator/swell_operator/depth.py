@@ -12,13 +12,12 @@ import contextlib
 import time
 from typing import Any
 
-from kubernetes_asyncio import client
 from swell_contract.depth import Depth
 
 from swell_operator.depth_sources import DepthSource, DepthUnavailable, redis_source
 from swell_operator.model import Queue
 from swell_operator.redis_clients import RedisClients
-from swell_operator.secrets import SecretError, read_secret_key
+from swell_operator.secrets import SecretError, SecretReads
 
 __all__ = ["REBUILD_SECONDS", "DepthUnavailable", "QueueReader"]
 
@@ -27,8 +26,8 @@ REBUILD_SECONDS = 300.0
 
 
 class QueueReader:
-    def __init__(self, api: client.ApiClient, namespace: str, clients: RedisClients | None = None) -> None:
-        self._api = api
+    def __init__(self, secrets: SecretReads, namespace: str, clients: RedisClients | None = None) -> None:
+        self.secrets = secrets
         self._namespace = namespace
         self._clients = clients
         self._server: tuple[str, str | None] | None = None  # the shared client this reader holds
@@ -72,10 +71,7 @@ class QueueReader:
         if queue.backend == "pubsub" or queue.redis is None:
             raise DepthUnavailable(f"the operator cannot read depth for backend {queue.backend} yet")
         try:
-            url = await read_secret_key(self._api, self._namespace, queue.redis.url_secret_ref)
-            password = None
-            if queue.redis.password_secret_ref is not None:
-                password = await read_secret_key(self._api, self._namespace, queue.redis.password_secret_ref)
+            url, password = await self.secrets.redis_server(self._namespace, queue.redis)
         except SecretError as exc:
             raise DepthUnavailable(str(exc)) from None
         try:

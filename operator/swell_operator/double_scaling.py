@@ -9,9 +9,7 @@ never scaled while the other scaler exists. The lookup is two list calls per nam
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +17,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from swell_operator.kube_json import json_of
+from swell_operator.shared_reads import SharedReads
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +70,12 @@ class DoubleScalingGuard:
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
-        self._listed: dict[str, tuple[float, Listed]] = {}
-        self._listing: dict[str, asyncio.Future[Listed]] = {}
+        self._lists: SharedReads[str, Listed] = SharedReads(self._list, RECHECK_SECONDS)
         self._unreadable_logged: set[tuple[str, str]] = set()
 
     async def problem(self, namespace: str, deployment: str) -> str | None:
-        hpas, scaled_objects = await self._lists(namespace)
+        hpas, scaled_objects = await self._lists.get(namespace)
         return refusal(namespace, deployment, other_scalers(deployment, hpas, scaled_objects))
-
-    async def _lists(self, namespace: str) -> Listed:
-        listed = self._listed.get(namespace)
-        if listed is not None and time.monotonic() - listed[0] < RECHECK_SECONDS:
-            return listed[1]
-        listing = self._listing.get(namespace)
-        if listing is None:
-            listing = self._listing[namespace] = asyncio.ensure_future(self._list(namespace))
-            listing.add_done_callback(lambda _: self._listing.pop(namespace, None))
-        # Shielded: a pool's daemon cancelled while it waits must not cancel the other pools' list.
-        found = await asyncio.shield(listing)
-        self._listed[namespace] = (time.monotonic(), found)
-        return found
 
     async def _list(self, namespace: str) -> Listed:
         hpas: list[dict[str, Any]] = []

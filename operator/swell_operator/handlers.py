@@ -40,6 +40,7 @@ from swell_operator.memory import trim_periodically
 from swell_operator.model import GROUP, PLURAL, VERSION, WorkerPoolSpec
 from swell_operator.scaler import PoolScaler, target_of
 from swell_operator.scaler import _target_text as target_text
+from swell_operator.secrets import SecretReads
 from swell_operator.status import Health, conditions, utc_now, write_status
 from swell_operator.wake import PoolWake, RedisWatches
 
@@ -82,6 +83,7 @@ class Runtime:
     stop: asyncio.Event
     task: asyncio.Task[None] | None
     guard: DoubleScalingGuard
+    secrets: SecretReads
     trimmer: asyncio.Task[None] | None = None
     activator: Activator | None = None
     served: web.AppRunner | None = None
@@ -157,6 +159,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         stop=stop,
         task=task,
         guard=DoubleScalingGuard(api),
+        secrets=SecretReads(api),
         trimmer=trimmer,
         activator=pushes,
         served=served,
@@ -259,7 +262,7 @@ async def scale(
         current.api,
         namespace,
         name,
-        QueueReader(current.api, namespace, current.watches.clients),
+        QueueReader(current.secrets, namespace, current.watches.clients),
         current.elector,
         current.activator,
         options.activator_url,

@@ -36,7 +36,7 @@ from swell_operator.leader import LeaderElector
 from swell_operator.model import WorkerPoolSpec
 from swell_operator.pubsub_pool import PEEK_INTERVAL_SECONDS, PubSubPool
 from swell_operator.rates import RateEstimator
-from swell_operator.secrets import SecretError, read_secret_key
+from swell_operator.secrets import SecretError
 from swell_operator.status import Health, conditions, utc_now, visible, write_status
 from swell_operator.wake import PoolWake, RedisWatches, Watched
 
@@ -269,10 +269,7 @@ class PoolScaler:
         if self._watched == watched and self.watches.watching(pool):
             return True
         try:
-            url = await read_secret_key(self.api, self.namespace, queue.redis.url_secret_ref)
-            password = None
-            if queue.redis.password_secret_ref is not None:
-                password = await read_secret_key(self.api, self.namespace, queue.redis.password_secret_ref)
+            url, password = await self.reader.secrets.redis_server(self.namespace, queue.redis)
         except SecretError:
             return False  # the pool's own reads report the Secret
         self.watches.watch(pool, url, password, watched, self.wake)

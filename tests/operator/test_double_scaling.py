@@ -95,14 +95,14 @@ async def test_the_pools_of_a_namespace_share_one_list_of_other_scalers(cluster:
     await config.load_kube_config(config_file=str(cluster.kubeconfig))
     async with client.ApiClient() as api:
         guard = DoubleScalingGuard(api)
-        listed = guard._list
+        listed = guard._lists._read
         calls: list[str] = []
 
         async def counted(where: str) -> Listed:
             calls.append(where)
             return await listed(where)
 
-        guard._list = counted  # type: ignore[method-assign]
+        guard._lists._read = counted
         answers = await asyncio.gather(*(guard.problem(namespace, f"pool-{n}") for n in range(50)))
         refused = await guard.problem(namespace, "celery")
         assert answers == [None] * 50

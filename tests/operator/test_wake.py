@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 import redis.asyncio as aioredis
 from swell_contract.keys import QueueKeys
 from swell_operator.depth import QueueReader
-from swell_operator.model import Queue
+from swell_operator.model import Queue, RedisConnection
+from swell_operator.secrets import SecretReads
 from swell_operator.wake import QUEUED_SCRIPT, PoolWake, RedisWatches, Watched, script_arguments
 
 
@@ -129,9 +129,17 @@ async def test_the_watch_task_wakes_a_pool_within_its_interval(redis_url: str) -
         await producer.aclose()
 
 
-async def test_depth_reads_and_the_watch_of_one_server_share_one_client(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class _SecretsOf(SecretReads):
+    """Secrets that name ``url``: these tests need no API server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def redis_server(self, namespace: str, redis: RedisConnection) -> tuple[str, str | None]:
+        return self.url, None
+
+
+async def test_depth_reads_and_the_watch_of_one_server_share_one_client(redis_url: str) -> None:
     """A thousand sleeping pools must not hold a thousand Redis clients: readers and the watch share one."""
     watches = RedisWatches()
     queues = [
@@ -140,12 +148,8 @@ async def test_depth_reads_and_the_watch_of_one_server_share_one_client(
         )
         for name in ("share-a", "share-b")
     ]
-    readers = [QueueReader(None, "ns", watches.clients) for _ in queues]  # type: ignore[arg-type]
+    readers = [QueueReader(_SecretsOf(redis_url), "ns", watches.clients) for _ in queues]
 
-    async def url_from_secret(*_: object) -> str:
-        return redis_url
-
-    monkeypatch.setattr("swell_operator.depth.read_secret_key", url_from_secret)
     producer = aioredis.Redis.from_url(redis_url)
     try:
         await producer.lpush("share-b", "task")
@@ -183,20 +187,14 @@ async def test_a_shared_client_has_room_for_many_pools_reading_at_once(redis_url
         await clients.close()
 
 
-async def test_hundreds_of_pools_reading_at_once_through_the_shared_client_all_get_their_depth(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_hundreds_of_pools_reading_at_once_through_the_shared_client_all_get_their_depth(redis_url: str) -> None:
     """As at an operator's start with 1000 pools: every read gets an answer, none 'No connection available'."""
 
-    async def url_from_secret(*_: object) -> str:
-        return redis_url
-
-    monkeypatch.setattr("swell_operator.depth.read_secret_key", url_from_secret)
     watches = RedisWatches()
     queue = Queue.model_validate(
         {"backend": "redis-list", "redis": {"urlSecretRef": {"name": "r", "key": "url"}}, "list": {"keys": ["many"]}}
     )
-    readers = [QueueReader(None, "ns", watches.clients) for _ in range(400)]  # type: ignore[arg-type]
+    readers = [QueueReader(_SecretsOf(redis_url), "ns", watches.clients) for _ in range(400)]
     try:
         depths = await asyncio.gather(*(reader.read(queue) for reader in readers), return_exceptions=True)
         failed = [d for d in depths if isinstance(d, BaseException)]
