@@ -2,12 +2,19 @@
 
 Same machine, same run, same short documents, the same int8 ONNX embedder with the same threads:
 - limit: ``OnnxInt8Embedder.embed`` called directly at its best batch size (swept), no queue;
-- single call: one text, embedded directly (the model's own latency), and one ``call()`` through the queue
-  to an idle worker (what a lone request costs end to end);
+- single call: one text, embedded directly (the model's own latency), and one task through the queue to
+  an idle worker (what a lone request costs end to end), timed like the tasks at half load;
 - saturated: every task queued before the worker starts, one text per task, so every batch the model
   sees was formed by the worker; the rate runs from the first result to the last (start-up and producers
   are outside the clock);
-- half load: tasks arrive as a Poisson process at half the saturated rate; p50/p95 from submit to result.
+- half load: tasks arrive as a Poisson process at half the saturated rate (50 % of the worker's measured
+  capacity); p50/p95 from just before submit to the result's commit time (the same clock as the single
+  task through the queue). The producer shares the cores, so it runs on uvloop like the worker, and the
+  CPU each process spends per task is recorded (a measure the machine's other load hardly moves);
+- floor: the p95 that a model server taking every waiting text as soon as it is free would reach at the
+  same rate, with the model's direct batch times (a + c per text, fitted to batches of 1-16) and the queue's own
+  cost (single task through the queue minus the direct call); what batching this model at this rate allows
+  before any queue or CPU contention.
 
     python -m bench.embedding [--docs 2000] [--half-load-seconds 30]
 """
@@ -28,13 +35,53 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from swell_cli.demo import documents  # noqa: E402
+from swell_worker.runtime import run_event_loop  # noqa: E402
 
 from bench.report import save_comparison  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
 from tests.fixtures.workers import WorkerProcess  # noqa: E402
 
 BATCHES = (1, 8, 16, 32, 64)
+SMALL_BATCH = 16
 CONCURRENCY = 64
+
+
+def fit_batch_cost(walls: dict[int, float]) -> tuple[float, float]:
+    """Least-squares ``a + c * b`` seconds per model call of ``b`` texts."""
+    sizes = list(walls)
+    mean_b = statistics.fmean(sizes)
+    mean_t = statistics.fmean(walls.values())
+    c = sum((b - mean_b) * (walls[b] - mean_t) for b in sizes) / sum((b - mean_b) ** 2 for b in sizes)
+    return max(mean_t - c * mean_b, 0.0), c
+
+
+def batching_floor(rate: float, a: float, c: float, queue_cost: float, max_texts: int = 64) -> float:
+    """p95 latency of a server that, whenever free, runs every waiting text (up to ``max_texts``) in one call.
+
+    Poisson arrivals at ``rate`` (seeded), calls of ``a + c * b`` seconds, plus ``queue_cost`` per task.
+    """
+    rng = random.Random(11)
+    arrivals, at = [], 0.0
+    for _ in range(100_000):
+        at += rng.expovariate(rate)
+        arrivals.append(at)
+    latencies: list[float] = []
+    free, i = 0.0, 0
+    while i < len(arrivals):
+        start = max(free, arrivals[i])
+        j = i + 1
+        while j < len(arrivals) and arrivals[j] <= start and j - i < max_texts:
+            j += 1
+        free = start + a + c * (j - i)
+        latencies.extend(free - arrivals[k] + queue_cost for k in range(i, j))
+        i = j
+    return quantile(latencies, 0.95)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of every thread of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def direct_rate(model: Any, texts: list[str], batch: int) -> float:
@@ -44,8 +91,8 @@ def direct_rate(model: Any, texts: list[str], batch: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-def direct(texts: list[str]) -> tuple[dict[str, Any], float]:
-    """The best direct batch as a row, and the median latency of embedding one text.
+def direct(texts: list[str]) -> tuple[dict[str, Any], float, dict[int, float]]:
+    """The best direct batch as a row, the median latency of embedding one text, and seconds per call by batch.
 
     The batch sizes are swept with the worker's settings; at the best one, ONNX's spinning pool threads
     (its default, which the worker turns off) are tried too, and the faster is the limit.
@@ -56,8 +103,10 @@ def direct(texts: list[str]) -> tuple[dict[str, Any], float]:
     model.embed(texts[:64])
     best: dict[str, Any] | None = None
     best_batch = BATCHES[0]
+    walls: dict[int, float] = {}
     for batch in BATCHES:
         rate = direct_rate(model, texts, batch)
+        walls[batch] = batch / rate
         print(f"  direct batch {batch:>3}: {rate:8.1f} docs/s", flush=True)
         if best is None or rate > best["docs_per_second"]:
             best_batch = batch
@@ -80,7 +129,7 @@ def direct(texts: list[str]) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
         model.embed([text])
         singles.append(time.perf_counter() - started)
-    return best, statistics.median(singles)
+    return best, statistics.median(singles), walls
 
 
 def worker_for(server: RedisServer) -> WorkerProcess:
@@ -121,42 +170,58 @@ async def saturated(server: RedisServer, texts: list[str]) -> dict[str, Any]:
     }
 
 
+async def single_through_queue(client: Any, text: str) -> float:
+    """Submit one task to the idle worker and wait for it: seconds from just before submit to its commit."""
+    submitted_at = time.time()
+    task_id = await client.submit("embed", {"texts": [text]})
+    while (status := await client.status(task_id)).state != "succeeded":
+        await asyncio.sleep(0.002)
+    return (status.updated_at or 0.0) - submitted_at
+
+
 async def half_load(server: RedisServer, texts: list[str], rate: float, seconds: float) -> tuple[dict[str, Any], float]:
-    """Open-loop arrivals at ``rate``; also the latency of one call() to the idle worker before them."""
+    """Open-loop arrivals at ``rate``; also the latency of one task through the idle worker before them."""
     from swell_worker.client import SwellClient
 
+    assert server.process is not None
+    redis_pid = server.process.pid
     worker = worker_for(server)
     rng = random.Random(7)
     try:
         worker.wait_ready(180)
         async with SwellClient.for_redis(server.url, "embed") as client:
-            idle = []
-            for text in texts[:20]:
-                started = time.perf_counter()
-                await client.call("embed", {"texts": [text]}, timeout=60)
-                idle.append(time.perf_counter() - started)
+            idle = [await single_through_queue(client, text) for text in texts[:20]]
+            counter = server.client()
+            completed_before = int(counter.get("embed:completed") or 0)
             submitted: dict[str, float] = {}
+            cpu_before = cpu_seconds(worker.process.pid), cpu_seconds(redis_pid), time.process_time()
             began = time.perf_counter()
             next_at = began
             i = 0
             while next_at - began < seconds:
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                task_id = await client.submit("embed", {"texts": [texts[i % len(texts)]]})
-                submitted[task_id] = time.time()
+                submitted_at = time.time()
+                submitted[await client.submit("embed", {"texts": [texts[i % len(texts)]]})] = submitted_at
                 i += 1
                 next_at += rng.expovariate(rate)
-            counter = server.client()
-            while int(counter.get("embed:completed") or 0) < len(submitted) + len(idle):
-                await asyncio.sleep(0.1)
+            while int(counter.get("embed:completed") or 0) < completed_before + len(submitted):
+                await asyncio.sleep(0.01)
+            cpu_after = cpu_seconds(worker.process.pid), cpu_seconds(redis_pid), time.process_time()
             latencies = [((await client.status(t)).updated_at or 0.0) - at for t, at in submitted.items()]
     finally:
         worker.stop()
+    worker_cpu, redis_cpu, producer_cpu = ((b - a) / len(submitted) for a, b in zip(cpu_before, cpu_after, strict=True))
     row = {
         "system": f"swell worker, half load ({rate:.0f} tasks/s, Poisson)",
         "docs_per_second": round(len(submitted) / seconds, 1),
         "tasks": len(submitted),
         "p50_latency_s": round(quantile(latencies, 0.5), 4),
         "p95_latency_s": round(quantile(latencies, 0.95), 4),
+        "cpu_ms_per_task": {
+            "worker": round(worker_cpu * 1000, 2),
+            "redis": round(redis_cpu * 1000, 2),
+            "producer": round(producer_cpu * 1000, 2),
+        },
     }
     return row, statistics.median(idle)
 
@@ -168,17 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     texts = [d["text"] for d in documents(args.docs)]
     load_before = os.getloadavg()
-    limit_row, single_direct = direct(texts)
+    limit_row, single_direct, walls = direct(texts)
     rows = [limit_row]
+    half_rate = single_queued = 0.0
     for run in (saturated, None):
         server = RedisServer()
         server.start()
         try:
             if run is saturated:
-                rows.append(asyncio.run(saturated(server, texts)))
+                rows.append(run_event_loop(saturated(server, texts)))
             else:
                 half_rate = rows[1]["docs_per_second"] / 2
-                row, single_queued = asyncio.run(half_load(server, texts, half_rate, args.half_load_seconds))
+                row, single_queued = run_event_loop(half_load(server, texts, half_rate, args.half_load_seconds))
                 rows.append(row)
         finally:
             server.stop()
@@ -186,11 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     limit = limit_row["docs_per_second"]
     for row in rows:
         row["ratio_to_limit"] = round(row["docs_per_second"] / limit, 3)
+    # The line through the batch sizes that half load forms; the big ones bend it (memory, not overhead).
+    a, c = fit_batch_cost({batch: wall for batch, wall in walls.items() if batch <= SMALL_BATCH})
+    floor = batching_floor(half_rate, a, c, max(single_queued - single_direct, 0.0))
     checks = {
         "saturated_over_best_direct_batch": rows[1]["ratio_to_limit"],
         "single_call_direct_s": round(single_direct, 4),
         "single_call_through_queue_s": round(single_queued, 4),
         "half_load_p95_over_single_queued_call": round(rows[2]["p95_latency_s"] / single_queued, 2),
+        "direct_batch_cost_s": {"per_call": round(a, 5), "per_text": round(c, 5)},
+        "batching_floor_p95_over_single_queued_call": round(floor / single_queued, 2),
         "done_when": "saturated >= 0.85 of the best direct batch; p95 at half load <= 2x a single call",
     }
     checks["met"] = (

@@ -4,7 +4,8 @@ A model call on 32 texts costs far less than 32 calls on one, and a worker with 
 to N tasks wanting vectors at once. Batches form while the model is busy rather than on a timer: an idle
 model takes the first request at once (no added latency at low load), and every request that arrives
 during a call joins the next one, up to a bounded batch size. So the batch grows exactly as fast as work
-waits. The call runs in a thread, so the event loop keeps serving pulls, replies and probes meanwhile.
+waits. The call runs in a thread of the model's lower priority (embedder.lower_thread_priority), so the
+event loop keeps serving pulls, replies and probes meanwhile, without waiting for a core behind the model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import Histogram
 
-from swell_worker.embedder import Embedder, Vectors
+from swell_worker.embedder import Embedder, Vectors, model_threads
 
 BATCH_SIZE = Histogram(
     "swell_embedding_batch_size", "Texts per model call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -41,6 +42,12 @@ class MicroBatcher:
         self.model_calls = 0
         self._pending: list[_Request] = []
         self._runner: asyncio.Task[None] | None = None
+        # One call at a time: a batch grows while the model is busy, and the call already uses every core.
+        self._calls = model_threads("swell-model")
+
+    def close(self) -> None:
+        """Let the model thread end once its call returns; embedding afterwards is an error."""
+        self._calls.shutdown(wait=False)
 
     async def embed(self, texts: list[str]) -> Vectors:
         if not texts:
@@ -73,7 +80,7 @@ class MicroBatcher:
         texts = [text for request in batch for text in request.texts]
         try:
             started = time.perf_counter()
-            vectors = await asyncio.to_thread(self.embedder.embed, texts)
+            vectors = await asyncio.get_running_loop().run_in_executor(self._calls, self.embedder.embed, texts)
             BATCH_SECONDS.observe(time.perf_counter() - started)
             BATCH_SIZE.observe(len(texts))
             self.model_calls += 1

@@ -49,6 +49,9 @@ class Resources:
 
     async def close(self) -> None:
         """Close what was created, newest first; one failing close does not stop the others."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         for reference, obj in reversed(list(self._objects.items())):
             close = getattr(obj, "close", None)
             if not callable(close):
