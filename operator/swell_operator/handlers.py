@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 ERROR_PAUSE_SECONDS = 5.0
 # How often a pool that cannot run (no vector store) is looked at again; a spec edit wakes it sooner.
 UNRUNNABLE_RECHECK_SECONDS = 2.0
+# The longest one scaling round may take: a request that never answers must not freeze its pool.
+ROUND_TIMEOUT_SECONDS = 60.0
 NO_VECTOR_STORE = "NoVectorStore"
 # Connections of the operator's API client. The client's default (100) let a burst of pool rounds open a
 # TLS connection each, and each kept ~300 KB (read buffer and OpenSSL state) for as long as it stayed open.
@@ -279,23 +281,27 @@ async def scale(
     try:
         while not stopped:
             try:
-                pool = _spec(body.get("spec") or {})
-                problem, reason = missing_vector_store(pool, options.pool_defaults()), NO_VECTOR_STORE
-                if problem is None:
-                    problem, reason = await current.guard.problem(namespace, target_of(name, pool)), ALREADY_SCALED
-                if problem is not None:
-                    leading = current.elector is None or current.elector.is_leader
-                    if leading and problem != reported:
-                        await _report_unrunnable(current.api, namespace, name, body, problem, reason)
-                        reported = problem
-                    await wake.wait(UNRUNNABLE_RECHECK_SECONDS)
-                    continue
-                if reported is not None:
-                    reported = None
-                    scaler.state.written = None  # the next round replaces the unrunnable status at once
-                wait = await scaler.tick(body)
+                async with asyncio.timeout(ROUND_TIMEOUT_SECONDS):
+                    pool = _spec(body.get("spec") or {})
+                    problem, reason = missing_vector_store(pool, options.pool_defaults()), NO_VECTOR_STORE
+                    if problem is None:
+                        problem, reason = await current.guard.problem(namespace, target_of(name, pool)), ALREADY_SCALED
+                    if problem is not None:
+                        leading = current.elector is None or current.elector.is_leader
+                        if leading and problem != reported:
+                            await _report_unrunnable(current.api, namespace, name, body, problem, reason)
+                            reported = problem
+                        await wake.wait(UNRUNNABLE_RECHECK_SECONDS)
+                        continue
+                    if reported is not None:
+                        reported = None
+                        scaler.state.written = None  # the next round replaces the unrunnable status at once
+                    wait = await scaler.tick(body)
             except (pydantic.ValidationError, kopf.PermanentError) as exc:
                 log.error("%s/%s has an invalid spec: %s", namespace, name, exc)
+                wait = ERROR_PAUSE_SECONDS
+            except TimeoutError:
+                log.warning("scaling round of %s/%s took over %.0f s", namespace, name, ROUND_TIMEOUT_SECONDS)
                 wait = ERROR_PAUSE_SECONDS
             except Exception:
                 log.exception("scaling round of %s/%s failed", namespace, name)

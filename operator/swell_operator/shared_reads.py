@@ -15,12 +15,19 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class SharedReads(Generic[K, V]):
-    """Answers of ``read`` per key; a failed read is never kept, so the next caller tries again."""
+# The longest a shared read may take: one hung request must not hold every pool that waits on it.
+SHARED_READ_TIMEOUT_SECONDS = 30.0
 
-    def __init__(self, read: Callable[[K], Awaitable[V]], max_age: float) -> None:
+
+class SharedReads(Generic[K, V]):
+    """Answers of ``read`` per key; a failed or timed-out read is never kept, so the next caller tries again."""
+
+    def __init__(
+        self, read: Callable[[K], Awaitable[V]], max_age: float, timeout: float = SHARED_READ_TIMEOUT_SECONDS
+    ) -> None:
         self._read = read
         self.max_age = max_age
+        self.timeout = timeout
         self._answers: dict[K, tuple[float, V]] = {}
         self._reading: dict[K, asyncio.Future[V]] = {}
 
@@ -31,7 +38,7 @@ class SharedReads(Generic[K, V]):
             return kept[1]
         reading = self._reading.get(key)
         if reading is None:
-            reading = self._reading[key] = asyncio.ensure_future(self._read(key))
+            reading = self._reading[key] = asyncio.ensure_future(asyncio.wait_for(self._read(key), self.timeout))
             reading.add_done_callback(lambda _: self._reading.pop(key, None))
         # Shielded: a pool's daemon cancelled while it waits must not cancel the other pools' read.
         found = await asyncio.shield(reading)
