@@ -277,6 +277,8 @@ async def scale(
         wake.set()
 
     stopping = asyncio.create_task(wake_when_stopped(), name=f"swell-stop-{namespace}-{name}")
+    # A round run while another replica leads neither scales nor reports: taking the Lease wakes the pool.
+    unlisten = current.elector.on_change(wake.set) if current.elector is not None else None
     reported: str | None = None  # the reason this pool cannot run, once reported
     try:
         while not stopped:
@@ -309,6 +311,8 @@ async def scale(
             await wake.wait(wait)
     finally:
         stopping.cancel()
+        if unlisten is not None:
+            unlisten()
         await scaler.close()
 
 

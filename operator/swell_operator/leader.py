@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from kubernetes_asyncio import client
@@ -57,12 +58,21 @@ class LeaderElector:
         self._renewed_at: float | None = None
         self._seen: tuple[Any, ...] | None = None
         self._seen_at = 0.0
+        self._listeners: set[Callable[[], None]] = set()
 
     @property
     def is_leader(self) -> bool:
         if self._renewed_at is None:
             return False
         return time.monotonic() - self._renewed_at < self._lease_seconds - self._renew_seconds
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` whenever this replica takes or loses the Lease; returns what removes it.
+
+        A pool's round run while not leading neither scales nor reports, and a sleeping pool then waits
+        minutes: its scaler listens, so a replica that (re)takes the Lease acts on every pool at once."""
+        self._listeners.add(listener)
+        return lambda: self._listeners.discard(listener)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Try to take or renew the Lease every ``renew_seconds`` until ``stop``; release it on the way out."""
@@ -83,6 +93,8 @@ class LeaderElector:
                         self.namespace,
                         self.name,
                     )
+                    for listener in list(self._listeners):
+                        listener()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._renew_seconds)
         finally:
