@@ -86,6 +86,7 @@ class Runtime:
     task: asyncio.Task[None] | None
     guard: DoubleScalingGuard
     secrets: SecretReads
+    lease_api: client.ApiClient | None = None
     trimmer: asyncio.Task[None] | None = None
     activator: Activator | None = None
     served: web.AppRunner | None = None
@@ -145,9 +146,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configuration.connection_pool_maxsize = API_CONNECTIONS
     api = client.ApiClient(configuration)
     stop = asyncio.Event()
-    elector = task = None
+    elector = task = lease_api = None
     if options.leader_election:
-        elector = LeaderElector(api, options.lease_namespace, identity=options.identity)
+        # Its own connection: a renewal queued behind a thousand pools' reads lost the Lease at start-up.
+        lease_configuration = client.Configuration.get_default_copy()
+        lease_configuration.connection_pool_maxsize = 1
+        lease_api = client.ApiClient(lease_configuration)
+        elector = LeaderElector(lease_api, options.lease_namespace, identity=options.identity)
         await elector.try_acquire()
         task = asyncio.create_task(elector.run(stop), name="swell-leader-election")
     pushes = served = None
@@ -160,6 +165,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         elector=elector,
         stop=stop,
         task=task,
+        lease_api=lease_api,
         guard=DoubleScalingGuard(api),
         secrets=SecretReads(api),
         trimmer=trimmer,
@@ -183,6 +189,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await current.served.cleanup()
     await current.watches.close()
     await current.api.close()
+    if current.lease_api is not None:
+        await current.lease_api.close()
 
 
 @kopf.on.probe(id="leader")
