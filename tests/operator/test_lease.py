@@ -12,11 +12,14 @@ from swell_operator.leader import LeaderElector
 pytestmark = pytest.mark.cluster
 
 
+def _electors(api: client.ApiClient, namespace: str, *identities: str) -> list[LeaderElector]:
+    return [LeaderElector(api, namespace, identity=i, lease_seconds=10, renew_seconds=1) for i in identities]
+
+
 async def test_only_one_elector_holds_the_lease_and_release_hands_it_over(cluster: Any, namespace: str) -> None:
     await config.load_kube_config(config_file=str(cluster.kubeconfig))
     async with client.ApiClient() as api:
-        a = LeaderElector(api, namespace, identity="a", lease_seconds=10, renew_seconds=1)
-        b = LeaderElector(api, namespace, identity="b", lease_seconds=10, renew_seconds=1)
+        a, b = _electors(api, namespace, "a", "b")
         assert await a.try_acquire() is True
         assert await b.try_acquire() is False
         assert a.is_leader and not b.is_leader
@@ -32,8 +35,7 @@ async def test_a_change_of_leadership_wakes_the_listeners(cluster: Any, namespac
     """Pools that went to sleep while their operator was not leading report at once when it leads again."""
     await config.load_kube_config(config_file=str(cluster.kubeconfig))
     async with client.ApiClient() as api:
-        holder = LeaderElector(api, namespace, identity="holder", lease_seconds=10, renew_seconds=1)
-        waiting = LeaderElector(api, namespace, identity="waiting", lease_seconds=10, renew_seconds=1)
+        holder, waiting = _electors(api, namespace, "holder", "waiting")
         assert await holder.try_acquire() is True
         woken = asyncio.Event()
         forget = waiting.on_change(woken.set)
