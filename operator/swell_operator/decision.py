@@ -11,7 +11,8 @@ adding the replica only when the queue would outgrow the budget. New pods count 
 budget left once they have started. Replicas go down only to a count that would keep the budget over
 the stabilisation window too (a longer look ahead, so a pool does not flap), never below what the work
 in flight needs, and to zero after ``idle_seconds_before_zero`` with nothing queued or in flight, or
-sooner when the arrival rate seen while busy makes the silence so far implausible (the work stopped).
+sooner when the arrival rate seen while busy (the lower of its fast and slow averages) makes the silence
+so far implausible (the work stopped).
 Demand is computed from the queue afresh at every call rather than from the current replica count, so
 pods that are still starting cannot cause a runaway (the backlog they will drain is the same backlog).
 """
@@ -99,6 +100,10 @@ class Memory:
     last_busy_at: float | None = None
     # The arrival rate at that moment: how much silence since then is plausible.
     busy_arrival_rate: float = 0.0
+    # The slow (minutes) arrival average at that moment, where the operator has one: the fast one reads
+    # high after a cluster of arrivals, and a pool that judged silence by it went to zero in the middle
+    # of steady work (2 tasks/s read as 4 made a 2.5 s gap "implausible"), each wake costing a pod start.
+    busy_steady_rate: float | None = None
     # Since when pods have been starting (spec above ready), and how long a pod took to start.
     starting_since: float | None = None
     starting_replicas: int = 0
@@ -118,6 +123,7 @@ class Memory:
         return {
             "lastBusyAt": self.last_busy_at,
             "busyArrivalRate": self.busy_arrival_rate,
+            "busySteadyRate": self.busy_steady_rate,
             "startingSince": self.starting_since,
             "startingReplicas": self.starting_replicas,
             "startupSeconds": self.startup_seconds,
@@ -136,6 +142,7 @@ class Memory:
         try:
             last_busy_at = _optional(data.get("lastBusyAt"))
             rate = _optional(data.get("busyArrivalRate"))
+            steady_rate = _optional(data.get("busySteadyRate"))
             starting_since = _optional(data.get("startingSince"))
             startup = _optional(data.get("startupSeconds"))
             starting_replicas = int(data.get("startingReplicas") or 0)
@@ -148,6 +155,7 @@ class Memory:
         return cls(
             last_busy_at=last_busy_at,
             busy_arrival_rate=max(rate or 0.0, 0.0),
+            busy_steady_rate=None if steady_rate is None else max(steady_rate, 0.0),
             starting_since=starting_since,
             starting_replicas=max(starting_replicas, 0),
             headroom=headroom,
@@ -393,6 +401,17 @@ def _learn_startup(observation: Observation, memory: Memory) -> Memory:
     return replace(memory, starting_since=None, starting_replicas=0, startup_seconds=learned)
 
 
+def _silence_rate(memory: Memory) -> float:
+    """The arrival rate a silence is judged by: the lower of the fast and slow averages seen while busy.
+
+    A silence is read as "the work stopped" once it is implausible at this rate; a rate read high makes
+    ordinary Poisson gaps look implausible, and each false stop costs a wake (a pod start of queueing).
+    Work that really stops still stops the pool: after minutes at a rate, the slow average has it too."""
+    if memory.busy_steady_rate is None:
+        return memory.busy_arrival_rate
+    return min(memory.busy_arrival_rate, memory.busy_steady_rate)
+
+
 def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision:
     now, current = observation.now, observation.current_replicas
     memory = _learn_startup(observation, memory)
@@ -430,7 +449,14 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         headroom = (*headroom, (now, need.headroom))
     if busy:
         arrivals = max(observation.arrival_rate or 0.0, 0.0)
-        memory = replace(memory, last_busy_at=now, busy_arrival_rate=arrivals, headroom=headroom)
+        steady = observation.steady_arrival_rate
+        memory = replace(
+            memory,
+            last_busy_at=now,
+            busy_arrival_rate=arrivals,
+            busy_steady_rate=None if steady is None else max(steady, 0.0),
+            headroom=headroom,
+        )
     elif headroom != memory.headroom:
         memory = replace(memory, headroom=headroom)
     held = max((n for _, n in headroom), default=0)
@@ -442,14 +468,15 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         up = keep = 0  # a pool asleep wakes for work, not for a rate
     elif not busy:
         idle_for = math.inf if memory.last_busy_at is None else now - memory.last_busy_at
-        expected = memory.busy_arrival_rate * idle_for
+        silence_rate = _silence_rate(memory)
+        expected = silence_rate * idle_for
         if idle_for >= policy.idle_seconds_before_zero:
             up = keep = 0
             why += f"; idle for {policy.idle_seconds_before_zero:g}s or more"
         elif expected >= EXPECTED_ARRIVALS_IN_SILENCE:
             up = keep = 0
             why += (
-                f"; idle for {idle_for:.0f}s where {memory.busy_arrival_rate:.2f} arrivals/s "
+                f"; idle for {idle_for:.0f}s where {silence_rate:.2f} arrivals/s "
                 f"would have sent {expected:.0f}: the work stopped"
             )
         else:

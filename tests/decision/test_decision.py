@@ -256,6 +256,21 @@ def test_to_zero_sooner_when_the_silence_says_the_work_stopped() -> None:
     assert decide(seen(current=1, now=29, arrival_rate=0.1), POLICY, trickle).replicas == 1
 
 
+def test_silence_is_judged_by_the_slower_of_the_fast_and_slow_arrival_averages() -> None:
+    """Steady work at 2 tasks/s whose 10 s average reads 4 after a cluster: a 2.5 s gap (e^-5 at the real
+    rate, dozens of them in half an hour) is not the work stopping; 5 s of silence at 2 tasks/s is."""
+    busy = replace(seen(in_flight=1, current=1, now=0, arrival_rate=4.0), steady_arrival_rate=2.0)
+    memory = decide(busy, POLICY, Memory()).memory
+    assert memory.busy_steady_rate == 2.0
+    assert decide(seen(current=1, now=2.5, arrival_rate=3.0), POLICY, memory).replicas == 1
+    stopped = decide(seen(current=1, now=5.0, arrival_rate=2.0), POLICY, memory)
+    assert stopped.replicas == 0 and "2.00 arrivals/s" in stopped.reason, stopped.reason
+    # work that ran for minutes and stopped: both averages have its rate, the pool goes as soon as before
+    long_run = replace(seen(in_flight=4, current=2, now=0, arrival_rate=8.0), steady_arrival_rate=8.0)
+    memory = decide(long_run, POLICY, Memory()).memory
+    assert decide(seen(current=2, now=EXPECTED_ARRIVALS_IN_SILENCE / 8.0), POLICY, memory).replicas == 0
+
+
 def test_min_and_max_clamp() -> None:
     policy = replace(POLICY, min_replicas=2, max_replicas=3)
     assert decide(seen(current=0), policy, Memory()).replicas == 2
@@ -289,10 +304,11 @@ def test_a_start_cut_short_by_a_scale_down_teaches_nothing() -> None:
 
 def test_memory_survives_json_and_garbage_starts_afresh() -> None:
     short = replace(POLICY, target_wait_seconds=0.5)
-    decision = decide(
-        seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0), short, Memory(startup_seconds=12.0)
-    )
+    reading = seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0)
+    reading = replace(reading, steady_arrival_rate=2.5)
+    decision = decide(reading, short, Memory(startup_seconds=12.0))
     assert decision.memory.headroom and decision.memory.starting_since == 7.5
+    assert decision.memory.busy_steady_rate == 2.5
     text = json.dumps(decision.memory.to_json())
     assert Memory.from_json(json.loads(text)) == decision.memory
     for garbage in (None, {}, {"lastBusyAt": "soon"}, {"headroom": [["x", 1]]}, [1, 2], {"lastBusyAt": "nan"}):
