@@ -53,13 +53,6 @@ STARTUP_LEARNING_WEIGHT = 0.5
 # second wave of pods to start inside the budget, so an hint off by this much must already fit. The first
 # completions then correct the size, down as readily as up.
 UNMEASURED_HINT_FACTOR = 2.0
-# The quantile rule's last replica runs part-time (``_spend_tail``) only while the tail in hand covers this
-# many pod starts without it: one to bring it back, one for the Erlang tail's error (heavy-tailed or bursty
-# work waits more than M/M/c says; with one, on/off load at 0.1 s reached a p95 of 0.39 s).
-PART_TIME_RESTARTS = 2.0
-# ... and not below this budget, where a wait is mostly a task's pickup rather than queueing and the tail
-# the blend is computed from undercounts it.
-PART_TIME_LEAST_BUDGET_SECONDS = 0.25
 # A pool that wakes from zero expects, for this many pod starts, the arrival rate it saw when it was last
 # busy: its own estimate starts at zero and lags the work by its smoothing (an on/off load comes back at
 # the rate it left).
@@ -115,6 +108,9 @@ class Memory:
     starting_since: float | None = None
     starting_replicas: int = 0
     startup_seconds: float | None = None
+    # When the decision first asked for the pods now starting (kept while more join them; None once all
+    # are ready): how far into their start they are.
+    asked_at: float | None = None
     # When a batch landed: the reading that found the queue, empty before, holding more than a budget's
     # worth of arrivals. None while the queue is empty or built up from arrivals (its age is then spread
     # over its tasks, and a p95 target is met by the fresh budget).
@@ -125,8 +121,6 @@ class Memory:
     # When the pool last woke from zero, and the arrival rate it had when it was last busy before.
     woke_at: float | None = None
     wake_arrival_rate: float = 0.0
-    tail_credit: float = 0.0
-    tail_credit_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,13 +130,12 @@ class Memory:
             "startingSince": self.starting_since,
             "startingReplicas": self.starting_replicas,
             "startupSeconds": self.startup_seconds,
+            "askedAt": self.asked_at,
             "headroom": [list(h) for h in self.headroom],
             "batchSince": self.batch_since,
             "backlogSeen": self.backlog_seen,
             "wokeAt": self.woke_at,
             "wakeArrivalRate": self.wake_arrival_rate,
-            "tailCredit": self.tail_credit,
-            "tailCreditAt": self.tail_credit_at,
         }
 
     @classmethod
@@ -156,13 +149,12 @@ class Memory:
             steady_rate = _optional(data.get("busySteadyRate"))
             starting_since = _optional(data.get("startingSince"))
             startup = _optional(data.get("startupSeconds"))
+            asked_at = _optional(data.get("askedAt"))
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
             batch_since = _optional(data.get("batchSince"))
             woke_at = _optional(data.get("wokeAt"))
             wake_rate = _optional(data.get("wakeArrivalRate"))
-            tail_credit = _optional(data.get("tailCredit"))
-            tail_credit_at = _optional(data.get("tailCreditAt"))
         except (TypeError, ValueError):
             return cls()
         return cls(
@@ -171,13 +163,12 @@ class Memory:
             busy_steady_rate=None if steady_rate is None else max(steady_rate, 0.0),
             starting_since=starting_since,
             starting_replicas=max(starting_replicas, 0),
+            asked_at=asked_at,
             headroom=headroom,
             batch_since=batch_since,
             backlog_seen=bool(data.get("backlogSeen")),
             woke_at=woke_at,
             wake_arrival_rate=max(wake_rate or 0.0, 0.0),
-            tail_credit=tail_credit or 0.0,
-            tail_credit_at=tail_credit_at,
             startup_seconds=None if startup is None or startup < 0 else startup,
         )
 
@@ -212,17 +203,6 @@ def replica_capacity(observation: Observation, policy: Policy) -> float:
 
 
 @dataclass(frozen=True)
-class Tails:
-    """The quantile rule's last replica: with ``replicas`` the share ``at`` of tasks waits beyond the budget,
-    with one fewer (still keeping up) the share ``below``, at ``arrivals`` tasks/s."""
-
-    replicas: int
-    below: float
-    at: float
-    arrivals: float
-
-
-@dataclass(frozen=True)
 class Need:
     """Replicas the queue needs: ``up`` now, ``keep`` to hold the budget over the stabilisation window."""
 
@@ -230,7 +210,6 @@ class Need:
     keep: int
     why: str
     headroom: int = 0  # the quantile rule's share of ``up``: held for the stabilisation window
-    tails: Tails | None = None  # the quantile rule's choice of its last replica, where it had one
 
 
 def demand(
@@ -241,7 +220,6 @@ def demand(
     expected_arrivals: float = 0.0,
     starting_for: float = 0.0,
     just_woke: bool = False,
-    tail_credit: float = 0.0,
 ) -> Need:
     """Replicas the queue needs now and over the stabilisation window, before clamping, and why.
 
@@ -298,19 +276,13 @@ def demand(
     else:
         for_drain = ready + starting + (beyond_ready - starting * starting_budget) / late_budget
     for_quantile, for_catch_up = 0, 0.0
-    tails: Tails | None = None
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
         steady = arrivals
         if observation.steady_arrival_rate is not None and observation.backlog_visible and not just_woke:
             steady = max(observation.steady_arrival_rate, 0.0)
-        tails = _quantile_tails(steady, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas)
-        if tails is not None:
-            for_quantile = tails.replicas
-            # The tail in hand pays for running one fewer for now where it covers bringing it back (pod
-            # starts at one fewer); see ``_spend_tail``.
-            restart = tails.arrivals * startup_seconds * max(tails.below - (1.0 - WAIT_QUANTILE), 0.0)
-            if budget >= PART_TIME_LEAST_BUDGET_SECONDS and tail_credit > PART_TIME_RESTARTS * restart:
-                for_quantile -= 1
+        for_quantile = _for_quantile(
+            steady, capacity / policy.concurrency, policy.concurrency, budget, policy.max_replicas
+        )
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds and just_woke:
         # Waking to a short budget: what queues until a pod asked for now is ready waits longer than the
         # budget whatever is done; the pool then drains it as fast as the rest of the budget rules allow
@@ -350,7 +322,7 @@ def demand(
         why += f", {keep} to stay within it for {policy.scale_down_stabilization_seconds:g}s"
     if for_in_flight >= up and in_flight_why:
         why += f"; {in_flight_why}"
-    return Need(up, keep, why, for_quantile, tails)
+    return Need(up, keep, why, for_quantile)
 
 
 def _for_horizon(backlog: int, arrivals: float, capacity: float, budget: float, horizon: float) -> float:
@@ -359,24 +331,22 @@ def _for_horizon(backlog: int, arrivals: float, capacity: float, budget: float, 
     return (backlog + arrivals * horizon) / (capacity * (budget + horizon))
 
 
-def _quantile_tails(arrivals: float, slot_rate: float, concurrency: int, budget: float, most: int) -> Tails | None:
+def _for_quantile(arrivals: float, slot_rate: float, concurrency: int, budget: float, most: int) -> int:
     """Replicas that keep the steady-state p95 wait within the budget (M/M/c, Erlang C), where that takes
-    headroom beyond merely keeping up, and the share of tasks over the budget with and without the last
-    of them; None where keeping up is enough, so the fluid rules may run the last replica short and queue
-    its shortfall within the budget."""
+    headroom beyond merely keeping up; 0 where keeping up is enough, so the fluid rules may run the last
+    replica short and queue its shortfall within the budget."""
     if arrivals <= 0 or slot_rate <= 0:
-        return None
+        return 0
     load = arrivals / slot_rate  # slots' worth of work
     keeping_up = math.floor(load / concurrency) + 1
-
-    def tail(replicas: int) -> float:
+    replicas = keeping_up
+    while replicas < most:
         servers = replicas * concurrency
-        return _erlang_c(servers, load) * math.exp(-(servers * slot_rate - arrivals) * budget)
-
-    replicas, below, at = keeping_up, 1.0, tail(keeping_up)
-    while replicas < most and at > 1.0 - WAIT_QUANTILE:
-        replicas, below, at = replicas + 1, at, tail(replicas + 1)
-    return Tails(replicas, below, at, arrivals) if replicas > keeping_up else None
+        tail = _erlang_c(servers, load) * math.exp(-(servers * slot_rate - arrivals) * budget)
+        if tail <= 1.0 - WAIT_QUANTILE:
+            break
+        replicas += 1
+    return replicas if replicas > keeping_up else 0
 
 
 def _erlang_c(servers: int, load: float) -> float:
@@ -448,32 +418,6 @@ def _silence_rate(memory: Memory) -> float:
     return min(memory.busy_arrival_rate, memory.busy_steady_rate)
 
 
-def _spend_tail(
-    memory: Memory, tails: Tails | None, observation: Observation, policy: Policy, startup: float
-) -> Memory:
-    """The tail in hand, in tasks: how many more may yet wait beyond the budget with the p95 still met.
-
-    A p95 objective is a share of tasks, so the quantile rule's last replica need not run all the time:
-    with it, a share ``at`` of tasks waits too long, without it ``below``; running it a share f of the time
-    with (1 - f) x below + f x at = 5 % meets the objective at the least cost (whole replicas run it all
-    the time and meet 0.5 %). The running balance says when: each second at the replicas ready adds
-    arrivals x (5 % - the share then waiting too long); the last replica goes while the balance covers
-    bringing it back (``PART_TIME_RESTARTS`` pod starts at one fewer) and is asked for again once it is
-    spent. The balance is bounded by a stabilisation window's worth either way, so quiet hours do not buy
-    a bad one, and a second without a reading counts at most one pod start."""
-    if tails is None:
-        return replace(memory, tail_credit_at=None)
-    now = observation.now
-    elapsed = 0.0 if memory.tail_credit_at is None else min(now - memory.tail_credit_at, startup)
-    ready = observation.ready_replicas
-    share = tails.at if ready >= tails.replicas else tails.below if ready == tails.replicas - 1 else 1.0
-    allowed = 1.0 - WAIT_QUANTILE
-    window = max(policy.scale_down_stabilization_seconds, startup)
-    cap = tails.arrivals * allowed * window
-    credit = memory.tail_credit + tails.arrivals * elapsed * (allowed - share)
-    return replace(memory, tail_credit=min(max(credit, -cap), cap), tail_credit_at=now)
-
-
 def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision:
     now, current = observation.now, observation.current_replicas
     memory = _learn_startup(observation, memory)
@@ -493,7 +437,9 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     if busy and woke and (memory.woke_at is None or now - memory.woke_at >= wake_window):
         memory = replace(memory, woke_at=now, wake_arrival_rate=memory.busy_arrival_rate)
     waking = memory.woke_at is not None and now - memory.woke_at < wake_window
-    starting_for = 0.0 if memory.starting_since is None else now - memory.starting_since
+    if observation.ready_replicas >= current and memory.asked_at is not None:
+        memory = replace(memory, asked_at=None)
+    starting_for = 0.0 if memory.asked_at is None else now - memory.asked_at
     need = demand(
         observation,
         policy,
@@ -502,9 +448,7 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         expected_arrivals=memory.wake_arrival_rate if waking else 0.0,
         starting_for=starting_for,
         just_woke=memory.woke_at is not None and now - memory.woke_at < ARRIVAL_SMOOTHING_SECONDS,
-        tail_credit=memory.tail_credit,
     )
-    memory = _spend_tail(memory, need.tails, observation, policy, startup)
     up, keep, why = need.up, need.keep, need.why
     # Headroom follows a noisy arrival rate: hold its highest recent call for the stabilisation window.
     window_start = now - policy.scale_down_stabilization_seconds
@@ -577,4 +521,6 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         if current > up:
             why += f"; holding {current}, needed within the next {policy.scale_down_stabilization_seconds:g}s"
 
+    if replicas > current and memory.asked_at is None:
+        memory = replace(memory, asked_at=now)
     return Decision(replicas=replicas, reason=f"{why} -> {replicas} (from {current})", memory=memory, current=current)

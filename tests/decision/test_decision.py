@@ -207,35 +207,6 @@ def test_headroom_is_held_for_the_stabilisation_window() -> None:
     assert decide(replace(quieter, now=61), short, held.memory).replicas == 1
 
 
-def test_the_last_replica_of_headroom_runs_part_time_on_the_tail_in_hand() -> None:
-    """The p95 objective is a share of tasks: at 2 tasks/s on 4 slots, 6.4 % of tasks would wait over 0.5 s
-    with one replica (Erlang C 0.174 x e^-1), almost none with two, so the second need run only the share of
-    the time that keeps the blend at 5 %. The tail in hand decides when: banked while the second is up,
-    spent while it is not, bounded by a stabilisation window's worth (2 x 5 % x 60 s = 6 tasks), and the
-    second goes only while the balance covers two pod starts without it (2 x 2 x 10 x 1.4 % = 0.56)."""
-    short = replace(POLICY, target_wait_seconds=0.5)
-    busy: dict[str, Any] = {"in_flight": 2, "arrival_rate": 2.0, "service_rate": 4.0}
-    below = 0.174 * math.exp(-1.0)
-    assert decide(seen(current=1, now=0, **busy), short, Memory()).replicas == 2  # nothing in hand
-    one = decide(seen(current=1, now=1, **busy), short, Memory(tail_credit=1.0, tail_credit_at=0.0))
-    assert one.replicas == 1, one.reason
-    assert one.memory.tail_credit == pytest.approx(1.0 - 2.0 * (below - 0.05), abs=0.005)  # a second at one
-    short_of_two_starts = Memory(tail_credit=0.5, tail_credit_at=0.0)
-    assert decide(seen(current=1, now=1, **busy), short, short_of_two_starts).replicas == 2
-    # two ready replicas bank about 2 x 5 % a second, up to the window's worth
-    two = decide(seen(current=2, now=10, **busy), short, Memory(tail_credit=0.0, tail_credit_at=0.0))
-    assert two.memory.tail_credit == pytest.approx(2.0 * 0.05 * 10, abs=0.01)
-    full = decide(seen(current=2, now=1000, **busy), short, Memory(tail_credit=5.9, tail_credit_at=990.0))
-    assert full.memory.tail_credit == pytest.approx(6.0)
-    # a 0.1 s budget is mostly pickup: the blend undercounts it, so the headroom stays whole
-    tiny = replace(POLICY, target_wait_seconds=0.1)
-    assert decide(seen(current=1, now=1000, **busy), tiny, full.memory).replicas == 2
-    # where one replica meets the quantile alone there is no choice to make and nothing is counted
-    light = decide(seen(current=1, now=5, in_flight=1, arrival_rate=1.0, service_rate=4.0), short, one.memory)
-    assert light.replicas == 1 and light.memory.tail_credit == one.memory.tail_credit
-    assert light.memory.tail_credit_at is None
-
-
 # -- scale-down ---------------------------------------------------------------------------------------------
 
 
@@ -508,11 +479,11 @@ def test_a_pool_waking_from_zero_expects_the_rate_it_left_with() -> None:
     assert decide(seen(backlog=1, now=300.0, service_rate=4.0), POLICY, left_at(8.0)).replicas == 1
 
 
-def test_readings_while_the_pods_start_add_only_what_the_queue_adds() -> None:
-    """Readings while the pods start see the queue grow by the rate planned for. Pods count from the start
-    clock on, which restarts when pods join it (``_learn_startup``), so each reading that adds a pod counts
-    the starting ones as just asked for: the pool grows by about one pod per reading (the 8 tasks a second
-    over 2.5 s of draining at 4 tasks/s per pod = 0.8), never faster, until the first pods are ready."""
+def test_a_wake_is_sized_once_and_held_while_its_pods_start() -> None:
+    """Readings while the pods start see the queue grow by the rate planned for: the wake sized for it, so
+    the pool holds until its pods are ready and measure. The pods count as starting since they were asked
+    for, not since the reading that first saw them starting, nor since pods last joined them (counting
+    them as just asked for added about a pod per reading until the first was ready)."""
     woken = decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, left_at(8.0))
     memory, sizes = woken.memory, [woken.replicas]
     for second in range(1, 6):
@@ -527,7 +498,13 @@ def test_readings_while_the_pods_start_add_only_what_the_queue_adds() -> None:
         decision = decide(reading, SHORT, memory)
         memory = decision.memory
         sizes.append(decision.replicas)
-    assert sizes == [10, 11, 12, 13, 14, 14], sizes
+    assert sizes == [10] * 6, sizes
+    # a batch beyond the plan still grows the pool: 200 waiting 2 s in, not the 17 planned for
+    bigger = decide(seen(backlog=200, current=10, ready=0, now=302.0, service_rate=4.0), SHORT, woken.memory)
+    assert bigger.replicas > 10, bigger.reason
+    # once every pod is ready the clock stops
+    ready = decide(seen(backlog=0, in_flight=8, current=10, now=310.0, service_rate=4.0), SHORT, memory)
+    assert ready.memory.asked_at is None
 
 
 def test_the_remembered_rate_lasts_two_pod_starts() -> None:
