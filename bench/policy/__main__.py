@@ -88,11 +88,8 @@ def swell_settings(quick: bool) -> list[Setting]:
     """targetWaitSeconds x (idleSecondsBeforeZero, scaleDownStabilizationSeconds), a few pools that batch
     at zero (activationBacklog) and a few kept warm (replicas.min 1). A 15 s window lets short budgets
     hold their headroom part-time."""
-    waits = (
-        (0.1, 1, 5, 10, 20, 30, 60)
-        if quick
-        else (0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 7, 7.5, 8.5, 9, 10, 12.5, 15, 20, 30, 45, 60, 120)
-    )
+    low = (0.1, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1, 1.5, 2, 3)  # below a pod start: the quantile rule
+    waits = (0.1, 1, 5, 10, 20, 30, 60) if quick else (*low, 4, 5, 6, 7, 7.5, 8.5, 9, 10, 12.5, 15, 20, 30, 45, 60, 120)
     grid = [
         _setting(
             "swell",

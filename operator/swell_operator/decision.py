@@ -11,7 +11,8 @@ adding the replica only when the queue would outgrow the budget. New pods count 
 budget left once they have started. Replicas go down only to a count that would keep the budget over
 the stabilisation window too (a longer look ahead, so a pool does not flap), never below what the work
 in flight needs, and to zero after ``idle_seconds_before_zero`` with nothing queued or in flight, or
-sooner when the arrival rate seen while busy makes the silence so far implausible (the work stopped).
+sooner when the arrival rate seen while busy (the lower of its fast and slow averages) makes the silence
+so far implausible (the work stopped).
 Demand is computed from the queue afresh at every call rather than from the current replica count, so
 pods that are still starting cannot cause a runaway (the backlog they will drain is the same backlog).
 """
@@ -99,10 +100,17 @@ class Memory:
     last_busy_at: float | None = None
     # The arrival rate at that moment: how much silence since then is plausible.
     busy_arrival_rate: float = 0.0
+    # The slow (minutes) arrival average at that moment, where the operator has one: the fast one reads
+    # high after a cluster of arrivals, and a pool that judged silence by it went to zero in the middle
+    # of steady work (2 tasks/s read as 4 made a 2.5 s gap "implausible"), each wake costing a pod start.
+    busy_steady_rate: float | None = None
     # Since when pods have been starting (spec above ready), and how long a pod took to start.
     starting_since: float | None = None
     starting_replicas: int = 0
     startup_seconds: float | None = None
+    # When the decision first asked for the pods now starting (kept while more join them; None once all
+    # are ready): how far into their start they are.
+    asked_at: float | None = None
     # When a batch landed: the reading that found the queue, empty before, holding more than a budget's
     # worth of arrivals. None while the queue is empty or built up from arrivals (its age is then spread
     # over its tasks, and a p95 target is met by the fresh budget).
@@ -118,9 +126,11 @@ class Memory:
         return {
             "lastBusyAt": self.last_busy_at,
             "busyArrivalRate": self.busy_arrival_rate,
+            "busySteadyRate": self.busy_steady_rate,
             "startingSince": self.starting_since,
             "startingReplicas": self.starting_replicas,
             "startupSeconds": self.startup_seconds,
+            "askedAt": self.asked_at,
             "headroom": [list(h) for h in self.headroom],
             "batchSince": self.batch_since,
             "backlogSeen": self.backlog_seen,
@@ -136,8 +146,10 @@ class Memory:
         try:
             last_busy_at = _optional(data.get("lastBusyAt"))
             rate = _optional(data.get("busyArrivalRate"))
+            steady_rate = _optional(data.get("busySteadyRate"))
             starting_since = _optional(data.get("startingSince"))
             startup = _optional(data.get("startupSeconds"))
+            asked_at = _optional(data.get("askedAt"))
             starting_replicas = int(data.get("startingReplicas") or 0)
             headroom = tuple((float(t), int(n)) for t, n in data.get("headroom") or ())
             batch_since = _optional(data.get("batchSince"))
@@ -148,8 +160,10 @@ class Memory:
         return cls(
             last_busy_at=last_busy_at,
             busy_arrival_rate=max(rate or 0.0, 0.0),
+            busy_steady_rate=None if steady_rate is None else max(steady_rate, 0.0),
             starting_since=starting_since,
             starting_replicas=max(starting_replicas, 0),
+            asked_at=asked_at,
             headroom=headroom,
             batch_since=batch_since,
             backlog_seen=bool(data.get("backlogSeen")),
@@ -393,6 +407,17 @@ def _learn_startup(observation: Observation, memory: Memory) -> Memory:
     return replace(memory, starting_since=None, starting_replicas=0, startup_seconds=learned)
 
 
+def _silence_rate(memory: Memory) -> float:
+    """The arrival rate a silence is judged by: the lower of the fast and slow averages seen while busy.
+
+    A silence is read as "the work stopped" once it is implausible at this rate; a rate read high makes
+    ordinary Poisson gaps look implausible, and each false stop costs a wake (a pod start of queueing).
+    Work that really stops still stops the pool: after minutes at a rate, the slow average has it too."""
+    if memory.busy_steady_rate is None:
+        return memory.busy_arrival_rate
+    return min(memory.busy_arrival_rate, memory.busy_steady_rate)
+
+
 def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision:
     now, current = observation.now, observation.current_replicas
     memory = _learn_startup(observation, memory)
@@ -412,7 +437,9 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     if busy and woke and (memory.woke_at is None or now - memory.woke_at >= wake_window):
         memory = replace(memory, woke_at=now, wake_arrival_rate=memory.busy_arrival_rate)
     waking = memory.woke_at is not None and now - memory.woke_at < wake_window
-    starting_for = 0.0 if memory.starting_since is None else now - memory.starting_since
+    if observation.ready_replicas >= current and memory.asked_at is not None:
+        memory = replace(memory, asked_at=None)
+    starting_for = 0.0 if memory.asked_at is None else now - memory.asked_at
     need = demand(
         observation,
         policy,
@@ -430,7 +457,14 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         headroom = (*headroom, (now, need.headroom))
     if busy:
         arrivals = max(observation.arrival_rate or 0.0, 0.0)
-        memory = replace(memory, last_busy_at=now, busy_arrival_rate=arrivals, headroom=headroom)
+        steady = observation.steady_arrival_rate
+        memory = replace(
+            memory,
+            last_busy_at=now,
+            busy_arrival_rate=arrivals,
+            busy_steady_rate=None if steady is None else max(steady, 0.0),
+            headroom=headroom,
+        )
     elif headroom != memory.headroom:
         memory = replace(memory, headroom=headroom)
     held = max((n for _, n in headroom), default=0)
@@ -442,14 +476,15 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         up = keep = 0  # a pool asleep wakes for work, not for a rate
     elif not busy:
         idle_for = math.inf if memory.last_busy_at is None else now - memory.last_busy_at
-        expected = memory.busy_arrival_rate * idle_for
+        silence_rate = _silence_rate(memory)
+        expected = silence_rate * idle_for
         if idle_for >= policy.idle_seconds_before_zero:
             up = keep = 0
             why += f"; idle for {policy.idle_seconds_before_zero:g}s or more"
         elif expected >= EXPECTED_ARRIVALS_IN_SILENCE:
             up = keep = 0
             why += (
-                f"; idle for {idle_for:.0f}s where {memory.busy_arrival_rate:.2f} arrivals/s "
+                f"; idle for {idle_for:.0f}s where {silence_rate:.2f} arrivals/s "
                 f"would have sent {expected:.0f}: the work stopped"
             )
         else:
@@ -486,4 +521,6 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
         if current > up:
             why += f"; holding {current}, needed within the next {policy.scale_down_stabilization_seconds:g}s"
 
+    if replicas > current and memory.asked_at is None:
+        memory = replace(memory, asked_at=now)
     return Decision(replicas=replicas, reason=f"{why} -> {replicas} (from {current})", memory=memory, current=current)

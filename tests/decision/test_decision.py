@@ -256,6 +256,21 @@ def test_to_zero_sooner_when_the_silence_says_the_work_stopped() -> None:
     assert decide(seen(current=1, now=29, arrival_rate=0.1), POLICY, trickle).replicas == 1
 
 
+def test_silence_is_judged_by_the_slower_of_the_fast_and_slow_arrival_averages() -> None:
+    """Steady work at 2 tasks/s whose 10 s average reads 4 after a cluster: a 2.5 s gap (e^-5 at the real
+    rate, dozens of them in half an hour) is not the work stopping; 5 s of silence at 2 tasks/s is."""
+    busy = replace(seen(in_flight=1, current=1, now=0, arrival_rate=4.0), steady_arrival_rate=2.0)
+    memory = decide(busy, POLICY, Memory()).memory
+    assert memory.busy_steady_rate == 2.0
+    assert decide(seen(current=1, now=2.5, arrival_rate=3.0), POLICY, memory).replicas == 1
+    stopped = decide(seen(current=1, now=5.0, arrival_rate=2.0), POLICY, memory)
+    assert stopped.replicas == 0 and "2.00 arrivals/s" in stopped.reason, stopped.reason
+    # work that ran for minutes and stopped: both averages have its rate, the pool goes as soon as before
+    long_run = replace(seen(in_flight=4, current=2, now=0, arrival_rate=8.0), steady_arrival_rate=8.0)
+    memory = decide(long_run, POLICY, Memory()).memory
+    assert decide(seen(current=2, now=EXPECTED_ARRIVALS_IN_SILENCE / 8.0), POLICY, memory).replicas == 0
+
+
 def test_min_and_max_clamp() -> None:
     policy = replace(POLICY, min_replicas=2, max_replicas=3)
     assert decide(seen(current=0), policy, Memory()).replicas == 2
@@ -289,10 +304,11 @@ def test_a_start_cut_short_by_a_scale_down_teaches_nothing() -> None:
 
 def test_memory_survives_json_and_garbage_starts_afresh() -> None:
     short = replace(POLICY, target_wait_seconds=0.5)
-    decision = decide(
-        seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0), short, Memory(startup_seconds=12.0)
-    )
+    reading = seen(backlog=5, current=1, ready=0, in_flight=3, now=7.5, arrival_rate=3.0)
+    reading = replace(reading, steady_arrival_rate=2.5)
+    decision = decide(reading, short, Memory(startup_seconds=12.0))
     assert decision.memory.headroom and decision.memory.starting_since == 7.5
+    assert decision.memory.busy_steady_rate == 2.5
     text = json.dumps(decision.memory.to_json())
     assert Memory.from_json(json.loads(text)) == decision.memory
     for garbage in (None, {}, {"lastBusyAt": "soon"}, {"headroom": [["x", 1]]}, [1, 2], {"lastBusyAt": "nan"}):
@@ -463,11 +479,11 @@ def test_a_pool_waking_from_zero_expects_the_rate_it_left_with() -> None:
     assert decide(seen(backlog=1, now=300.0, service_rate=4.0), POLICY, left_at(8.0)).replicas == 1
 
 
-def test_readings_while_the_pods_start_add_only_what_the_queue_adds() -> None:
-    """Readings while the pods start see the queue grow by the rate planned for. Pods count from the start
-    clock on, which restarts when pods join it (``_learn_startup``), so each reading that adds a pod counts
-    the starting ones as just asked for: the pool grows by about one pod per reading (the 8 tasks a second
-    over 2.5 s of draining at 4 tasks/s per pod = 0.8), never faster, until the first pods are ready."""
+def test_a_wake_is_sized_once_and_held_while_its_pods_start() -> None:
+    """Readings while the pods start see the queue grow by the rate planned for: the wake sized for it, so
+    the pool holds until its pods are ready and measure. The pods count as starting since they were asked
+    for, not since the reading that first saw them starting, nor since pods last joined them (counting
+    them as just asked for added about a pod per reading until the first was ready)."""
     woken = decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, left_at(8.0))
     memory, sizes = woken.memory, [woken.replicas]
     for second in range(1, 6):
@@ -482,7 +498,13 @@ def test_readings_while_the_pods_start_add_only_what_the_queue_adds() -> None:
         decision = decide(reading, SHORT, memory)
         memory = decision.memory
         sizes.append(decision.replicas)
-    assert sizes == [10, 11, 12, 13, 14, 14], sizes
+    assert sizes == [10] * 6, sizes
+    # a batch beyond the plan still grows the pool: 200 waiting 2 s in, not the 17 planned for
+    bigger = decide(seen(backlog=200, current=10, ready=0, now=302.0, service_rate=4.0), SHORT, woken.memory)
+    assert bigger.replicas > 10, bigger.reason
+    # once every pod is ready the clock stops
+    ready = decide(seen(backlog=0, in_flight=8, current=10, now=310.0, service_rate=4.0), SHORT, memory)
+    assert ready.memory.asked_at is None
 
 
 def test_the_remembered_rate_lasts_two_pod_starts() -> None:
