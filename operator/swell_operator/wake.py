@@ -107,11 +107,13 @@ return out
 _SUFFIXES = [QueueKeys("").delayed, QueueKeys("").consumers, QueueKeys("").processing("")]
 
 
-def script_arguments(watched: Sequence[Watched]) -> tuple[list[str], list[str]]:
-    """The script's KEYS and ARGV for these pools: Stream keys first, then list keys, each pool's in order."""
-    streams = [name for pool in watched if pool.backend == "redis-streams" for name in pool.queues]
-    lists = [name for pool in watched if pool.backend != "redis-streams" for name in pool.queues]
-    return streams + lists, [str(len(streams)), *_SUFFIXES]
+def script_arguments(watched: Sequence[Watched]) -> tuple[list[str], list[str], list[int]]:
+    """The script's KEYS and ARGV for these pools (Stream keys first, then list keys), and for each key the
+    index in ``watched`` of the pool it belongs to."""
+    streams = [(at, name) for at, pool in enumerate(watched) if pool.backend == "redis-streams" for name in pool.queues]
+    lists = [(at, name) for at, pool in enumerate(watched) if pool.backend != "redis-streams" for name in pool.queues]
+    ordered = streams + lists
+    return [name for _, name in ordered], [str(len(streams)), *_SUFFIXES], [at for at, _ in ordered]
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,9 @@ class _Layout:
 
     @classmethod
     def of(cls, pools: dict[tuple[str, str], _Entry]) -> _Layout:
-        ordered = sorted(pools.items(), key=lambda item: item[1].watched.backend != "redis-streams")
-        keys, args = script_arguments([entry.watched for _, entry in ordered])
-        owners = [pool for pool, entry in ordered for _ in entry.watched.queues]
-        return cls(keys, args, owners)
+        names = list(pools)
+        keys, args, owners = script_arguments([entry.watched for entry in pools.values()])
+        return cls(keys, args, [names[at] for at in owners])
 
 
 @dataclass

@@ -70,7 +70,7 @@ async def test_an_idle_tick_names_each_queue_once_and_gets_an_empty_answer(redis
         queues = (f"wake-test:idle-{n}", f"wake-test:idle-{n}-b") if n % 3 == 0 else (f"wake-test:idle-{n}",)
         watches.watch(("ns", f"idle-{n}"), redis_url, None, Watched(backend, queues), PoolWake())
     watch = next(iter(watches.servers.values()))
-    keys, args = script_arguments([entry.watched for entry in watch.pools.values()])
+    keys, args, _ = script_arguments([entry.watched for entry in watch.pools.values()])
     assert len(keys) == 400, "one key per queue"
     assert len(args) == 4, "the argument list does not grow with the pools"
     producer = aioredis.Redis.from_url(redis_url)
