@@ -13,7 +13,9 @@
 # a build whose hash matches the tagged image is skipped. The host's pip configuration and CA bundle
 # ($PIP_CERT) go into the context's build-host/ for the builder stage only; they are not hashed and never
 # reach an image. Works with the legacy builder (no BuildKit). SWELL_BUILD_NO_CACHE=1 builds from scratch
-# (docker build --no-cache), e.g. to time a cold build.
+# (docker build --no-cache), e.g. to time a cold build. Each target's venv stage stays tagged
+# swell-build-stage:<target>, the cache of the next build; the image and stage a rebuild replaces are
+# removed, so rebuilds do not pile up on disk.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -82,25 +84,45 @@ fi
 tar -r -f "$work/context.tar" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$work/host" -T "$work/host-files"
 
 # --- the images -------------------------------------------------------------------------------------
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+# Each rebuild of a target replaces its image and its venv stage; the replaced ones would stay on disk
+# untagged (about 1 GB per rebuild of all targets). One still tagged elsewhere or used by a container is
+# kept: `docker rmi` without --force refuses those.
+remove_if_untagged() {
+  [ -n "$1" ] || return 0
+  [ "$(docker image inspect -f '{{len .RepoTags}}' "$1" 2>/dev/null || echo gone)" = 0 ] || return 0
+  docker rmi "$1" >/dev/null 2>&1 || log "kept the replaced image ${1#sha256:} (a container still uses it)"
+}
+
 for target in "${targets[@]}"; do
   repository="swell-$target"
   ref="$repository:$version"
   hash="$(printf '%s\n' "$sources_hash" "$base_id" "$target" | sha256sum | cut -c1-64)"
   current="$(docker image inspect -f '{{ index .Config.Labels "dev.swell.content-hash" }}' "$ref" 2>/dev/null || true)"
-  if [ "$current" = "$hash" ] && [ "${SWELL_BUILD_NO_CACHE:-0}" != 1 ]; then
+  stage="swell-build-stage:$target"
+  if [ "$current" = "$hash" ] && [ -n "$(image_id "$stage")" ] && [ "${SWELL_BUILD_NO_CACHE:-0}" != 1 ]; then
     log "$ref is up to date"
   else
     log "building $ref (base $base)"
     started=$SECONDS
     cache=()
     [ "${SWELL_BUILD_NO_CACHE:-0}" = 1 ] && cache=(--no-cache)
-    if ! docker build "${cache[@]}" --target "$target" --build-arg "BASE_IMAGE=$base" \
+    old_stage="$(image_id "$stage")"
+    old_image="$(image_id "$ref")"
+    # The venv stage is built and tagged first (the target's build then reuses it from the cache), so
+    # that the stage a rebuild replaces can be found and removed below instead of lingering untagged.
+    if ! docker build "${cache[@]}" --target "$target-venv" --build-arg "BASE_IMAGE=$base" \
+        -t "$stage" -f Dockerfile - < "$work/context.tar" > "$work/build.log" 2>&1 \
+      || ! docker build --target "$target" --build-arg "BASE_IMAGE=$base" \
         --label "dev.swell.content-hash=$hash" --label "org.opencontainers.image.version=$version" \
-        -t "$ref" -f Dockerfile - < "$work/context.tar" > "$work/build.log" 2>&1; then
+        -t "$ref" -f Dockerfile - < "$work/context.tar" >> "$work/build.log" 2>&1; then
       tail -n 40 "$work/build.log" >&2
       log "building $ref failed"
       exit 1
     fi
+    remove_if_untagged "$old_stage"
+    remove_if_untagged "$old_image"
     log "built $ref in $((SECONDS - started)) s"
   fi
   echo "$ref"

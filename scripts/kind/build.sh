@@ -88,16 +88,11 @@ addons() {
   fi
 }
 
-# A fresh temporary build context; removed on exit.
-contexts=()
-cleanup() { [ "${#contexts[@]}" = 0 ] || rm -rf "${contexts[@]}"; }
-trap cleanup EXIT
-new_context() {
-  local dir
-  dir="$(mktemp -d /tmp/swell-kind-context.XXXXXX)"
-  contexts+=("$dir")
-  echo "$dir"
-}
+# A fresh temporary build context; all are removed on exit. (They live under one directory made here:
+# new_context runs in a $(...) subshell, which cannot add to a list this shell would clean up.)
+contexts="$(mktemp -d /tmp/swell-kind-contexts.XXXXXX)"
+trap 'rm -rf "$contexts"' EXIT
+new_context() { mktemp -d "$contexts/context.XXXXXX"; }
 
 base_image_tag() {
   { cat "$here/base.Dockerfile"; echo "$KIND_VERSION $CRICTL_VERSION"; docker image inspect -f '{{.Id}}' "$debian_image"; } | short_hash
@@ -208,7 +203,7 @@ node_image() {
   docker rm -f "$container" >/dev/null 2>&1 || true
   docker run -d --name "$container" --entrypoint=sleep --security-opt seccomp=unconfined "$base" infinity >/dev/null
   # shellcheck disable=SC2064
-  trap "docker rm -f $container >/dev/null 2>&1 || true; cleanup" EXIT
+  trap "docker rm -f $container >/dev/null 2>&1 || true; rm -rf \"$contexts\"" EXIT
   local cmd
   for cmd in kubeadm kubelet kubectl; do
     docker cp "$kube_bin/$cmd" "$container:/usr/bin/$cmd"

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tests.operator.kube import pool_manifest, replicas_of, wait_for
+from tests.tooling.kind.cluster import canonical_reference, load_images, node_image_tags, node_names
 from tests.tooling.stack import KindStack
 
 # The first test of the tier also pays for the stack: images, cluster, chart (minutes when cold).
@@ -304,3 +305,42 @@ def test_an_invalid_workerpool_is_refused_by_the_api_server_with_the_reason(kind
         ).returncode
         != 0
     )
+
+
+def test_only_the_latest_build_of_each_image_stays_in_docker_and_on_the_nodes(kind_stack: KindStack) -> None:
+    """Every rebuild is loaded under a new tag; keeping them all filled the disk of the suite's machine."""
+    for ref in (kind_stack.images.worker, kind_stack.images.operator, kind_stack.images.vector_store):
+        repository, _, tag = ref.rpartition(":")
+        listed = subprocess.run(
+            ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        version = tag.rpartition("-")[0]
+        assert [found for found in listed if found.startswith(f"{repository}:{version}-")] == [ref]
+
+    repository = f"swell-load-probe-{uuid.uuid4().hex[:8]}"
+    builds = [f"{repository}:{n}" for n in (1, 2)]
+    for n, ref in enumerate(builds):
+        dockerfile = f"FROM {kind_stack.images.redis}\nLABEL dev.swell.load-probe={n}\n"
+        subprocess.run(["docker", "build", "-q", "-t", ref, "-"], input=dockerfile, text=True, check=True)
+    nodes = node_names(kind_stack.cluster)
+    try:
+        load_images(kind_stack.cluster, builds[:1])
+        load_images(kind_stack.cluster, builds[1:])
+        held = {node: {tag for _, image_tags in node_image_tags(node) for tag in image_tags} for node in nodes}
+        workers = sorted(node for node in nodes if "control-plane" not in node)
+        assert (
+            workers and sorted(node for node, tags in held.items() if canonical_reference(builds[1]) in tags) == workers
+        )
+        assert not [node for node, tags in held.items() if canonical_reference(builds[0]) in tags], "a replaced build"
+        assert all(canonical_reference(kind_stack.images.worker) in held[node] for node in workers), held
+    finally:
+        for node in nodes:
+            subprocess.run(
+                ["docker", "exec", node, "crictl", "rmi", *map(canonical_reference, builds)],
+                capture_output=True,
+                check=False,
+            )
+        subprocess.run(["docker", "rmi", *builds], capture_output=True, check=False)

@@ -43,6 +43,10 @@ def must(result: subprocess.CompletedProcess[bytes]) -> str:
     return result.stdout.decode()
 
 
+def image_id(ref: str) -> str:
+    return must(docker("image", "inspect", "-f", "{{.Id}}", ref)).strip()
+
+
 def build() -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=3000, cwd=ROOT, check=False)
 
@@ -77,16 +81,39 @@ def test_build_script_tags_both_images_with_the_chart_version_and_skips_an_uncha
         "worker": f"swell-worker:{version}",
         "vector-store": f"swell-vector-store:{version}",
     }
-    before = {ref: must(docker("image", "inspect", "-f", "{{.Id}}", ref)).strip() for ref in images.values()}
+    before = {ref: image_id(ref) for ref in images.values()}
     again = build()
     assert again.returncode == 0, again.stderr
     assert again.stdout.split() == list(images.values())
     assert again.stderr.count("is up to date") == 3, again.stderr
-    after = {ref: must(docker("image", "inspect", "-f", "{{.Id}}", ref)).strip() for ref in images.values()}
+    after = {ref: image_id(ref) for ref in images.values()}
     assert after == before
     for ref in images.values():
         labels = json.loads(must(docker("image", "inspect", "-f", "{{json .Config.Labels}}", ref)))
         assert re.fullmatch(r"[0-9a-f]{64}", labels["dev.swell.content-hash"])
+
+
+def test_a_rebuild_removes_the_image_and_build_stage_it_replaces(images: dict[str, str]) -> None:
+    """Each rebuild used to leave its predecessor's image and venv stage untagged on disk (about 1 GB per
+    rebuild of all targets), until a day of work filled the disk of the machine the suite ran on."""
+    ref, stage = images["operator"], "swell-build-stage:operator"
+    old_image, old_stage = image_id(ref), image_id(stage)
+    old_image_tags = json.loads(must(docker("image", "inspect", "-f", "{{json .RepoTags}}", old_image)))
+    probe = ROOT / "contract" / "rebuild-probe.txt"
+    try:
+        probe.write_text("a source change, so that the operator image is built again\n")
+        rebuilt = subprocess.run([str(BUILD), "operator"], capture_output=True, text=True, timeout=3000, cwd=ROOT)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
+        assert rebuilt.stdout.split() == [ref]
+        assert image_id(ref) != old_image and image_id(stage) != old_stage
+        assert docker("image", "inspect", old_stage).returncode != 0, "the replaced build stage is still on disk"
+        kept = docker("image", "inspect", old_image).returncode == 0
+        # Another tag (a content tag made by tests/tooling/stack.py) keeps the old image; nothing else may.
+        assert kept == (old_image_tags != [ref]), f"old image kept={kept} with tags {old_image_tags}"
+    finally:
+        probe.unlink(missing_ok=True)
+        restored = subprocess.run([str(BUILD), "operator"], capture_output=True, text=True, timeout=3000, cwd=ROOT)
+        assert restored.returncode == 0, restored.stderr[-4000:]
 
 
 def test_images_fit_their_size_budgets(images: dict[str, str]) -> None:

@@ -58,7 +58,24 @@ def _content_tag(ref: str) -> str:
     repository, tag = _repository_and_tag(ref)
     unique = f"{repository}:{tag}-{image_id.removeprefix('sha256:')[:12]}"
     _run(["docker", "tag", ref, unique], timeout=60, what=f"docker tag {unique}")
+    _untag_older_builds(repository, tag, keep=unique)
     return unique
+
+
+def _untag_older_builds(repository: str, tag: str, *, keep: str) -> None:
+    """Removes the content tags of `repository`'s earlier builds, so their images can leave the disk.
+
+    `docker rmi` without --force keeps an image that a container still uses.
+    """
+    listed = _run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository],
+        timeout=60,
+        what=f"docker image ls {repository}",
+    )
+    content_tag = re.compile(rf"{re.escape(repository)}:{re.escape(tag)}-[0-9a-f]{{12}}")
+    older = [ref for ref in listed.split() if ref != keep and content_tag.fullmatch(ref)]
+    if older:
+        subprocess.run(["docker", "rmi", *older], capture_output=True, timeout=300, check=False)
 
 
 def build_images() -> Images:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import logging
 import os
 import subprocess
@@ -248,14 +249,82 @@ def ensure_kind_cluster(name: str = "swell", config: Path = DEFAULT_CONFIG, *, t
 def load_images(cluster: KindCluster, images: Sequence[str]) -> None:
     """Puts local Docker images on every node of the cluster, skipping nodes that have them already.
 
-    One image per `kind load` call, so that one new image does not resend the others.
+    One image per `kind load` call, so that one new image does not resend the others. Each rebuild is
+    loaded under a new tag, so the other tags of the same repositories are then removed from the nodes
+    unless a container uses them: without that, the nodes kept every build ever loaded (20 GB after a
+    day of work, which filled the disk of the machine the suite ran on).
     """
+    nodes = ",".join(_nodes_that_run_pods(cluster))
     for image in dict.fromkeys(images):
         _run(
-            [cluster.kind, "load", "docker-image", "--name", cluster.name, image],
+            [cluster.kind, "load", "docker-image", "--name", cluster.name, "--nodes", nodes, image],
             timeout=1800,
             what=f"kind load {image}",
         )
+    for node in node_names(cluster):
+        _remove_replaced_images(node, images)
+
+
+def node_names(cluster: KindCluster) -> list[str]:
+    """The names of the cluster's node containers."""
+    return _run([cluster.kind, "get", "nodes", "--name", cluster.name], timeout=60, what="kind get nodes").split()
+
+
+def _nodes_that_run_pods(cluster: KindCluster) -> list[str]:
+    """The nodes without a NoSchedule or NoExecute taint: a copy on the control plane would be unused disk."""
+    listed = json.loads(
+        _run(cluster.kubectl_command("get", "nodes", "-o", "json"), timeout=60, what="kubectl get nodes")
+    )
+    return [
+        node["metadata"]["name"]
+        for node in listed["items"]
+        if not any(taint.get("effect") in {"NoSchedule", "NoExecute"} for taint in node["spec"].get("taints") or [])
+    ]
+
+
+def node_image_tags(node: str) -> list[tuple[str, list[str]]]:
+    """(image ID, its tags) for every image in the node's containerd."""
+    listed = json.loads(_crictl(node, "images", "-o", "json"))
+    return [(image["id"], list(image.get("repoTags") or [])) for image in listed.get("images") or []]
+
+
+def canonical_reference(image: str) -> str:
+    """`image` as containerd names it: `swell-worker:1` is docker.io/library/swell-worker:1."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if rest else f"docker.io/library/{image}"
+
+
+def _crictl(node: str, *args: str) -> str:
+    return _run(["docker", "exec", node, "crictl", *args], timeout=120, what=f"crictl {args[0]} on {node}")
+
+
+def _remove_replaced_images(node: str, loaded: Sequence[str]) -> None:
+    """Removes the node's images whose every tag is in a repository of `loaded` but is not one of them.
+
+    An image a container uses (running or not) is kept, and so is one also tagged in another repository.
+    """
+    wanted = {canonical_reference(image) for image in loaded}
+    repositories = {reference.rpartition(":")[0] for reference in wanted}
+    containers = json.loads(_crictl(node, "ps", "-a", "-o", "json")).get("containers") or []
+    in_use = {container.get("imageRef", "") for container in containers}
+    in_use |= {(container.get("image") or {}).get("image", "") for container in containers}
+    replaced = [
+        image_id
+        for image_id, tags in node_image_tags(node)
+        if tags
+        and image_id not in in_use
+        and not in_use.intersection(tags)
+        and not wanted.intersection(tags)
+        and all(tag.rpartition(":")[0] in repositories for tag in tags)
+    ]
+    if replaced:
+        # Freeing space must not fail the load that asked for it: a refusal is logged and left.
+        removed = subprocess.run(
+            ["docker", "exec", node, "crictl", "rmi", *replaced], capture_output=True, text=True, check=False
+        )
+        log.info("%s: removed %d replaced images (%s)", node, len(replaced), removed.stderr.strip() or "ok")
 
 
 def delete_kind_cluster(name: str = "swell") -> None:
