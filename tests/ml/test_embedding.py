@@ -112,7 +112,7 @@ async def test_batches_are_bounded(int8: OnnxInt8Embedder) -> None:
 
 async def test_a_failing_model_call_fails_every_waiter() -> None:
     class Broken:
-        model_id, dim = "broken", 384
+        model_id, dim, parallel_calls = "broken", 384, 1
 
         def embed(self, texts: list[str]) -> np.ndarray:
             raise RuntimeError("out of memory")
@@ -122,20 +122,34 @@ async def test_a_failing_model_call_fails_every_waiter() -> None:
     assert all(isinstance(o, RuntimeError) and "out of memory" in str(o) for o in outcomes)
 
 
+class Slow:
+    """A stand-in model whose calls wait for ``release``; each row holds the number its text ends with."""
+
+    model_id, dim = "slow", 384
+
+    def __init__(self, parallel_calls: int) -> None:
+        self.parallel_calls = parallel_calls
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.sizes.append(len(texts))
+        self.release.wait(10)
+        rows = np.zeros((len(texts), 384), dtype=np.float32)
+        rows[:, 0] = [float(text.lstrip("abcdefghijklmnopqrstuvwxyz")) if text[-1].isdigit() else -1 for text in texts]
+        return rows
+
+
+async def calls_started(model: Slow, count: int) -> None:
+    for _ in range(500):
+        if len(model.sizes) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} model calls expected, {model.sizes} started")
+
+
 async def test_requests_arriving_while_the_model_runs_form_the_next_batch() -> None:
-    class Slow:
-        model_id, dim = "slow", 384
-
-        def __init__(self) -> None:
-            self.sizes: list[int] = []
-            self.release = threading.Event()
-
-        def embed(self, texts: list[str]) -> np.ndarray:
-            self.sizes.append(len(texts))
-            self.release.wait(10)
-            return np.zeros((len(texts), 384), dtype=np.float32)
-
-    model = Slow()
+    model = Slow(parallel_calls=1)
     batcher = MicroBatcher(model, max_texts=64)  # type: ignore[arg-type]
     first = asyncio.create_task(batcher.embed(["alone"]))
     while not model.sizes:  # an idle model takes the first request without waiting for company
@@ -155,3 +169,55 @@ def test_model_threads_follow_the_pods_cpu_limit(tmp_path: Path) -> None:
     cpu_max.write_text("max 100000\n")  # no limit: the CPUs the process may run on
     assert cpu_limit(cpu_max) == cpus
     assert cpu_limit(tmp_path / "absent") == cpus
+
+
+async def test_a_request_arriving_during_a_call_starts_another_when_the_model_takes_two_at_once() -> None:
+    model = Slow(parallel_calls=2)
+    batcher = MicroBatcher(model, max_texts=64)  # type: ignore[arg-type]
+    first = asyncio.create_task(batcher.embed(["t0"]))
+    await calls_started(model, 1)
+    second = asyncio.create_task(batcher.embed(["t1"]))
+    await calls_started(model, 2)  # not held behind the first call
+    third = [asyncio.create_task(batcher.embed([f"t{i}"])) for i in range(2, 6)]
+    await asyncio.sleep(0.05)
+    assert model.sizes == [1, 1], "a third call started while two ran"
+    model.release.set()
+    results = await asyncio.gather(first, second, *third)
+    assert [int(rows[0, 0]) for rows in results] == list(range(6))
+    assert sorted(model.sizes[2:]) in ([4], [2, 2]), model.sizes
+    batcher.close()
+
+
+async def test_texts_waiting_together_are_shared_among_the_calls_that_start() -> None:
+    model = Slow(parallel_calls=2)
+    model.release.set()
+    batcher = MicroBatcher(model, max_texts=64)  # type: ignore[arg-type]
+    results = await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(10)))
+    assert [int(rows[0, 0]) for rows in results] == list(range(10))
+    assert model.sizes == [5, 5]
+    batcher.close()
+
+
+async def test_a_large_request_is_split_across_the_calls_and_returned_in_order() -> None:
+    model = Slow(parallel_calls=2)
+    model.release.set()
+    batcher = MicroBatcher(model, max_texts=8)  # type: ignore[arg-type]
+    rows = await batcher.embed([f"t{i}" for i in range(40)])
+    assert rows.shape == (40, 384)
+    assert rows[:, 0].tolist() == list(range(40))
+    assert max(model.sizes) <= 8 and sum(model.sizes) == 40
+    batcher.close()
+
+
+async def test_single_threaded_calls_side_by_side_give_the_vectors_of_one_call() -> None:
+    side_by_side = OnnxInt8Embedder(2, parallel_calls=0)
+    assert side_by_side.parallel_calls == 2
+    batcher = MicroBatcher(side_by_side, max_texts=64)
+    try:
+        together = await asyncio.gather(*(batcher.embed([s]) for s in SENTENCES[:12]))
+    finally:
+        batcher.close()
+    alone = OnnxInt8Embedder(1).embed(SENTENCES[:12])
+    assert batcher.model_calls >= 2
+    for i, rows in enumerate(together):
+        assert float(rows[0] @ alone[i]) > 0.9999

@@ -36,7 +36,7 @@ def thread_ids() -> set[int]:
 class Recording:
     """A stand-in model that notes the niceness of the thread each call runs in."""
 
-    model_id, dim = "recording", 384
+    model_id, dim, parallel_calls = "recording", 384, 1
 
     def __init__(self) -> None:
         self.niceness: list[int] = []

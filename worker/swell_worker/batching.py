@@ -4,13 +4,21 @@ A model call on 32 texts costs far less than 32 calls on one, and a worker with 
 to N tasks wanting vectors at once. Batches form while the model is busy rather than on a timer: an idle
 model takes the first request at once (no added latency at low load), and every request that arrives
 during a call joins the next one, up to a bounded batch size. So the batch grows exactly as fast as work
-waits. The call runs in a thread of the model's lower priority (embedder.lower_thread_priority), so the
-event loop keeps serving pulls, replies and probes meanwhile, without waiting for a core behind the model.
+waits.
+
+An embedder may take several calls at once (``parallel_calls``: the int8 runtime runs one single-threaded
+call per core). A request that arrives while one call runs then starts another at once instead of
+waiting for it, and the waiting texts are shared among the calls that start together. At low load that
+halves the wait behind a running call; under load every core still runs a full batch. A large request is
+split across the calls. Each call runs in a thread of the model's lower priority
+(embedder.lower_thread_priority), so the event loop keeps serving pulls, replies and probes meanwhile,
+without waiting for a core behind the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -41,36 +49,51 @@ class MicroBatcher:
         self.max_texts = max_texts
         self.model_calls = 0
         self._pending: list[_Request] = []
-        self._runner: asyncio.Task[None] | None = None
-        # One call at a time: a batch grows while the model is busy, and the call already uses every core.
-        self._calls = model_threads("swell-model")
+        self._parallel = max(1, embedder.parallel_calls)
+        # Runners started and not yet in a model call: the waiting texts are shared among them.
+        self._runners: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        self._calls = model_threads("swell-model", self._parallel)
 
     def close(self) -> None:
-        """Let the model thread end once its call returns; embedding afterwards is an error."""
+        """Let the model threads end once their calls return; embedding afterwards is an error."""
         self._calls.shutdown(wait=False)
 
     async def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        request = _Request(list(texts))
-        self._pending.append(request)
-        if self._runner is None:
-            # Started as a task, it first runs after every caller already scheduled has queued its texts.
-            self._runner = asyncio.create_task(self._run_while_pending())
-        return await request.future
+        size = min(self.max_texts, math.ceil(len(texts) / self._parallel))
+        requests = [_Request(texts[at : at + size]) for at in range(0, len(texts), size)]
+        self._pending.extend(requests)
+        while len(self._runners) < self._parallel and self._starting < len(self._pending):
+            # Started as a task, a runner first runs after every caller already scheduled has queued its texts.
+            self._starting += 1
+            runner = asyncio.create_task(self._run_while_pending())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+        if len(requests) == 1:
+            return await requests[0].future
+        return np.concatenate(await asyncio.gather(*(request.future for request in requests)))
 
     async def _run_while_pending(self) -> None:
         try:
             while self._pending:
-                await self._run(self._take_batch())
+                batch = self._take_batch()
+                self._starting -= 1
+                try:
+                    await self._run(batch)
+                finally:
+                    self._starting += 1
         finally:
-            self._runner = None
+            self._starting -= 1
 
     def _take_batch(self) -> list[_Request]:
-        """Whole requests, oldest first, up to ``max_texts`` (a larger request goes alone)."""
+        """Whole requests, oldest first: this runner's share of the waiting texts, up to ``max_texts``."""
+        waiting = sum(len(request.texts) for request in self._pending)
+        share = min(self.max_texts, math.ceil(waiting / max(1, self._starting)))
         taken, count = 0, 0
         for request in self._pending:
-            if taken and count + len(request.texts) > self.max_texts:
+            if taken and count + len(request.texts) > share:
                 break
             taken, count = taken + 1, count + len(request.texts)
         batch, self._pending = self._pending[:taken], self._pending[taken:]

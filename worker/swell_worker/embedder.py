@@ -31,6 +31,8 @@ Vectors = npt.NDArray[np.float32]
 class Embedder(Protocol):
     model_id: str
     dim: int
+    # Calls of embed() that may run at once, each in its own thread.
+    parallel_calls: int
 
     def embed(self, texts: list[str]) -> Vectors:
         """L2-normalised vectors, one row per text; blocking (call it from a thread)."""
@@ -113,8 +115,13 @@ class OnnxInt8Embedder:
     model_id = "all-MiniLM-L6-v2-onnx-int8"
     dim = DIMENSIONS
 
-    def __init__(self, threads: int = 0, *, spin: bool = False) -> None:
-        """``threads``: per model call; 0 for the CPU limit.
+    def __init__(self, threads: int = 0, *, parallel_calls: int = 1, spin: bool = False) -> None:
+        """``threads``: for the model in all; 0 for the CPU limit.
+
+        ``parallel_calls``: calls that may run at once, each with an equal share of the threads; 0 for
+        one single-threaded call per thread, as the worker runs it. A call's threads wait for each other
+        at every layer, so on a busy machine one late thread holds up the call; single-threaded calls
+        side by side do not wait, and a text that arrives while one runs need not wait for it.
 
         ``spin``: ONNX's pool threads busy-wait for the next call after each one (its default). In a
         worker they would burn the cores the event loop and Redis need between batches, so they sleep.
@@ -125,8 +132,10 @@ class OnnxInt8Embedder:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file()))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
+        threads = threads or cpu_limit()
+        self.parallel_calls = min(parallel_calls, threads) or threads
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_limit()
+        options.intra_op_num_threads = max(1, threads // self.parallel_calls)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self._session = onnxruntime.InferenceSession(
@@ -151,6 +160,7 @@ class OnnxInt8Embedder:
 class SentenceTransformerEmbedder:
     model_id = "all-MiniLM-L6-v2"
     dim = DIMENSIONS
+    parallel_calls = 1  # torch's thread count is one setting for the whole process
 
     def __init__(self, threads: int = 0) -> None:
         """``threads``: per model call; 0 for the CPU limit."""
@@ -185,5 +195,5 @@ def load_embedder(config: WorkerConfig) -> Embedder:
         raise ConfigError(f"SWELL_EMBEDDER must be onnx-int8 or sentence-transformers; got {config.embedder!r}")
     with model_threads("swell-model-load") as loader:
         if config.embedder == "onnx-int8":
-            return loader.submit(OnnxInt8Embedder, config.model_threads).result()
+            return loader.submit(OnnxInt8Embedder, config.model_threads, parallel_calls=0).result()
         return loader.submit(SentenceTransformerEmbedder, config.model_threads).result()
