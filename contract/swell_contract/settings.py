@@ -188,7 +188,8 @@ class WorkerSettings(BaseModel):
     model_threads: int = _setting(
         0,
         "SWELL_MODEL_THREADS",
-        "threads per model call; 0: the pod's CPU limit (its cgroup quota), else the CPUs it may run on",
+        "threads for the model; the int8 runtime runs that many single-threaded calls at once, the fp32 one"
+        " puts them all in one call; 0: the pod's CPU limit (its cgroup quota), else the CPUs it may run on",
     )
     vector_uri: str = _setting(
         "/tmp/swell-vectors.db",

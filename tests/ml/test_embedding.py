@@ -221,3 +221,26 @@ async def test_single_threaded_calls_side_by_side_give_the_vectors_of_one_call()
     assert batcher.model_calls >= 2
     for i, rows in enumerate(together):
         assert float(rows[0] @ alone[i]) > 0.9999
+
+
+@pytest.mark.parametrize("parallel_calls", [1, 2])
+async def test_requests_made_as_earlier_ones_return_are_served(parallel_calls: int) -> None:
+    """A caller that embeds again as soon as its vectors arrive must find a runner, not wait forever."""
+    model = Slow(parallel_calls)
+    model.release.set()
+    batcher = MicroBatcher(model, max_texts=64)  # type: ignore[arg-type]
+    in_flight = asyncio.Semaphore(4)
+
+    async def one(i: int) -> int:
+        async with in_flight:
+            rows = await batcher.embed([f"t{i}"])
+        return int(rows[0, 0])
+
+    async def one_after_another() -> list[int]:
+        return [int((await batcher.embed([f"t{i}"]))[0, 0]) for i in range(5)]
+
+    try:
+        assert await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(40))), 10) == list(range(40))
+        assert await asyncio.wait_for(one_after_another(), 10) == list(range(5))
+    finally:
+        batcher.close()

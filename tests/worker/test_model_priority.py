@@ -67,8 +67,9 @@ async def test_a_closed_batcher_refuses_new_work() -> None:
 
 
 @pytest.mark.model
-def test_the_onnx_pool_threads_start_at_the_lower_priority() -> None:
-    """ONNX starts its pool threads when the session is made; they inherit that thread's niceness."""
+def test_the_worker_model_runs_only_in_threads_below_the_loop() -> None:
+    """The worker's session runs single-threaded calls in the batcher's threads (lower priority, tested
+    above); any pool thread ONNX starts with the session inherits the loading thread's niceness."""
     before = thread_ids()
     loading_thread_niceness = os.getpriority(os.PRIO_PROCESS, 0)
     embedder = load_embedder(
@@ -82,7 +83,7 @@ def test_the_onnx_pool_threads_start_at_the_lower_priority() -> None:
     )
     niceness = [n for n in map(niceness_of, thread_ids() - before) if n is not None]
     assert embedder.embed(["the pool is up"]).shape == (1, 384)
-    assert niceness, "a two-thread session starts at least one pool thread"
+    assert embedder.parallel_calls == 2, "two threads are two single-threaded calls side by side"
     assert all(n >= loading_thread_niceness + MODEL_NICENESS for n in niceness)
     assert os.getpriority(os.PRIO_PROCESS, 0) == loading_thread_niceness
     assert threading.current_thread() is threading.main_thread()

@@ -21,6 +21,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from prometheus_client import Histogram
@@ -68,9 +69,7 @@ class MicroBatcher:
         while len(self._runners) < self._parallel and self._starting < len(self._pending):
             # Started as a task, a runner first runs after every caller already scheduled has queued its texts.
             self._starting += 1
-            runner = asyncio.create_task(self._run_while_pending())
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
+            self._runners.add(asyncio.create_task(self._run_while_pending()))
         if len(requests) == 1:
             return await requests[0].future
         return np.concatenate(await asyncio.gather(*(request.future for request in requests)))
@@ -86,6 +85,9 @@ class MicroBatcher:
                     self._starting += 1
         finally:
             self._starting -= 1
+            # At once, not in a done callback: a caller woken by this runner's last results may embed
+            # again before such a callback runs, and must then be able to start a runner.
+            self._runners.discard(cast("asyncio.Task[None]", asyncio.current_task()))
 
     def _take_batch(self) -> list[_Request]:
         """Whole requests, oldest first: this runner's share of the waiting texts, up to ``max_texts``."""
