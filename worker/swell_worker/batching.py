@@ -51,8 +51,8 @@ class MicroBatcher:
         self.model_calls = 0
         self._pending: list[_Request] = []
         self._parallel = max(1, embedder.parallel_calls)
-        # Runners started and not yet in a model call: the waiting texts are shared among them.
         self._runners: set[asyncio.Task[None]] = set()
+        # Runners started and not yet in a model call: the waiting texts are shared among them.
         self._starting = 0
         self._calls = model_threads("swell-model", self._parallel)
 
