@@ -3,7 +3,9 @@
 Same machine, same run, same short documents, the same int8 ONNX embedder with the same threads:
 - limit: ``OnnxInt8Embedder.embed`` called directly at its best batch size (swept), no queue, in both
   layouts of the same threads: all of them in one call at a time, and single-threaded calls side by side
-  (the worker's);
+  (the worker's). The sweep's best is timed again ``--repeats`` times, in turns with the saturated
+  worker, and the medians are compared: the best of a sweep is a lucky draw on a shared machine, and a
+  slow spell should slow both sides;
 - single call: one text, embedded directly (the model's own latency; the faster layout's), and one task
   through the queue to an idle worker (what a lone request costs end to end), timed like the tasks at
   half load; the reference is that task with the worker's call swapped for the faster direct one;
@@ -14,12 +16,13 @@ Same machine, same run, same short documents, the same int8 ONNX embedder with t
   capacity); p50/p95 from just before submit to the result's commit time (the same clock as the single
   task through the queue). The producer shares the cores, so it runs on uvloop like the worker, and the
   CPU each process spends per task is recorded (a measure the machine's other load hardly moves);
-- floor: the p95 that a model server taking every waiting text as soon as it is free would reach at the
-  same rate, with the model's direct batch times (a + c per text, fitted to batches of 1-16) and the queue's own
-  cost (single task through the queue minus the direct call); what batching this model at this rate allows
-  before any queue or CPU contention.
+- floor: the p95 that model calls taking every waiting text as soon as one is free would reach at the
+  same rate, in each layout (one call of all threads, or single-threaded calls side by side), with that
+  layout's direct call times (a + c per text, fitted to batches of 1-16) and the queue's own cost (single
+  task through the queue minus the direct call); the lower of the two is what batching this model at this
+  rate allows before any queue or CPU contention.
 
-    python -m bench.embedding [--docs 2000] [--half-load-seconds 30]
+    python -m bench.embedding [--docs 2000] [--half-load-seconds 30] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +63,11 @@ def fit_batch_cost(walls: dict[int, float]) -> tuple[float, float]:
     return max(mean_t - c * mean_b, 0.0), c
 
 
-def batching_floor(rate: float, a: float, c: float, queue_cost: float, max_texts: int = 64) -> float:
-    """p95 latency of a server that, whenever free, runs every waiting text (up to ``max_texts``) in one call.
+def batching_floor(
+    rate: float, a: float, c: float, queue_cost: float, max_texts: int = 64, *, servers: int = 1
+) -> float:
+    """p95 latency of ``servers`` model calls that, whenever one is free, run every waiting text (up to
+    ``max_texts``) in one call.
 
     Poisson arrivals at ``rate`` (seeded), calls of ``a + c * b`` seconds, plus ``queue_cost`` per task.
     """
@@ -70,14 +77,16 @@ def batching_floor(rate: float, a: float, c: float, queue_cost: float, max_texts
         at += rng.expovariate(rate)
         arrivals.append(at)
     latencies: list[float] = []
-    free, i = 0.0, 0
+    free = [0.0] * servers
+    i = 0
     while i < len(arrivals):
-        start = max(free, arrivals[i])
+        server = min(range(servers), key=free.__getitem__)
+        start = max(free[server], arrivals[i])
         j = i + 1
         while j < len(arrivals) and arrivals[j] <= start and j - i < max_texts:
             j += 1
-        free = start + a + c * (j - i)
-        latencies.extend(free - arrivals[k] + queue_cost for k in range(i, j))
+        free[server] = start + a + c * (j - i)
+        latencies.extend(free[server] - arrivals[k] + queue_cost for k in range(i, j))
         i = j
     return quantile(latencies, 0.95)
 
@@ -108,8 +117,28 @@ def single_call(model: Any, texts: list[str]) -> float:
     return statistics.median(singles)
 
 
-def direct(texts: list[str]) -> tuple[dict[str, Any], dict[str, float], dict[int, float]]:
-    """The best direct batch as a row, the median latency of one text by layout, and seconds per call by batch.
+@dataclass
+class Limit:
+    """The fastest direct layout and batch found by the sweep, to be timed again next to the worker."""
+
+    system: str
+    model: Any
+    batch: int
+
+    def rate(self, texts: list[str]) -> float:
+        return direct_rate(self.model, texts, self.batch)
+
+
+@dataclass
+class Layout:
+    """One layout's model calls: how many run at once, and seconds per call by batch size."""
+
+    servers: int
+    walls: dict[int, float]
+
+
+def direct(texts: list[str]) -> tuple[Limit, dict[str, float], dict[str, Layout]]:
+    """The best direct batch, the median latency of one text by layout, and each layout's call times.
 
     Two layouts of the same threads are swept: every thread in one call at a time, and the worker's
     single-threaded calls side by side. At the best batch, ONNX's spinning pool threads (its default,
@@ -117,37 +146,32 @@ def direct(texts: list[str]) -> tuple[dict[str, Any], dict[str, float], dict[int
     """
     from swell_worker.embedder import OnnxInt8Embedder, cpu_limit
 
-    layouts = {
+    models = {
         f"one call at a time, {cpu_limit()} threads each": OnnxInt8Embedder(),
         f"{cpu_limit()} single-threaded calls at once": OnnxInt8Embedder(parallel_calls=0),
     }
-    best: dict[str, Any] = {"docs_per_second": 0.0}
-    best_batch = BATCHES[0]
-    walls: dict[int, float] = {}
-    for layout, model in layouts.items():
+    best, best_rate = Limit("", None, BATCHES[0]), 0.0
+    layouts: dict[str, Layout] = {}
+    for name, model in models.items():
         model.embed(texts[:64])
+        layout = layouts[name] = Layout(model.parallel_calls, {})
         for batch in BATCHES:
             rate = direct_rate(model, texts, batch)
-            if model.parallel_calls == 1:
-                walls[batch] = batch / rate
-            print(f"  direct batch {batch:>3}, {layout}: {rate:8.1f} docs/s", flush=True)
-            if rate > best["docs_per_second"]:
-                best_batch = batch
-                best = {
-                    "system": f"onnx-int8 embed, batch {batch}, no queue ({layout})",
-                    "docs_per_second": round(rate, 1),
-                }
+            # Calls run side by side, each on its own batch: one call's wall is theirs together over the rate.
+            layout.walls[batch] = layout.servers * batch / rate
+            print(f"  direct batch {batch:>3}, {name}: {rate:8.1f} docs/s", flush=True)
+            if rate > best_rate:
+                best, best_rate = Limit(f"onnx-int8 embed, batch {batch}, no queue ({name})", model, batch), rate
     spinning = OnnxInt8Embedder(spin=True)
     spinning.embed(texts[:64])
-    rate = direct_rate(spinning, texts, best_batch)
-    print(f"  direct batch {best_batch:>3}, spinning threads: {rate:8.1f} docs/s", flush=True)
-    if rate > best["docs_per_second"]:
-        best = {
-            "system": f"onnx-int8 embed, batch {best_batch}, no queue ({cpu_limit()} spinning threads)",
-            "docs_per_second": round(rate, 1),
-        }
-    singles = {layout: single_call(model, texts) for layout, model in layouts.items()}
-    return best, singles, walls
+    rate = direct_rate(spinning, texts, best.batch)
+    print(f"  direct batch {best.batch:>3}, spinning threads: {rate:8.1f} docs/s", flush=True)
+    if rate > best_rate:
+        best = Limit(
+            f"onnx-int8 embed, batch {best.batch}, no queue ({cpu_limit()} spinning threads)", spinning, best.batch
+        )
+    singles = {name: single_call(model, texts) for name, model in models.items()}
+    return best, singles, layouts
 
 
 def worker_for(server: RedisServer) -> WorkerProcess:
@@ -244,49 +268,72 @@ async def half_load(server: RedisServer, texts: list[str], rate: float, seconds:
     return row, statistics.median(idle)
 
 
+def in_own_redis(run: Any) -> Any:
+    """``run(server)`` against a fresh Redis that is stopped afterwards."""
+    server = RedisServer()
+    server.start()
+    try:
+        return run_event_loop(run(server))
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--half-load-seconds", type=float, default=30.0)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     texts = [d["text"] for d in documents(args.docs)]
     load_before = os.getloadavg()
-    limit_row, singles, walls = direct(texts)
+    limit, singles, layouts = direct(texts)
     # The worker's own layout is the last one swept; the fastest single call is the reference.
     single_direct, worker_single_direct = min(singles.values()), list(singles.values())[-1]
-    rows = [limit_row]
-    half_rate = single_queued = 0.0
-    for run in (saturated, None):
-        server = RedisServer()
-        server.start()
-        try:
-            if run is saturated:
-                rows.append(run_event_loop(saturated(server, texts)))
-            else:
-                half_rate = rows[1]["docs_per_second"] / 2
-                row, single_queued = run_event_loop(half_load(server, texts, half_rate, args.half_load_seconds))
-                rows.append(row)
-        finally:
-            server.stop()
-        print(f"  {rows[-1]}", flush=True)
-    limit = limit_row["docs_per_second"]
+    # The limit (the sweep's best, timed again) and the saturated worker, taken in turns: a slow spell of
+    # this shared machine then slows both, and their medians are compared.
+    limit_rates: list[float] = []
+    saturated_rates: list[float] = []
+    for _ in range(args.repeats):
+        limit_rates.append(round(limit.rate(texts), 1))
+        saturated_rates.append(in_own_redis(lambda server: saturated(server, texts))["docs_per_second"])
+        print(f"  limit {limit_rates[-1]} docs/s, saturated {saturated_rates[-1]} docs/s", flush=True)
+    rows: list[dict[str, Any]] = [
+        {"system": limit.system, "docs_per_second": statistics.median(limit_rates), "repeats": limit_rates},
+        {
+            "system": "swell worker, saturated, 1 text per task",
+            "docs_per_second": statistics.median(saturated_rates),
+            "repeats": saturated_rates,
+        },
+    ]
+    half_rate = rows[1]["docs_per_second"] / 2
+    row, single_queued = in_own_redis(lambda server: half_load(server, texts, half_rate, args.half_load_seconds))
+    rows.append(row)
+    print(f"  {row}", flush=True)
     for row in rows:
-        row["ratio_to_limit"] = round(row["docs_per_second"] / limit, 3)
-    # The line through the batch sizes that half load forms; the big ones bend it (memory, not overhead).
-    a, c = fit_batch_cost({batch: wall for batch, wall in walls.items() if batch <= SMALL_BATCH})
+        row["ratio_to_limit"] = round(row["docs_per_second"] / rows[0]["docs_per_second"], 3)
     # One task through the queue, with the worker's call replaced by the fastest single call there is, so a
     # slower single call in the worker's layout cannot flatter the ratio.
     queue_cost = max(single_queued - worker_single_direct, 0.0)
     single_reference = single_direct + queue_cost
-    floor = batching_floor(half_rate, a, c, queue_cost)
+    costs: dict[str, dict[str, float]] = {}
+    floors: dict[str, float] = {}
+    for name, layout in layouts.items():
+        # The line through the batch sizes that half load forms; the big ones bend it (memory, not overhead).
+        a, c = fit_batch_cost({batch: wall for batch, wall in layout.walls.items() if batch <= SMALL_BATCH})
+        costs[name] = {"per_call": round(a, 5), "per_text": round(c, 5)}
+        floors[name] = batching_floor(half_rate, a, c, queue_cost, servers=layout.servers)
+    floor = min(floors.values())
     checks = {
         "saturated_over_best_direct_batch": rows[1]["ratio_to_limit"],
         "single_call_direct_s": round(single_direct, 4),
-        "single_call_direct_s_by_layout": {layout: round(seconds, 4) for layout, seconds in singles.items()},
+        "single_call_direct_s_by_layout": {name: round(seconds, 4) for name, seconds in singles.items()},
         "single_call_through_queue_s": round(single_queued, 4),
         "single_call_reference_s": round(single_reference, 4),
         "half_load_p95_over_single_queued_call": round(rows[2]["p95_latency_s"] / single_reference, 2),
-        "direct_batch_cost_s": {"per_call": round(a, 5), "per_text": round(c, 5)},
+        "direct_call_cost_s_by_layout": costs,
+        "batching_floor_p95_over_single_queued_call_by_layout": {
+            name: round(seconds / single_reference, 2) for name, seconds in floors.items()
+        },
         "batching_floor_p95_over_single_queued_call": round(floor / single_reference, 2),
         "done_when": "saturated >= 0.85 of the best direct batch; p95 at half load <= 2x a single call",
     }

@@ -22,3 +22,17 @@ def test_the_floor_rises_with_the_rate_and_stays_bounded_below_capacity() -> Non
     assert low < high
     # At 100/s the server is free 39 % of the time per text: p95 is a few calls, not a runaway queue.
     assert 2 * (0.0055 + 0.0039 + 0.0046) < high < 0.06
+
+
+def test_two_servers_wait_less_than_one_with_the_same_calls() -> None:
+    one, two = (batching_floor(100, 0.0055, 0.0039, 0.0046, servers=n) for n in (1, 2))
+    assert two < one
+
+
+def test_two_servers_keep_up_where_one_alone_could_not() -> None:
+    # Each text costs 12 ms on a server: one server does at most ~83/s at batch 1, two do ~166/s.
+    a, c = 0.004, 0.008
+    two = batching_floor(120, a, c, 0.0, servers=2)
+    assert two < 0.1
+    # A lone server only keeps up by batching: its waits are longer.
+    assert batching_floor(120, a, c, 0.0, servers=1) > two
