@@ -24,7 +24,7 @@ Same machine, same run, same short documents, the same int8 ONNX embedder with t
   queue's own work takes at half load on this machine (the worker's event loop, Redis and the producer,
   from their measured CPU per task): what the model's calls can reach on the cores that work leaves them.
 
-    python -m bench.embedding [--docs 2000] [--half-load-seconds 30] [--repeats 3]
+    python -m bench.embedding [--docs 2000] [--half-load-seconds 30] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -191,6 +191,31 @@ def worker_for(server: RedisServer) -> WorkerProcess:
     )
 
 
+# Histograms the worker exposes: (sum, count) of each, read before and after the half-load run.
+WORKER_HISTOGRAMS = {
+    "handler": ("swell_task_duration_seconds", {"handler": "embed"}),
+    "model_call": ("swell_embedding_batch_seconds", {}),
+    "texts_per_model_call": ("swell_embedding_batch_size", {}),
+}
+
+
+def worker_histograms(worker: WorkerProcess) -> dict[str, tuple[float, float]]:
+    """Sum and count of each of WORKER_HISTOGRAMS as the worker's /metrics shows them now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = worker.get("/metrics")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    out = {}
+    for what, (name, labels) in WORKER_HISTOGRAMS.items():
+        key = tuple(sorted(labels.items()))
+        out[what] = (samples.get((f"{name}_sum", key), 0.0), samples.get((f"{name}_count", key), 0.0))
+    return out
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[int(q * (len(ordered) - 1))]
@@ -247,6 +272,7 @@ async def half_load(server: RedisServer, texts: list[str], rate: float, seconds:
                 return cpu_seconds(pid), cpu_seconds(pid, pid), cpu_seconds(redis_pid), time.process_time()
 
             cpu_before = cpu()
+            histograms_before = worker_histograms(worker)
             began = time.perf_counter()
             next_at = began
             i = 0
@@ -259,6 +285,7 @@ async def half_load(server: RedisServer, texts: list[str], rate: float, seconds:
             while int(counter.get("embed:completed") or 0) < completed_before + len(submitted):
                 await asyncio.sleep(0.01)
             cpu_after = cpu()
+            histograms_after = worker_histograms(worker)
             latencies = [((await client.status(t)).updated_at or 0.0) - at for t, at in submitted.items()]
     finally:
         worker.stop()
@@ -271,6 +298,16 @@ async def half_load(server: RedisServer, texts: list[str], rate: float, seconds:
         "tasks": len(submitted),
         "p50_latency_s": round(quantile(latencies, 0.5), 4),
         "p95_latency_s": round(quantile(latencies, 0.95), 4),
+        # Where the time goes: the handler's share (waiting for and running model calls) of the latency.
+        "mean_latency_s": round(statistics.fmean(latencies), 4),
+        **{
+            f"mean_{what}" + ("" if what.startswith("texts") else "_s"): round(
+                (histograms_after[what][0] - histograms_before[what][0])
+                / max(histograms_after[what][1] - histograms_before[what][1], 1),
+                4,
+            )
+            for what in WORKER_HISTOGRAMS
+        },
         "cpu_ms_per_task": {
             "worker": round(worker_cpu * 1000, 2),
             "worker_event_loop": round(loop_cpu * 1000, 2),
@@ -295,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--half-load-seconds", type=float, default=30.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     texts = [d["text"] for d in documents(args.docs)]
     load_before = os.getloadavg()
