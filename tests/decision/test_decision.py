@@ -284,6 +284,9 @@ def test_work_that_came_and_went_between_readings_keeps_the_pool_busy() -> None:
     assert decide(replace(quiet, recent_arrival_rate=None), policy, memory).replicas == 0
     # and nothing came: the pool goes too
     assert decide(replace(quiet, recent_arrival_rate=0.0), policy, memory).replicas == 0
+    # it restarts the idle clock and nothing more: a pool told to leave as soon as its work is done does
+    at_once = replace(policy, idle_seconds_before_zero=0.0)
+    assert decide(quiet, at_once, memory).replicas == 0
     # a rate counted at zero replicas does not wake a sleeping pool: it wakes for work it can see
     asleep = replace(seen(current=0, now=6.0, arrival_rate=2.0), recent_arrival_rate=2.0)
     assert decide(asleep, policy, memory).replicas == 0
