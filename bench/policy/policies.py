@@ -91,16 +91,23 @@ class Swell:
             max_step_down=None,
             task_seconds_hint=self.task_seconds_hint,
         )
-        steady = {}
-        if "steady_arrival_rate" in {f.name for f in dataclasses.fields(module.Observation)}:
-            steady = {"steady_arrival_rate": self.rates.slow_arrival_rate}
+        # Fields an older decision module (a recorded run's, see above) may not have.
+        fields = {f.name for f in dataclasses.fields(module.Observation)}
+        optional = {
+            name: value
+            for name, value in (
+                ("steady_arrival_rate", self.rates.slow_arrival_rate),
+                ("recent_arrival_rate", self.rates.last_arrivals),
+            )
+            if name in fields
+        }
         observation = module.Observation(
             now=seen.now,
             backlog=seen.backlog,
             in_flight=seen.in_flight,
             per_consumer_in_flight={},
             arrival_rate=self.rates.arrival_rate,
-            **steady,
+            **optional,
             service_rate_per_replica=self.rates.service_rate_per_replica,
             current_replicas=seen.replicas,
             ready_replicas=seen.ready,

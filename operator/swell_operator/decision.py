@@ -90,6 +90,10 @@ class Observation:
     # quantile rule: a formula for the long run read with a 10 s average adds a replica at every noisy
     # reading. None: ``arrival_rate`` serves for both.
     steady_arrival_rate: float | None = None
+    # Arrivals per second over the interval since the last reading (rates.RateEstimator.last_arrivals):
+    # tasks shorter than the poll interval come and go between two readings, which then find nothing
+    # queued or in flight. None: not counted (busy is what the readings saw).
+    recent_arrival_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -423,6 +427,11 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     memory = _learn_startup(observation, memory)
     startup = STARTUP_GUESS_SECONDS if memory.startup_seconds is None else memory.startup_seconds
     busy = observation.backlog > 0 or observation.in_flight > 0
+    # Work that came and went since the last reading restarts the idle clock: judged on what the readings
+    # saw, a pool of short tasks went to zero in the middle of its work, and at a budget shorter than a
+    # pod start each such wake sent a pod start's worth of tasks over it. It does nothing more: a pool at
+    # zero wakes for work it can see, and one told to leave as soon as it is idle still does.
+    came_and_went = current > 0 and (observation.recent_arrival_rate or 0.0) > 0
     if observation.backlog <= 0:
         if memory.backlog_seen:
             memory = replace(memory, batch_since=None, backlog_seen=False)
@@ -455,7 +464,7 @@ def decide(observation: Observation, policy: Policy, memory: Memory) -> Decision
     headroom = tuple(h for h in memory.headroom if h[0] > window_start)
     if need.headroom:
         headroom = (*headroom, (now, need.headroom))
-    if busy:
+    if busy or came_and_went:
         arrivals = max(observation.arrival_rate or 0.0, 0.0)
         steady = observation.steady_arrival_rate
         memory = replace(

@@ -38,6 +38,10 @@ BURST_MARGIN = 0.5
 # in the rate (work that keeps coming), not a one-off batch followed by quiet.
 SUSTAINED_SHARE = 0.5
 SERVICE_SMOOTHING_SECONDS = 30.0
+# The service time is reported once the averages have seen this many completions per slot of a pod: the
+# first completions are the shortest tasks of those the pod took at once, and Little's law over one second
+# with one of four tasks done read 4 s for tasks of 1 s (a pool scaled to 10 for a backlog 1 pod drained).
+MEASURED_COMPLETIONS = 1
 # A change of the work in flight between two readings beyond this share (and beyond one pod's slots) marks
 # the interval as a transient that carries no service-time sample.
 TRANSIENT_SHARE = 0.25
@@ -57,6 +61,8 @@ class RateEstimator:
     busy_average: float | None = None  # smoothed tasks in flight while work completes
     completion_average: float | None = None  # smoothed completions per second, same intervals
     last_arrivals: float | None = None  # the latest interval's arrivals per second
+    service_sampled_seconds: float = 0.0  # how long the service averages have been sampled
+    service_sampled_completions: int = 0  # completions they have seen (counted up to MEASURED_COMPLETIONS)
 
     def observe(
         self,
@@ -91,6 +97,7 @@ class RateEstimator:
         fast = _smooth(self.fast_arrival_rate or 0.0, arrivals, elapsed, FAST_ARRIVAL_SMOOTHING_SECONDS)
         service_rate, service_seconds = self.service_rate_per_replica, self.service_seconds
         busy_average, completion_average = self.busy_average, self.completion_average
+        sampled, sampled_completions = self.service_sampled_seconds, self.service_sampled_completions
         busy = ((self.last_in_flight or 0) + max(in_flight, 0)) / 2
         # Little's law holds in a steady state: an interval in which the work in flight jumped (pods just
         # became ready and took a batch) says more about when the readings fell than about service times.
@@ -103,9 +110,14 @@ class RateEstimator:
                 if completed:
                     busy_average, completion_average = busy, per_second
             else:
-                busy_average = _smooth(busy_average, busy, elapsed, SERVICE_SMOOTHING_SECONDS)
-                completion_average = _smooth(completion_average, per_second, elapsed, SERVICE_SMOOTHING_SECONDS)
-            if completion_average and busy_average:
+                busy_average = _smooth(busy_average, busy, elapsed, SERVICE_SMOOTHING_SECONDS, sampled)
+                completion_average = _smooth(
+                    completion_average, per_second, elapsed, SERVICE_SMOOTHING_SECONDS, sampled
+                )
+            if completion_average is not None:  # beyond a time constant the EWMA's own weight is larger
+                sampled = min(sampled + elapsed, SERVICE_SMOOTHING_SECONDS)
+                sampled_completions = min(sampled_completions + completed, MEASURED_COMPLETIONS * concurrency)
+            if completion_average and busy_average and sampled_completions >= MEASURED_COMPLETIONS * concurrency:
                 service_seconds = busy_average / completion_average
                 service_rate = concurrency / service_seconds
         elif concurrency is None and completed and ready_replicas > 0 and backlog > 0:
@@ -131,6 +143,8 @@ class RateEstimator:
             busy_average=busy_average,
             completion_average=completion_average,
             last_arrivals=arrivals,
+            service_sampled_seconds=sampled,
+            service_sampled_completions=sampled_completions,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -147,6 +161,8 @@ class RateEstimator:
             "busyAverage": self.busy_average,
             "completionAverage": self.completion_average,
             "lastArrivals": self.last_arrivals,
+            "serviceSampledSeconds": self.service_sampled_seconds,
+            "serviceSampledCompletions": self.service_sampled_completions,
         }
 
     @classmethod
@@ -154,6 +170,14 @@ class RateEstimator:
         if not isinstance(data, Mapping):
             return cls()
         try:
+            busy_average = _number(data.get("busyAverage"), float)
+            # A state written before this field existed has averages long sampled.
+            sampled = _number(data.get("serviceSampledSeconds"), float)
+            completions = _number(data.get("serviceSampledCompletions"), int)
+            if sampled is None:
+                sampled = 0.0 if busy_average is None else SERVICE_SMOOTHING_SECONDS
+            if completions is None:
+                completions = 0 if data.get("serviceSeconds") is None else 1 << 30
             return cls(
                 last_time=_number(data.get("lastTime"), float),
                 last_queued=_number(data.get("lastQueued"), int),
@@ -164,16 +188,22 @@ class RateEstimator:
                 service_rate_per_replica=_number(data.get("serviceRatePerReplica"), float),
                 slow_arrival_rate=_number(data.get("slowArrivalRate"), float),
                 fast_arrival_rate=_number(data.get("fastArrivalRate"), float),
-                busy_average=_number(data.get("busyAverage"), float),
+                busy_average=busy_average,
                 completion_average=_number(data.get("completionAverage"), float),
                 last_arrivals=_number(data.get("lastArrivals"), float),
+                service_sampled_seconds=min(max(sampled, 0.0), SERVICE_SMOOTHING_SECONDS),
+                service_sampled_completions=max(completions, 0),
             )
         except (TypeError, ValueError):
             return cls()
 
 
-def _smooth(previous: float, sample: float, elapsed: float, time_constant: float) -> float:
-    return previous + (1.0 - math.exp(-elapsed / time_constant)) * (sample - previous)
+def _smooth(previous: float, sample: float, elapsed: float, time_constant: float, sampled: float = math.inf) -> float:
+    """An EWMA that, while it has ``sampled`` less than its time constant, is the plain time-weighted mean
+    of its samples: started from its first sample, it would carry that one sample's error for a time
+    constant (a first second with one completion of four tasks in flight read as 4 s tasks for 30 s)."""
+    weight = max(1.0 - math.exp(-elapsed / time_constant), elapsed / (sampled + elapsed))
+    return previous + weight * (sample - previous)
 
 
 def _number(value: Any, kind: type[N]) -> N | None:

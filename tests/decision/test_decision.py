@@ -271,6 +271,27 @@ def test_silence_is_judged_by_the_slower_of_the_fast_and_slow_arrival_averages()
     assert decide(seen(current=2, now=EXPECTED_ARRIVALS_IN_SILENCE / 8.0), POLICY, memory).replicas == 0
 
 
+def test_work_that_came_and_went_between_readings_keeps_the_pool_busy() -> None:
+    """2 tasks/s of 0.1 s tasks, read every second: most readings find nothing queued or in flight. Work
+    counted since the last reading is work all the same; without it a steady pool at a short idle time
+    went to zero mid-stream, and every wake cost a pod start of waits far over a sub-second budget."""
+    policy = replace(POLICY, idle_seconds_before_zero=5.0)
+    memory = decide(seen(in_flight=1, current=1, now=0, arrival_rate=2.0), policy, Memory()).memory
+    quiet = replace(seen(current=1, now=6.0, arrival_rate=2.0), recent_arrival_rate=2.0)
+    kept = decide(quiet, policy, memory)
+    assert kept.replicas == 1 and kept.memory.last_busy_at == 6.0, kept.reason
+    # the same reading without the count: idle for 6 s of 5, the pool goes
+    assert decide(replace(quiet, recent_arrival_rate=None), policy, memory).replicas == 0
+    # and nothing came: the pool goes too
+    assert decide(replace(quiet, recent_arrival_rate=0.0), policy, memory).replicas == 0
+    # it restarts the idle clock and nothing more: a pool told to leave as soon as its work is done does
+    at_once = replace(policy, idle_seconds_before_zero=0.0)
+    assert decide(quiet, at_once, memory).replicas == 0
+    # a rate counted at zero replicas does not wake a sleeping pool: it wakes for work it can see
+    asleep = replace(seen(current=0, now=6.0, arrival_rate=2.0), recent_arrival_rate=2.0)
+    assert decide(asleep, policy, memory).replicas == 0
+
+
 def test_min_and_max_clamp() -> None:
     policy = replace(POLICY, min_replicas=2, max_replicas=3)
     assert decide(seen(current=0), policy, Memory()).replicas == 2

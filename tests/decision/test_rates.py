@@ -104,3 +104,28 @@ def test_a_step_up_that_keeps_coming_is_a_rate_not_a_burst() -> None:
     # the one-off batch of the burst test stays backlog once the next reading shows no more coming
     burst = feed([(0.0, 0, 0, 0, 0), (1.0, 500, 0, 0, 0), (2.0, 500, 0, 0, 0)])
     assert burst.arrival_rate == burst.slow_arrival_rate
+
+
+def test_one_completion_is_not_a_service_time() -> None:
+    """A pod takes 4 tasks at once and the first second completes one of them: Little's law would say
+    4 s for tasks of 1 s (the first done are the shortest), and a pool sized on it asked for 10 pods
+    where one drained the backlog. The time is reported once a pod's slots' worth have completed."""
+    estimator = RateEstimator().observe(0.0, 21, 4, 0, 1, 4)
+    estimator = estimator.observe(1.0, 20, 4, 1, 1, 4)
+    assert estimator.service_seconds is None and estimator.service_rate_per_replica is None
+    estimator = estimator.observe(2.0, 17, 4, 4, 1, 4)
+    assert estimator.service_seconds is not None
+
+
+def test_the_first_seconds_of_service_are_averaged_not_smoothed_from_the_first() -> None:
+    """4 in flight, 2 then 4 completions a second: the mean of the samples so far, 4 / 3.6 per second,
+    not an EWMA started at the first second's 2 s that would still read 1.7 s after 5 seconds."""
+    estimator, completed = RateEstimator().observe(0.0, 0, 4, 0, 1, 4), 0
+    for t, done in enumerate((2, 4, 4, 4, 4), start=1):
+        completed += done
+        estimator = estimator.observe(float(t), 0, 4, completed, 1, 4)
+    assert estimator.service_seconds is not None and abs(estimator.service_seconds - 4 / 3.6) < 0.01
+    # the count of what was sampled survives the status round trip, and old statuses read as long sampled
+    assert RateEstimator.from_json(estimator.to_json()) == estimator
+    old = {k: v for k, v in estimator.to_json().items() if not k.startswith("serviceSampled")}
+    assert RateEstimator.from_json(old).service_sampled_completions >= 4
