@@ -94,6 +94,23 @@ def _dump(value: Any) -> Any:
     return value.to_json()
 
 
+def observation_of(now: float, depth: Depth, replicas: Replicas, rates: RateEstimator) -> Observation:
+    """What the decision sees of one reading: the queue, the Deployment, and the rates learnt so far."""
+    return Observation(
+        now=now,
+        backlog=depth.backlog,
+        in_flight=depth.in_flight if depth.mean_in_flight is None else depth.mean_in_flight,
+        per_consumer_in_flight=dict(depth.per_consumer),
+        arrival_rate=rates.arrival_rate,
+        steady_arrival_rate=rates.slow_arrival_rate,
+        recent_arrival_rate=rates.last_arrivals,
+        service_rate_per_replica=rates.service_rate_per_replica,
+        current_replicas=replicas.spec,
+        ready_replicas=replicas.ready,
+        backlog_visible=depth.backlog_visible,
+    )
+
+
 @dataclass
 class ScalerState:
     """What the loop carries from one read to the next; memory and rates are also kept in status."""
@@ -219,18 +236,7 @@ class PoolScaler:
 
     def _decide(self, spec: WorkerPoolSpec, depth: Depth, replicas: Replicas, leading: bool) -> Decision | None:
         """The pure decision, remembered; None when it keeps the replicas as they are."""
-        observation = Observation(
-            now=time.time(),
-            backlog=depth.backlog,
-            in_flight=depth.in_flight if depth.mean_in_flight is None else depth.mean_in_flight,
-            per_consumer_in_flight=dict(depth.per_consumer),
-            arrival_rate=self.state.rates.arrival_rate,
-            steady_arrival_rate=self.state.rates.slow_arrival_rate,
-            service_rate_per_replica=self.state.rates.service_rate_per_replica,
-            current_replicas=replicas.spec,
-            ready_replicas=replicas.ready,
-            backlog_visible=depth.backlog_visible,
-        )
+        observation = observation_of(time.time(), depth, replicas, self.state.rates)
         decision = decide(observation, policy_of(spec), self.state.memory)
         self.state.memory = decision.memory
         self.state.desired = decision.replicas
