@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from swell_cli.demo import documents  # noqa: E402
+from swell_contract import metrics as names  # noqa: E402
+from swell_worker.batching import BATCH_SECONDS_SERIES, BATCH_SIZE_SERIES  # noqa: E402
 from swell_worker.runtime import run_event_loop  # noqa: E402
 
 from bench.report import save_comparison  # noqa: E402
@@ -191,11 +193,12 @@ def worker_for(server: RedisServer) -> WorkerProcess:
     )
 
 
-# Histograms the worker exposes: (sum, count) of each, read before and after the half-load run.
+# The half-load row's means, from histograms the worker exposes (their sum and count, read before and
+# after the run): the handler's time (waiting for and running model calls) and the model calls'.
 WORKER_HISTOGRAMS = {
-    "handler": ("swell_task_duration_seconds", {"handler": "embed"}),
-    "model_call": ("swell_embedding_batch_seconds", {}),
-    "texts_per_model_call": ("swell_embedding_batch_size", {}),
+    "mean_handler_s": (names.TASK_DURATION, {"handler": "embed"}),
+    "mean_model_call_s": (BATCH_SECONDS_SERIES, {}),
+    "mean_texts_per_model_call": (BATCH_SIZE_SERIES, {}),
 }
 
 
@@ -210,9 +213,9 @@ def worker_histograms(worker: WorkerProcess) -> dict[str, tuple[float, float]]:
         for sample in family.samples
     }
     out = {}
-    for what, (name, labels) in WORKER_HISTOGRAMS.items():
-        key = tuple(sorted(labels.items()))
-        out[what] = (samples.get((f"{name}_sum", key), 0.0), samples.get((f"{name}_count", key), 0.0))
+    for key, (name, labels) in WORKER_HISTOGRAMS.items():
+        series = tuple(sorted(labels.items()))
+        out[key] = (samples.get((f"{name}_sum", series), 0.0), samples.get((f"{name}_count", series), 0.0))
     return out
 
 
@@ -298,15 +301,15 @@ async def half_load(server: RedisServer, texts: list[str], rate: float, seconds:
         "tasks": len(submitted),
         "p50_latency_s": round(quantile(latencies, 0.5), 4),
         "p95_latency_s": round(quantile(latencies, 0.95), 4),
-        # Where the time goes: the handler's share (waiting for and running model calls) of the latency.
+        # Where the time goes: the handler's share of the latency.
         "mean_latency_s": round(statistics.fmean(latencies), 4),
         **{
-            f"mean_{what}" + ("" if what.startswith("texts") else "_s"): round(
-                (histograms_after[what][0] - histograms_before[what][0])
-                / max(histograms_after[what][1] - histograms_before[what][1], 1),
+            key: round(
+                (histograms_after[key][0] - histograms_before[key][0])
+                / max(histograms_after[key][1] - histograms_before[key][1], 1),
                 4,
             )
-            for what in WORKER_HISTOGRAMS
+            for key in WORKER_HISTOGRAMS
         },
         "cpu_ms_per_task": {
             "worker": round(worker_cpu * 1000, 2),

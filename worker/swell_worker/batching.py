@@ -28,11 +28,12 @@ from prometheus_client import Histogram
 
 from swell_worker.embedder import Embedder, Vectors, model_threads
 
-BATCH_SIZE = Histogram(
-    "swell_embedding_batch_size", "Texts per model call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
-)
+# Series names, also read by bench/embedding.py from a worker's /metrics.
+BATCH_SIZE_SERIES = "swell_embedding_batch_size"
+BATCH_SECONDS_SERIES = "swell_embedding_batch_seconds"
+BATCH_SIZE = Histogram(BATCH_SIZE_SERIES, "Texts per model call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 BATCH_SECONDS = Histogram(
-    "swell_embedding_batch_seconds",
+    BATCH_SECONDS_SERIES,
     "Seconds per model call.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
