@@ -8,7 +8,8 @@ so the backlog drains within it, and so that, over the next reaction time (a pod
 the pods the pool started), arrivals the pool cannot keep up with still leave every task inside it. A
 pool therefore runs its last replica at up to 100 % and lets a fraction of a replica's work queue,
 adding the replica only when the queue would outgrow the budget. New pods count for the part of the
-budget left once they have started. Replicas go down only to a count that would keep the budget over
+budget left once they have started, and are asked for only where work would still wait once they are
+ready (pods already starting may have drained it by then). Replicas go down only to a count that would keep the budget over
 the stabilisation window too (a longer look ahead, so a pool does not flap), never below what the work
 in flight needs, and to zero after ``idle_seconds_before_zero`` with nothing queued or in flight, or
 sooner when the arrival rate seen while busy (the lower of its fast and slow averages) makes the silence
@@ -272,13 +273,23 @@ def demand(
     starting_in = max(startup_seconds - backlog_age, 0.0)
     starting_budget = max(left - starting_in, LEAST_BUDGET_SHARE * horizon)
     work = backlog / capacity
-    beyond_ready = work - ready * left
+    beyond_ready = work - ready * max(left, LEAST_BUDGET_SHARE * horizon)
     if work <= ready * horizon:
         for_drain = work / horizon
     elif beyond_ready <= starting * starting_budget:
         for_drain = ready + beyond_ready / starting_budget
     else:
         for_drain = ready + starting + (beyond_ready - starting * starting_budget) / late_budget
+    # A pod asked for now serves only what still waits once it is ready: where the pods already asked for
+    # will have drained the backlog and kept up with arrivals by then, the drain asks for no more of them.
+    waiting_when_ready = (
+        backlog
+        + arrivals * startup_seconds
+        - ready * capacity * startup_seconds
+        - starting * capacity * min(starting_for, startup_seconds)
+    )
+    if waiting_when_ready <= 0:
+        for_drain = min(for_drain, ready + starting)
     for_quantile, for_catch_up = 0, 0.0
     if budget < REACTIVE_BUDGET_STARTUPS * startup_seconds:  # too short a budget to scale out into
         steady = arrivals
@@ -293,14 +304,7 @@ def demand(
         # (``late_budget``) rather than keep up with arrivals and leave it queued. Pods already starting
         # serve from their start on. (In a steady state the quantile rule keeps the headroom instead: read
         # on a noisy 10 s rate, this one would add a replica at every reading above one replica's rate.)
-        starting_in = max(startup_seconds - starting_for, 0.0)
-        waiting_then = (
-            backlog
-            + arrivals * startup_seconds
-            - ready * capacity * startup_seconds
-            - starting * capacity * (startup_seconds - starting_in)
-        )
-        for_catch_up = arrivals / capacity + max(waiting_then, 0.0) / (capacity * late_budget)
+        for_catch_up = arrivals / capacity + max(waiting_when_ready, 0.0) / (capacity * late_budget)
     # Keep up: over a horizon, arrivals beyond capacity queue; the queue then must still drain in budget.
     for_arrivals = _for_horizon(backlog, arrivals, capacity, budget, startup_seconds)
     for_window = _for_horizon(

@@ -468,6 +468,29 @@ def test_a_batch_that_waited_has_only_the_rest_of_its_budget() -> None:
     assert decide(seen(in_flight=4, current=1, now=140.0), big, aged.memory).memory.batch_since is None
 
 
+def test_ready_replicas_count_for_as_long_as_starting_ones_on_a_late_backlog() -> None:
+    """A backlog older than its 1 s budget: pods still starting serve it for a quarter of a pod start once
+    ready, and the pod already serving serves it at least as long (it was counted for the 0.25 s left of
+    the budget, which asked for a pod too many: 1 ready and 1 starting clear 21 two-second tasks)."""
+    short = replace(POLICY, target_wait_seconds=1.0)
+    memory = decide(seen(backlog=1, now=0.0), short, Memory()).memory
+    reading = seen(backlog=21, current=2, ready=1, in_flight=4, now=10.0, arrival_rate=1.5)
+    decision = decide(reading, short, memory)
+    assert "0s of the budget left" in decision.reason
+    assert decision.replicas == 2, decision.reason
+
+
+def test_no_pod_is_asked_for_a_backlog_gone_before_it_could_serve() -> None:
+    """Four pods asked for 7 s ago start within 3 s and, with the arrivals of the next pod start, leave
+    nothing for a fifth pod asked for now, which would be ready 10 s from now: the pool holds 4. A backlog
+    they cannot finish by then still grows the pool."""
+    short = replace(POLICY, target_wait_seconds=1.0)
+    memory = replace(decide(seen(backlog=1, now=0.0), short, Memory()).memory, asked_at=2.0)
+    reading = seen(backlog=21, current=4, ready=0, now=9.0, arrival_rate=1.3)
+    assert decide(reading, short, memory).replicas == 4
+    assert decide(replace(reading, backlog=90), short, memory).replicas > 4
+
+
 def test_a_queue_that_built_up_is_not_a_batch() -> None:
     """A burst that fills the queue over 20 s: its tasks' ages are spread, and the fresh budget serves a
     p95 target; only a queue found already holding more than a budget's worth of arrivals ages as one."""
