@@ -9,11 +9,11 @@ the pods the pool started), arrivals the pool cannot keep up with still leave ev
 pool therefore runs its last replica at up to 100 % and lets a fraction of a replica's work queue,
 adding the replica only when the queue would outgrow the budget. New pods count for the part of the
 budget left once they have started, and are asked for only where work would still wait once they are
-ready (pods already starting may have drained it by then). Replicas go down only to a count that would keep the budget over
-the stabilisation window too (a longer look ahead, so a pool does not flap), never below what the work
-in flight needs, and to zero after ``idle_seconds_before_zero`` with nothing queued or in flight, or
-sooner when the arrival rate seen while busy (the lower of its fast and slow averages) makes the silence
-so far implausible (the work stopped).
+ready (pods already starting may have drained it by then). Replicas go down only to a count that would
+keep the budget over the stabilisation window too (a longer look ahead, so a pool does not flap), never
+below what the work in flight needs, and to zero after ``idle_seconds_before_zero`` with nothing queued
+or in flight, or sooner when the arrival rate seen while busy (the lower of its fast and slow averages)
+makes the silence so far implausible (the work stopped).
 Demand is computed from the queue afresh at every call rather than from the current replica count, so
 pods that are still starting cannot cause a runaway (the backlog they will drain is the same backlog).
 """
