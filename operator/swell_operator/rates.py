@@ -42,6 +42,9 @@ SERVICE_SMOOTHING_SECONDS = 30.0
 # first completions are the shortest tasks of those the pod took at once, and Little's law over one second
 # with one of four tasks done read 4 s for tasks of 1 s (a pool scaled to 10 for a backlog 1 pod drained).
 MEASURED_COMPLETIONS = 1
+# A state written before the completion count was kept had its service time measured long before: it
+# loads as having seen more completions than any pod has slots.
+COMPLETIONS_OF_AN_EARLIER_STATE = 1 << 30
 # A change of the work in flight between two readings beyond this share (and beyond one pod's slots) marks
 # the interval as a transient that carries no service-time sample.
 TRANSIENT_SHARE = 0.25
@@ -177,7 +180,7 @@ class RateEstimator:
             if sampled is None:
                 sampled = 0.0 if busy_average is None else SERVICE_SMOOTHING_SECONDS
             if completions is None:
-                completions = 0 if data.get("serviceSeconds") is None else 1 << 30
+                completions = 0 if data.get("serviceSeconds") is None else COMPLETIONS_OF_AN_EARLIER_STATE
             return cls(
                 last_time=_number(data.get("lastTime"), float),
                 last_queued=_number(data.get("lastQueued"), int),
