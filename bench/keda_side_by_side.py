@@ -829,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     analysis = analyse(run, trace)
     report = {
         "name": "keda_side_by_side",
-        "command": COMMAND + (" " + " ".join(argv) if argv else ""),
+        "command": recorded_command(argv),
         "machine": platform.platform(),
         "keda": {
             "version": KEDA_VERSION,
@@ -863,6 +863,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     print(f"\nwrote {out}/keda_side_by_side.json and .png ({report['runtime_seconds']} s)")
     return 0
+
+
+def recorded_command(argv: list[str] | None) -> str:
+    """The command line that reproduces this run; ``None`` is a run from the shell (``sys.argv``)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([COMMAND, *args])
 
 
 def samples_span(samples: list[Sample]) -> float:

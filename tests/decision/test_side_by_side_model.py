@@ -41,3 +41,12 @@ def test_the_committed_comparison_reproduces_from_the_committed_run(report: dict
     for side in ("keda", "swell"):
         assert fresh["models"][side]["model_replica_seconds"] == committed["models"][side]["model_replica_seconds"]
         assert fresh["models"][side]["within_bound"] == (abs(fresh["models"][side]["error"]) <= 0.15)
+
+
+def test_the_recorded_command_has_the_arguments_of_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the shell, ``main`` gets no argv and reads sys.argv: a run with ``--seed 2`` was recorded as
+    the plain command, which reproduces seed 1."""
+    assert side_by_side.recorded_command(["--seed", "2"]) == f"{side_by_side.COMMAND} --seed 2"
+    monkeypatch.setattr("sys.argv", ["keda_side_by_side.py", "--seed", "2", "--out-dir", "x"])
+    assert side_by_side.recorded_command(None) == f"{side_by_side.COMMAND} --seed 2 --out-dir x"
+    assert side_by_side.recorded_command([]) == side_by_side.COMMAND
