@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,7 +192,7 @@ def deploy_keda(stack: KindStack, log: Callable[[str], None]) -> None:
     log("KEDA operator and metrics API server ready; v1beta1.external.metrics.k8s.io Available")
 
 
-def worker_pool(image: str) -> dict[str, Any]:
+def worker_pool(image: str, scaling: Mapping[str, Any] = SWELL_SCALING) -> dict[str, Any]:
     from tests.operator.kube import pool_manifest
 
     manifest = pool_manifest(
@@ -201,7 +201,7 @@ def worker_pool(image: str) -> dict[str, Any]:
         STREAMS[SWELL_SIDE],
         concurrency=CONCURRENCY,
         replicas=(0, MAX_REPLICAS),
-        scaling=SWELL_SCALING,
+        scaling=dict(scaling),
         worker={"image": image, "handlers": ["sleep"], "terminationGracePeriodSeconds": 30},
     )
     manifest["spec"]["worker"]["podTemplate"] = {"metadata": {"labels": {SIDE_LABEL: SWELL_SIDE}}}
@@ -261,12 +261,14 @@ def scaled_object(redis_address: str) -> dict[str, Any]:
     }
 
 
-def deploy_pools(stack: KindStack, log: Callable[[str], None], *, with_keda: bool) -> None:
+def deploy_pools(
+    stack: KindStack, log: Callable[[str], None], *, with_keda: bool, scaling: Mapping[str, Any] = SWELL_SCALING
+) -> None:
     redis_url = stack.redis_url_in_cluster
     stack.kubectl(
         "create", "secret", "generic", "redis", f"--from-literal=url={redis_url}", "-n", stack.namespace, check=False
     )
-    pool = worker_pool(stack.images.worker)
+    pool = worker_pool(stack.images.worker, scaling)
     stack.apply([keda_deployment(pool), pool])
     if not with_keda:
         log("WorkerPool applied; no KEDA (--without-keda): the KEDA Deployment stays at zero")
@@ -506,16 +508,23 @@ def model_keda() -> KedaHpa:
     return KedaHpa(CONCURRENCY, MAX_REPLICAS, **settings)
 
 
-def model_swell() -> Swell:
+def model_swell(scaling: Mapping[str, Any] = SWELL_SCALING) -> Swell:
+    """The simulator's Swell with the WorkerPool's scaling settings (the defaults where the pool omits them)."""
     return Swell(
         CONCURRENCY,
         MAX_REPLICAS,
-        task_seconds_hint=float(SWELL_SCALING["taskSecondsHint"]),
-        target_wait_seconds=float(SWELL_SCALING["targetWaitSeconds"]),
+        task_seconds_hint=float(scaling.get("taskSecondsHint", SWELL_SCALING["taskSecondsHint"])),
+        target_wait_seconds=float(scaling.get("targetWaitSeconds", SWELL_SCALING["targetWaitSeconds"])),
+        idle_seconds_before_zero=float(scaling.get("idleSecondsBeforeZero", SWELL_SCALING["idleSecondsBeforeZero"])),
+        scale_down_stabilization_seconds=float(
+            scaling.get("scaleDownStabilizationSeconds", SWELL_SCALING["scaleDownStabilizationSeconds"])
+        ),
     )
 
 
-def analyse(run: dict[str, Any], trace: list[tuple[float, float]]) -> dict[str, Any]:
+def analyse(
+    run: dict[str, Any], trace: list[tuple[float, float]], scaling: Mapping[str, Any] = SWELL_SCALING
+) -> dict[str, Any]:
     samples: list[Sample] = run["samples"]
     lives: dict[str, PodLife] = run["pods"]
     sides: dict[str, Any] = {}
@@ -545,8 +554,7 @@ def analyse(run: dict[str, Any], trace: list[tuple[float, float]]) -> dict[str, 
     startup = statistics.median(starts) if starts else 10.0
     bound = sum(seconds for _, seconds in trace) / CONCURRENCY
     models: dict[str, Any] = {}
-    for side, make, drain_idle_first in ((KEDA_SIDE, model_keda, False), (SWELL_SIDE, model_swell, True)):
-        scaler = make()
+    for side, scaler, drain_idle_first in ((KEDA_SIDE, model_keda(), False), (SWELL_SIDE, model_swell(scaling), True)):
         result = simulate(
             trace, scaler, concurrency=CONCURRENCY, startup_seconds=startup, drain_idle_first=drain_idle_first
         )
@@ -670,7 +678,9 @@ def compare_recorded(
     startup = float(report["model_pod_startup_seconds"])
     rows: dict[str, Any] = {}
     for side in STREAMS:
-        scaler: KedaHpa | Swell = model_keda() if side == KEDA_SIDE else model_swell()
+        scaler: KedaHpa | Swell = (
+            model_keda() if side == KEDA_SIDE else model_swell(report["worker_pool"].get("scaling", {}))
+        )
         if isinstance(scaler, Swell) and decision is not None:
             scaler.decision = decision
         timeline: list[tuple[float, int, int, int]] = []
@@ -805,6 +815,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument(
+        "--target-wait-seconds",
+        type=float,
+        default=float(SWELL_SCALING["targetWaitSeconds"]),
+        help="the WorkerPool's scaling.targetWaitSeconds (its default: 30)",
+    )
+    parser.add_argument(
         "--compare-recorded",
         action="store_true",
         help="no cluster: the simulator's models against the committed run (keda_side_by_side.json)",
@@ -819,14 +835,15 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     trace = make_trace(args.seed, args.time_scale)
+    scaling = {**SWELL_SCALING, "targetWaitSeconds": args.target_wait_seconds}
     images, build_seconds = ([], math.nan) if args.without_keda else build_keda(log)
     stack = bring_up(images, log)
     if not args.without_keda:
         deploy_keda(stack, log)
-    deploy_pools(stack, log, with_keda=not args.without_keda)
+    deploy_pools(stack, log, with_keda=not args.without_keda, scaling=scaling)
     scaled = (SWELL_SIDE,) if args.without_keda else (KEDA_SIDE, SWELL_SIDE)
     run = asyncio.run(run_trace(stack, trace, log, scaled=scaled))
-    analysis = analyse(run, trace)
+    analysis = analyse(run, trace, scaling)
     report = {
         "name": "keda_side_by_side",
         "command": recorded_command(argv),
@@ -838,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             "deployed_with": "bench/keda/keda.yaml + CRDs from the module's config/crd/bases",
             "scaled_object": scaled_object(f"redis.{NAMESPACE}.svc:6379")["spec"],
         },
-        "worker_pool": worker_pool(stack.images.worker)["spec"],
+        "worker_pool": worker_pool(stack.images.worker, scaling)["spec"],
         "trace": {
             "seed": args.seed,
             "seconds": TRACE_SECONDS * args.time_scale,

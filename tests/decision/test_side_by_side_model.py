@@ -50,3 +50,13 @@ def test_the_recorded_command_has_the_arguments_of_the_run(monkeypatch: pytest.M
     monkeypatch.setattr("sys.argv", ["keda_side_by_side.py", "--seed", "2", "--out-dir", "x"])
     assert side_by_side.recorded_command(None) == f"{side_by_side.COMMAND} --seed 2 --out-dir x"
     assert side_by_side.recorded_command([]) == side_by_side.COMMAND
+
+
+def test_the_pool_and_its_model_share_the_scaling_settings_of_the_run() -> None:
+    """A run at a 1 s budget deploys a WorkerPool with it and simulates Swell with it; a recorded run's own
+    settings drive its model (a comparison on the defaults would model another pool)."""
+    scaling = {**side_by_side.SWELL_SCALING, "targetWaitSeconds": 1.0}
+    pool = side_by_side.worker_pool("swell-worker:test", scaling)
+    assert pool["spec"]["scaling"]["targetWaitSeconds"] == 1.0
+    assert side_by_side.model_swell(pool["spec"]["scaling"]).target_wait_seconds == 1.0
+    assert side_by_side.model_swell().target_wait_seconds == side_by_side.SWELL_SCALING["targetWaitSeconds"]
