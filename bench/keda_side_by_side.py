@@ -192,7 +192,7 @@ def deploy_keda(stack: KindStack, log: Callable[[str], None]) -> None:
     log("KEDA operator and metrics API server ready; v1beta1.external.metrics.k8s.io Available")
 
 
-def worker_pool(image: str, scaling: Mapping[str, Any] = SWELL_SCALING) -> dict[str, Any]:
+def worker_pool(image: str, scaling: Mapping[str, Any]) -> dict[str, Any]:
     from tests.operator.kube import pool_manifest
 
     manifest = pool_manifest(
@@ -261,9 +261,7 @@ def scaled_object(redis_address: str) -> dict[str, Any]:
     }
 
 
-def deploy_pools(
-    stack: KindStack, log: Callable[[str], None], *, with_keda: bool, scaling: Mapping[str, Any] = SWELL_SCALING
-) -> None:
+def deploy_pools(stack: KindStack, log: Callable[[str], None], *, with_keda: bool, scaling: Mapping[str, Any]) -> None:
     redis_url = stack.redis_url_in_cluster
     stack.kubectl(
         "create", "secret", "generic", "redis", f"--from-literal=url={redis_url}", "-n", stack.namespace, check=False
@@ -509,22 +507,19 @@ def model_keda() -> KedaHpa:
 
 
 def model_swell(scaling: Mapping[str, Any] = SWELL_SCALING) -> Swell:
-    """The simulator's Swell with the WorkerPool's scaling settings (the defaults where the pool omits them)."""
+    """The simulator's Swell with the WorkerPool's scaling settings (this bench's where the pool omits one)."""
+    settings = {**SWELL_SCALING, **scaling}
     return Swell(
         CONCURRENCY,
         MAX_REPLICAS,
-        task_seconds_hint=float(scaling.get("taskSecondsHint", SWELL_SCALING["taskSecondsHint"])),
-        target_wait_seconds=float(scaling.get("targetWaitSeconds", SWELL_SCALING["targetWaitSeconds"])),
-        idle_seconds_before_zero=float(scaling.get("idleSecondsBeforeZero", SWELL_SCALING["idleSecondsBeforeZero"])),
-        scale_down_stabilization_seconds=float(
-            scaling.get("scaleDownStabilizationSeconds", SWELL_SCALING["scaleDownStabilizationSeconds"])
-        ),
+        task_seconds_hint=float(settings["taskSecondsHint"]),
+        target_wait_seconds=float(settings["targetWaitSeconds"]),
+        idle_seconds_before_zero=float(settings["idleSecondsBeforeZero"]),
+        scale_down_stabilization_seconds=float(settings["scaleDownStabilizationSeconds"]),
     )
 
 
-def analyse(
-    run: dict[str, Any], trace: list[tuple[float, float]], scaling: Mapping[str, Any] = SWELL_SCALING
-) -> dict[str, Any]:
+def analyse(run: dict[str, Any], trace: list[tuple[float, float]], scaling: Mapping[str, Any]) -> dict[str, Any]:
     samples: list[Sample] = run["samples"]
     lives: dict[str, PodLife] = run["pods"]
     sides: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.operator.kube import pool_manifest, replicas_of, wait_for
+from tests.operator.kube import pool_manifest, replicas_of, states, wait_for
 from tests.tooling.kind.cluster import canonical_reference, load_images, node_image_tags, node_names
 from tests.tooling.stack import KindStack
 
@@ -63,17 +63,6 @@ def submit(redis_url: str, backend: str, queue: str, handler: str, payloads: lis
     async def go() -> list[str]:
         async with SwellClient.for_redis(redis_url, queue, backend=backend) as client:  # type: ignore[arg-type]
             return [await client.submit(handler, payload) for payload in payloads]
-
-    return asyncio.run(go())
-
-
-def states(redis_url: str, backend: str, queue: str, task_ids: list[str]) -> dict[str, str]:
-    from swell_worker.client import SwellClient
-
-    async def go() -> dict[str, str]:
-        async with SwellClient.for_redis(redis_url, queue, backend=backend) as client:  # type: ignore[arg-type]
-            found = await asyncio.gather(*(client.status(task_id) for task_id in task_ids))
-            return {task_id: status.state for task_id, status in zip(task_ids, found, strict=True)}
 
     return asyncio.run(go())
 

@@ -144,6 +144,20 @@ def push_tasks(
     return ids
 
 
+def states(redis_url: str, backend: str, queue: str, task_ids: list[str]) -> dict[str, str]:
+    """Each task's state as a producer reads it, through the client SDK rather than the worker's keys."""
+    import asyncio
+
+    from swell_worker.client import SwellClient
+
+    async def read() -> dict[str, str]:
+        async with SwellClient.for_redis(redis_url, queue, backend=backend) as client:  # type: ignore[arg-type]
+            found = await asyncio.gather(*(client.status(task_id) for task_id in task_ids))
+            return {task_id: status.state for task_id, status in zip(task_ids, found, strict=True)}
+
+    return asyncio.run(read())
+
+
 def drain(redis_url: str, backend: str, queue: str) -> int:
     """Consume and settle everything waiting, as a worker would (Streams: read, ack, delete, count)."""
     import redis

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.operator.kube import apply, pool_manifest, push_tasks, redis_secret, replicas_of, wait_for
+from tests.operator.kube import apply, pool_manifest, push_tasks, redis_secret, replicas_of, states, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -121,8 +121,6 @@ def test_scale_in_removes_idle_pods_and_lets_the_busy_one_finish(
     assert pods[busy]["metadata"]["annotations"][DELETION_COST] == "1"
 
     wait_for(lambda: int(client.get("jobs:completed") or 0) == 3, 60, "the long task finishing on its pod")
-    assert client.hget(f"swell:task:{long_task}", "state") == "succeeded"
-    for task_id in short:
-        assert client.hget(f"swell:task:{task_id}", "state") == "succeeded"
+    assert set(states(redis_url, "redis-streams", "jobs", [long_task, *short]).values()) == {"succeeded"}
     assert client.xpending("jobs", "swell")["pending"] == 0
     client.close()

@@ -17,9 +17,17 @@ import time
 from typing import Any
 
 import pytest
-import redis
 
-from tests.operator.kube import apply, events_for, pool_manifest, push_tasks, redis_secret, replicas_of, wait_for
+from tests.operator.kube import (
+    apply,
+    events_for,
+    pool_manifest,
+    push_tasks,
+    redis_secret,
+    replicas_of,
+    states,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -102,13 +110,9 @@ def test_tasks_shorter_than_the_poll_keep_the_pool_up_until_they_stop(
     }
     manifest = pool_manifest("pool", "redis-streams", "jobs", replicas=(0, 2), worker=LOCAL_WORKER, scaling=scaling)
     apply(cluster, namespace, manifest)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
 
     def succeeded(ids: list[str]) -> int:
-        pipe = client.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hget(f"swell:task:{task_id}", "state")
-        return sum(state == "succeeded" for state in pipe.execute())
+        return sum(state == "succeeded" for state in states(redis_url, "redis-streams", "jobs", ids).values())
 
     wait_for(lambda: replicas_of(cluster, namespace, "pool") == 0, 60, "the worker Deployment, asleep")
     watch = ReplicaWatch(cluster, namespace, "pool")
@@ -158,4 +162,3 @@ def test_tasks_shorter_than_the_poll_keep_the_pool_up_until_they_stop(
         assert to_zero >= IDLE_SECONDS - POLL_SECONDS, f"went to 0 {to_zero:.1f}s after the last task, before idle"
     finally:
         watch.stop()
-        client.close()
