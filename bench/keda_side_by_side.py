@@ -103,6 +103,11 @@ PHASES: tuple[tuple[float, float, float, float], ...] = (
 )
 TRACE_SECONDS = PHASES[-1][1]
 SERVICE_RANGE = (0.5, 2.0)
+# ``--service-times lognormal``: bench/policy's heavy-tailed trace (median 0.6 s, sigma 1, mean ~1 s), capped
+# so one unlucky draw cannot hold the run open for minutes (P(> 60 s) is 2e-5 a task).
+LOGNORMAL_MEDIAN_SECONDS, LOGNORMAL_SIGMA = 0.6, 1.0
+SERVICE_CAP_SECONDS = 60.0
+SERVICE_TIMES = ("uniform", "lognormal")
 # After the last arrival: how long to keep watching for both pools to drain and return to zero.
 TAIL_CAP_SECONDS = 300.0
 
@@ -114,10 +119,21 @@ def arrival_rate(t: float) -> float:
     return 0.0
 
 
-def make_trace(seed: int, time_scale: float = 1.0) -> list[tuple[float, float]]:
-    """Poisson arrivals (thinning) at ``arrival_rate``, each with a uniform sleep time; seeded.
+def make_trace(seed: int, time_scale: float = 1.0, service_times: str = "uniform") -> list[tuple[float, float]]:
+    """Poisson arrivals (thinning) at ``arrival_rate``, each with a sleep time drawn from ``service_times``;
+    seeded. The lognormal times come from a generator of their own, so both kinds share the arrivals.
     ``time_scale`` < 1 shortens every phase (a smoke run of the harness, not a result)."""
+    if service_times not in SERVICE_TIMES:
+        raise ValueError(f"service times {service_times!r}: expected one of {', '.join(SERVICE_TIMES)}")
     rng = random.Random(seed)
+    heavy = random.Random(f"{seed}-lognormal")
+
+    def draw() -> float:
+        uniform = rng.uniform(*SERVICE_RANGE)  # drawn either way: the arrivals then come out the same
+        if service_times == "uniform":
+            return uniform
+        return min(heavy.lognormvariate(math.log(LOGNORMAL_MEDIAN_SECONDS), LOGNORMAL_SIGMA), SERVICE_CAP_SECONDS)
+
     peak = max(max(first, last) for *_, first, last in PHASES)
     trace: list[tuple[float, float]] = []
     t = 0.0
@@ -126,7 +142,12 @@ def make_trace(seed: int, time_scale: float = 1.0) -> list[tuple[float, float]]:
         if t >= TRACE_SECONDS * time_scale:
             return trace
         if rng.random() * peak <= arrival_rate(t / time_scale):
-            trace.append((round(t, 3), round(rng.uniform(*SERVICE_RANGE), 3)))
+            trace.append((round(t, 3), round(draw(), 3)))
+
+
+def nominal_trace(report: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The trace a recorded run planned (runs before ``--service-times`` had uniform ones)."""
+    return make_trace(report["trace"]["seed"], service_times=report["trace"].get("service_times", "uniform"))
 
 
 # --- deployment -------------------------------------------------------------------------------------------
@@ -585,7 +606,7 @@ def recorded_trace(report: dict[str, Any], side: str = SWELL_SIDE) -> Trace:
     growth of its length between two samples is what was submitted then. Each such task gets the later
     of its planned instant and its share of that interval; a task the stream had not shown by the last
     such sample came after it; every later task keeps the order."""
-    nominal = make_trace(report["trace"]["seed"])
+    nominal = nominal_trace(report)
     times = [t for t, _ in nominal]
     samples = report["timeline"]
 
@@ -708,7 +729,7 @@ def compare_recorded(
     return {
         "trace_tasks": len(trace),
         "tasks_submitted_late_by_over_1s": sum(
-            1 for (t, _), (n, _) in zip(submitted, make_trace(report["trace"]["seed"]), strict=True) if t - n > 1.0
+            1 for (t, _), (n, _) in zip(submitted, nominal_trace(report), strict=True) if t - n > 1.0
         ),
         "task_overhead_seconds": round(overhead, 3),
         "pod_startup_seconds": startup,
@@ -816,6 +837,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the WorkerPool's scaling.targetWaitSeconds (its default: 30)",
     )
     parser.add_argument(
+        "--service-times",
+        choices=SERVICE_TIMES,
+        default="uniform",
+        help="the sleep handler's times: uniform 0.5-2 s, or bench/policy's heavy-tailed lognormal",
+    )
+    parser.add_argument(
         "--compare-recorded",
         action="store_true",
         help="no cluster: the simulator's models against the committed run (keda_side_by_side.json)",
@@ -829,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     began = time.monotonic()
-    trace = make_trace(args.seed, args.time_scale)
+    trace = make_trace(args.seed, args.time_scale, args.service_times)
     scaling = {**SWELL_SCALING, "targetWaitSeconds": args.target_wait_seconds}
     images, build_seconds = ([], math.nan) if args.without_keda else build_keda(log)
     stack = bring_up(images, log)
@@ -856,7 +883,14 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": TRACE_SECONDS * args.time_scale,
             "tasks_per_stream": len(trace),
             "phases": PHASES,
-            "service_seconds_uniform": SERVICE_RANGE,
+            "service_times": args.service_times,
+            "service_seconds": {"uniform": SERVICE_RANGE}
+            if args.service_times == "uniform"
+            else {
+                "lognormal_median": LOGNORMAL_MEDIAN_SECONDS,
+                "lognormal_sigma": LOGNORMAL_SIGMA,
+                "cap": SERVICE_CAP_SECONDS,
+            },
             "busy_seconds": round(sum(s for _, s in trace), 1),
         },
         "concurrency_per_pod": CONCURRENCY,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -60,3 +61,25 @@ def test_the_pool_and_its_model_share_the_scaling_settings_of_the_run() -> None:
     assert pool["spec"]["scaling"]["targetWaitSeconds"] == 1.0
     assert side_by_side.model_swell(pool["spec"]["scaling"]).target_wait_seconds == 1.0
     assert side_by_side.model_swell().target_wait_seconds == side_by_side.SWELL_SCALING["targetWaitSeconds"]
+
+
+def test_heavy_tailed_service_times_keep_the_arrivals_and_have_the_policy_traces_shape() -> None:
+    """``--service-times lognormal`` gives the tasks the policy bench's heavy-tailed service times (median
+    0.6 s, mean about 1 s, a tail of tasks over 10 s) at the very instants of the uniform trace, so the two
+    runs differ in their tasks only; a cap keeps the run finite."""
+    uniform = side_by_side.make_trace(1)
+    heavy = side_by_side.make_trace(1, service_times="lognormal")
+    assert [t for t, _ in heavy] == [t for t, _ in uniform]
+    seconds = [s for _, s in heavy]
+    assert 0.5 < statistics.median(seconds) < 0.7
+    assert 0.8 < statistics.mean(seconds) < 1.3
+    assert 10.0 < max(seconds) <= side_by_side.SERVICE_CAP_SECONDS
+    assert side_by_side.make_trace(1, service_times="lognormal") == heavy  # seeded
+    with pytest.raises(ValueError, match="service times"):
+        side_by_side.make_trace(1, service_times="gamma")
+
+
+def test_a_recorded_run_is_rebuilt_with_its_own_service_times() -> None:
+    report = {"trace": {"seed": 1, "service_times": "lognormal"}}
+    assert side_by_side.nominal_trace(report) == side_by_side.make_trace(1, service_times="lognormal")
+    assert side_by_side.nominal_trace({"trace": {"seed": 2}}) == side_by_side.make_trace(2)  # older runs
