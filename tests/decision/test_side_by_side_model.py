@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,29 @@ def test_a_recorded_run_is_rebuilt_with_its_own_service_times() -> None:
     report = {"trace": {"seed": 1, "service_times": "lognormal"}}
     assert side_by_side.nominal_trace(report) == side_by_side.make_trace(1, service_times="lognormal")
     assert side_by_side.nominal_trace({"trace": {"seed": 2}}) == side_by_side.make_trace(2)  # older runs
+
+
+def test_the_keda_model_is_reported_over_the_phases_of_its_loops(report: dict[str, object]) -> None:
+    """Where KEDA's poll and the HPA's sync fell against the trace is not recorded: the comparison reports
+    the model over evenly spaced phases of both loops, of which phase 0 is the headline model."""
+    compared = side_by_side.compare_recorded(report)
+    keda = compared["models"]["keda"]
+    spread = keda["over_loop_phases"]
+    assert spread["phases"] == side_by_side.KEDA_LOOP_PHASES
+    assert len(spread["replica_seconds"]) == len(spread["wait_p95_s"]) == side_by_side.KEDA_LOOP_PHASES
+    assert spread["replica_seconds"][0] == keda["model_replica_seconds"]
+    assert min(spread["replica_seconds"]) < max(spread["replica_seconds"])  # the phase moves the result
+    low, high = min(spread["replica_seconds"]), max(spread["replica_seconds"])
+    assert spread["real_within_range"] == (low <= keda["real_replica_seconds"] <= high)
+    assert "over_loop_phases" not in compared["models"]["swell"]  # Swell's loop starts with the work
+
+
+def test_compare_recorded_reads_the_run_it_is_given(tmp_path: Path) -> None:
+    """``--compare-recorded PATH`` compares the models with that run and writes next to ``--out-dir``."""
+    run = side_by_side.RESULTS / "keda_side_by_side_seed2" / "keda_side_by_side.json"
+    assert side_by_side.main(["--compare-recorded", str(run), "--out-dir", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "keda_side_by_side_model.json").read_text())
+    assert written["recorded"] == str(run.relative_to(side_by_side.ROOT))
+    assert written["command"] == f"{side_by_side.COMMAND} --compare-recorded {written['recorded']}"
+    recorded = json.loads(run.read_text())
+    assert written["models"]["swell"]["real_replica_seconds"] == recorded["sides"]["swell"]["replica_seconds_pods"]
