@@ -67,13 +67,13 @@ class Swell:
     def desired(self, seen: Seen) -> int:
         asleep = seen.replicas == 0 and seen.backlog == 0 and seen.in_flight == 0 and self.min_replicas == 0
         if asleep and seen.now - self._decided_at < self.poll_interval:
-            # The operator reads the rates here too; readings of an empty queue fold into one exactly
-            # (an EWMA of zeros over t1 then t2 is one over t1 + t2), so only the last is taken, later.
+            # The operator's shared watch sees the empty queue here, and a woken pool dates its arrivals
+            # from the last such sighting (RateEstimator.saw_empty): only the last is taken, at the wake.
             self._quiet_at = seen.now
             self.interval = WAKE_POLL_SECONDS
             return 0
-        if self._quiet_at is not None and (self.rates.last_time is None or self._quiet_at > self.rates.last_time):
-            self.rates = self.rates.observe(self._quiet_at, 0, 0, seen.completed_total, seen.ready, self.concurrency)
+        if self._quiet_at is not None:
+            self.rates = self.rates.saw_empty(self._quiet_at, self.concurrency)
         self._quiet_at = None
         self.rates = self.rates.observe(
             seen.now, seen.backlog, seen.in_flight, seen.completed_total, seen.ready, self.concurrency

@@ -150,6 +150,18 @@ class RateEstimator:
             service_sampled_completions=sampled_completions,
         )
 
+    def saw_empty(self, at: float, concurrency: int | None) -> RateEstimator:
+        """Fold in an empty queue seen at ``at`` without a reading (a sleeping pool's watch saw it).
+
+        Readings of an empty queue fold into one (an EWMA of zeros over t1 then t2 is one over t1 + t2), so
+        this is as if the pool had been read all along: a wake then measures its arrivals from the sighting,
+        not spread over the minutes since its last reading, where any backlog looked like a batch that had
+        landed at once. Nothing completes at zero replicas: the completion count carries over.
+        """
+        if self.last_time is not None and at <= self.last_time:
+            return self
+        return self.observe(at, 0, 0, self.last_completed, 0, concurrency)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "lastTime": self.last_time,

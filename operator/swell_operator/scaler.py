@@ -230,8 +230,14 @@ class PoolScaler:
 
     def _observe_rates(self, spec: WorkerPoolSpec, depth: Depth, replicas: Replicas) -> None:
         metrics.REPLICAS_CURRENT.labels(self.namespace, self.name).set(replicas.spec)
-        self.state.rates = self.state.rates.observe(
-            time.time(), depth.backlog, depth.in_flight, depth.completed_total, replicas.ready, spec.concurrency
+        now, rates = time.time(), self.state.rates
+        # Asleep on the shared watch, the pool was not read for minutes: date its arrivals from the watch's
+        # last empty sighting instead (``RateEstimator.saw_empty``).
+        empty_at = self.wake.take_empty_at()
+        if empty_at is not None and empty_at < now and rates.last_queued == 0:
+            rates = rates.saw_empty(empty_at, spec.concurrency)
+        self.state.rates = rates.observe(
+            now, depth.backlog, depth.in_flight, depth.completed_total, replicas.ready, spec.concurrency
         )
 
     def _decide(self, spec: WorkerPoolSpec, depth: Depth, replicas: Replicas, leading: bool) -> Decision | None:

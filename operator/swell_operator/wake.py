@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +37,18 @@ class PoolWake:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._empty_at: float | None = None
 
-    def set(self) -> None:
+    def set(self, empty_at: float | None = None) -> None:
+        """``empty_at``: when the shared watch last saw the pool's queues empty, where it knows."""
+        if empty_at is not None and self._empty_at is None:
+            self._empty_at = empty_at
         self._event.set()
+
+    def take_empty_at(self) -> float | None:
+        """The watch's last empty sighting since this was last taken (see ``RateEstimator.saw_empty``)."""
+        empty_at, self._empty_at = self._empty_at, None
+        return empty_at
 
     async def wait(self, timeout: float) -> bool:
         """True when woken (the wake is consumed), False after ``timeout``."""
@@ -61,6 +71,7 @@ class Watched:
 class _Entry:
     watched: Watched
     wake: PoolWake
+    since: float = field(default_factory=time.time)  # when the watch began to look at these queues
     # The last total seen; a wake is sent when work shows up and whenever that total changes.
     seen: int | None = None
 
@@ -142,6 +153,7 @@ class RedisWatch:
     pools: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _layout: _Layout | None = None
     _holding: set[tuple[str, str]] = field(default_factory=set)  # pools whose last total was above 0
+    _checked_at: float | None = None  # when the last answered tick was sent: the others were empty then
     _task: asyncio.Task[None] | None = None
     _redis: Any = None
     _script: Any = None
@@ -168,6 +180,7 @@ class RedisWatch:
         if self._layout is None:
             self._layout = _Layout.of(self.pools)
         layout = self._layout
+        sent_at = time.time()
         answer: list[Any] = await self._script(keys=layout.keys, args=layout.args)
         totals: dict[tuple[str, str], int] = {}
         for at in range(0, len(answer), 2):
@@ -178,14 +191,17 @@ class RedisWatch:
             if entry is not None:
                 entry.seen = 0
         woken = 0
+        checked_at = self._checked_at
         for pool, total in totals.items():
             entry = self.pools.get(pool)
             if entry is not None and total != entry.seen:
-                entry.wake.set()
+                known_empty = checked_at is not None and pool not in self._holding and entry.since <= checked_at
+                entry.wake.set(checked_at if known_empty else None)
                 woken += 1
             if entry is not None:
                 entry.seen = total
         self._holding = set(totals)
+        self._checked_at = sent_at
         return woken
 
     async def _run(self) -> None:
@@ -199,6 +215,7 @@ class RedisWatch:
                 log.debug("wake watch of a Redis server failed: %s", type(exc).__name__)
                 await self._drop_connection()
                 self._holding.clear()
+                self._checked_at = None
                 for entry in self.pools.values():
                     entry.seen = None
                     entry.wake.set()  # let each pool read (and report) for itself

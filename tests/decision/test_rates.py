@@ -129,3 +129,21 @@ def test_the_first_seconds_of_service_are_averaged_not_smoothed_from_the_first()
     assert RateEstimator.from_json(estimator.to_json()) == estimator
     old = {k: v for k, v in estimator.to_json().items() if not k.startswith("serviceSampled")}
     assert RateEstimator.from_json(old).service_sampled_completions >= 4
+
+
+def test_an_empty_queue_seen_without_a_reading_dates_the_arrivals_of_a_wake() -> None:
+    """A pool asleep on the shared watch is not read for minutes; the watch saw its queue empty a quarter
+    second before the first task. Folded in, that sighting makes the wake read the tasks' own rate (a
+    trickle stays a trickle, not a batch that landed) and equals readings of the empty queue all along."""
+    asleep = RateEstimator().observe(0.0, 0, 0, 100, 0, 4)
+    seen = asleep.saw_empty(299.75, 4)
+    woke = seen.observe(300.0, 1, 0, 100, 0, 4)
+    read_all_along = feed([(float(t), 0, 0, 100, 0) for t in range(300)]).observe(299.75, 0, 0, 100, 0, 4)
+    assert seen.arrival_rate == read_all_along.arrival_rate == 0.0
+    blind = asleep.observe(300.0, 1, 0, 100, 0, 4)  # the one task averaged over the whole sleep
+    assert blind.arrival_rate is not None and woke.arrival_rate is not None
+    assert blind.arrival_rate < 1 / 250 < 0.09 < woke.arrival_rate
+    assert woke.last_completed == 100  # no completions were made up for the sighting
+    assert asleep.saw_empty(-1.0, 4) == asleep, "a sighting before the last reading says nothing new"
+    busy = RateEstimator().observe(0.0, 5, 0, 100, 0, 4)
+    assert busy.saw_empty(10.0, 4).last_queued == 0

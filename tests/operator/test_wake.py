@@ -202,3 +202,36 @@ async def test_hundreds_of_pools_reading_at_once_through_the_shared_client_all_g
         assert len(watches.clients.clients) == 1
     finally:
         await watches.close()
+
+
+async def test_a_woken_pool_learns_when_the_watch_last_saw_its_queue_empty(redis_url: str) -> None:
+    """The watch's previous tick found the queue empty: the pool's first reading dates the arrivals from
+    then. A queue that already held work then, or a pool watched only since that tick, gets no such time."""
+    watches = RedisWatches()
+    wakes = {name: PoolWake() for name in ("fresh", "holding", "late")}
+    for name in ("fresh", "holding"):
+        watches.watch(("ns", name), redis_url, None, Watched("redis-list", (f"wake-test:{name}",)), wakes[name])
+    watch = next(iter(watches.servers.values()))
+    producer = aioredis.Redis.from_url(redis_url)
+    try:
+        await producer.lpush("wake-test:holding", "task")
+        before = time.time()
+        await watch.check_once()
+        after = time.time()
+        assert wakes["holding"].take_empty_at() is None, "its queue held work at the first look"
+        watches.watch(("ns", "late"), redis_url, None, Watched("redis-list", ("wake-test:late",)), wakes["late"])
+        await producer.lpush("wake-test:fresh", "task")
+        await producer.lpush("wake-test:late", "task")
+        await producer.lpush("wake-test:holding", "more")
+        assert await watch.check_once() == 3
+        empty_at = wakes["fresh"].take_empty_at()
+        assert empty_at is not None and before <= empty_at <= after
+        assert wakes["fresh"].take_empty_at() is None, "taken once"
+        assert wakes["holding"].take_empty_at() is None, "it was not empty at the tick before"
+        assert wakes["late"].take_empty_at() is None, "not watched at the tick before"
+        wakes["fresh"].set()  # a wake without a sighting (a spec edit) keeps none
+        assert wakes["fresh"].take_empty_at() is None
+    finally:
+        await watches.close()
+        await producer.delete(*(f"wake-test:{name}" for name in wakes))
+        await producer.aclose()
