@@ -12,9 +12,10 @@ KEDA's settings are what the issue calls an expert's: ``pollingInterval`` 5 s, `
 in flight, ``pendingEntriesCount`` 3 of 4 slots per pod). The in-flight trigger keeps the pool up while
 work runs, so it is not scaled to zero whenever the backlog reads 0.
 
-Every task is the bundled ``sleep`` handler (0.5-2 s, CPU-light) recording an effect. The bench samples
-both Deployments and their pods every second (replicas, ready replicas, pods that exist: a pod costs
-from its creation until it is gone, as in the simulator), reads each task's status record at the end
+Every task is the bundled ``sleep`` handler (0.5-2 s, or heavy-tailed with ``--service-times lognormal``;
+CPU-light) recording an effect. The bench samples both Deployments and their pods every second (replicas,
+ready replicas, pods that exist: a pod costs from its creation until it is gone, as in the simulator),
+reads each task's status record at the end
 (wait = finished - submitted - sleep time), then runs bench/policy's simulator models on the same trace
 with the pod start time measured here and reports how far each model's replica-seconds land from the run.
 
