@@ -15,9 +15,9 @@ work runs, so it is not scaled to zero whenever the backlog reads 0.
 Every task is the bundled ``sleep`` handler (0.5-2 s, or heavy-tailed with ``--service-times lognormal``;
 CPU-light) recording an effect. The bench samples both Deployments and their pods every second (replicas,
 ready replicas, pods that exist: a pod costs from its creation until it is gone, as in the simulator),
-reads each task's status record at the end
-(wait = finished - submitted - sleep time), then runs bench/policy's simulator models on the same trace
-with the pod start time measured here and reports how far each model's replica-seconds land from the run.
+reads each task's status record at the end (wait = finished - submitted - sleep time), then runs
+bench/policy's simulator models on the same trace with the pod start time measured here and reports how
+far each model's replica-seconds land from the run.
 
     python -m bench.keda_side_by_side
     python -m bench.keda_side_by_side --compare-recorded   # the models against the committed run, no cluster
