@@ -117,8 +117,10 @@ async def test_oidc_pushes_wake_only_with_the_pinned_account_and_junk_costs_the_
         statuses = sorted(answer.status for answer in answers)
     assert statuses == [429] * 22 + [503] * 8, statuses
     assert elapsed < 3.0, f"30 junk pushes took {elapsed:.2f}s with a 2 s timeout"
-    # A verification on the loop would stall it for the whole 2 s timeout; scheduling noise is far less.
-    assert max(lags) < 0.5, f"the event loop stalled for {max(lags):.3f}s"
+    # A verification on the loop would stall it for the whole 2 s timeout. The loop also serves the 30
+    # requests themselves, which took 0.57 s once when the suite shared the 2 cores with a kind cluster:
+    # half the timeout tells the two apart.
+    assert max(lags) < 1.0, f"the event loop stalled for {max(lags):.3f}s"
     assert woken == [("ns", "pool")], "junk woke nothing"
     assert activator.tokens.certificates.fetches == 1
 
