@@ -196,7 +196,7 @@ def bring_up(keda_images: list[str], log: Callable[[str], None]) -> KindStack:
     stack.kubectl("create", "namespace", NAMESPACE, check=False)
     stack.apply(example_manifests("redis.yaml", NAMESPACE, images.redis))
     install_chart(stack)
-    stack.kubectl("rollout", "status", "deployment/redis", "-n", NAMESPACE, "--timeout=300s", timeout=320)
+    stack.wait_rolled_out("redis", NAMESPACE)
     log(f"Swell's chart and Redis ready ({time.monotonic() - began:.0f}s)")
     return stack
 
@@ -207,7 +207,7 @@ def deploy_keda(stack: KindStack, log: Callable[[str], None]) -> None:
     stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds), timeout=180)
     stack.kubectl("apply", "-f", str(KEDA_DIR / "keda.yaml"), timeout=120)
     for deployment in ("keda-operator", "keda-metrics-apiserver"):
-        stack.kubectl("rollout", "status", f"deployment/{deployment}", "-n", "keda", "--timeout=600s", timeout=620)
+        stack.wait_rolled_out(deployment, "keda", timeout=600)
     stack.kubectl(
         "wait",
         "--for=condition=Available",

@@ -140,6 +140,38 @@ class KindStack:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
 
+    def wait_rolled_out(self, deployment: str, namespace: str, *, timeout: float = 300) -> None:
+        """Waits for ``deployment``'s rollout; when it does not finish, says why (pods, claims, events, logs)."""
+        done = self.kubectl(
+            "rollout",
+            "status",
+            f"deployment/{deployment}",
+            "-n",
+            namespace,
+            f"--timeout={timeout:.0f}s",
+            check=False,
+            timeout=timeout + 20,
+        )
+        if done.returncode == 0:
+            return
+        selector = ",".join(
+            f"{key}={value}"
+            for key, value in self.json(f"deployment/{deployment}", namespace=namespace)["spec"]["selector"][
+                "matchLabels"
+            ].items()
+        )
+        report = [f"deployment/{deployment} in {namespace} did not roll out in {timeout:.0f}s: {done.stderr.strip()}"]
+        for args in (
+            ("get", "pods,pvc", "-o", "wide", "-l", selector),
+            ("describe", "pods", "-l", selector),
+            ("get", "events", "--sort-by=.lastTimestamp"),
+            ("logs", "-l", selector, "--all-containers", "--tail=40", "--previous"),
+            ("logs", "-l", selector, "--all-containers", "--tail=40"),
+        ):
+            shown = self.kubectl(*args, "-n", namespace, check=False, timeout=60)
+            report.append(f"$ kubectl {' '.join(args)}\n{(shown.stdout + shown.stderr).strip()[-4000:]}")
+        raise AssertionError("\n".join(report))
+
     def apply(self, manifest: dict[str, Any] | list[dict[str, Any]], namespace: str | None = None) -> None:
         documents = manifest if isinstance(manifest, list) else [manifest]
         self.kubectl("apply", "-n", namespace or self.namespace, "-f", "-", input=yaml.safe_dump_all(documents))
@@ -262,6 +294,6 @@ def bring_up(namespace: str, *, cluster_name: str = "swell", log: Any = print) -
     stack.apply(example_manifests("vector-store.yaml", RELEASE_NAMESPACE, images.vector_store), RELEASE_NAMESPACE)
     install_chart(stack)
     for deployment, where in (("redis", namespace), ("swell-vectors", RELEASE_NAMESPACE)):
-        stack.kubectl("rollout", "status", f"deployment/{deployment}", "-n", where, "--timeout=300s", timeout=320)
+        stack.wait_rolled_out(deployment, where)
     log(f"chart, Redis and vector store ready ({time.monotonic() - began:.0f}s)")
     return stack

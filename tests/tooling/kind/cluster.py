@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -270,16 +271,33 @@ def node_names(cluster: KindCluster) -> list[str]:
     return _run([cluster.kind, "get", "nodes", "--name", cluster.name], timeout=60, what="kind get nodes").split()
 
 
-def _nodes_that_run_pods(cluster: KindCluster) -> list[str]:
-    """The nodes without a NoSchedule or NoExecute taint: a copy on the control plane would be unused disk."""
-    listed = json.loads(
-        _run(cluster.kubectl_command("get", "nodes", "-o", "json"), timeout=60, what="kubectl get nodes")
-    )
+# Taints the node controllers put on and take off with a node's conditions (not-ready, unreachable,
+# pressure) or until a cloud provider initialises it: a node carrying one now will run pods in seconds.
+PASSING_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
+
+
+def nodes_that_run_pods(listed: dict[str, Any]) -> list[str]:
+    """The nodes of ``kubectl get nodes -o json`` that pods may land on: a copy on the control plane is unused disk.
+
+    Only lasting taints exclude a node. A new node is Ready a few seconds before the node controller lifts
+    its not-ready taint; skipping it then left the images off a node that ran the vector store a moment later.
+    """
     return [
         node["metadata"]["name"]
         for node in listed["items"]
-        if not any(taint.get("effect") in {"NoSchedule", "NoExecute"} for taint in node["spec"].get("taints") or [])
+        if not any(
+            taint.get("effect") in {"NoSchedule", "NoExecute"}
+            and not str(taint.get("key", "")).startswith(PASSING_TAINT_PREFIXES)
+            for taint in node["spec"].get("taints") or []
+        )
     ]
+
+
+def _nodes_that_run_pods(cluster: KindCluster) -> list[str]:
+    listed = json.loads(
+        _run(cluster.kubectl_command("get", "nodes", "-o", "json"), timeout=60, what="kubectl get nodes")
+    )
+    return nodes_that_run_pods(listed)
 
 
 def node_image_tags(node: str) -> list[tuple[str, list[str]]]:
