@@ -281,6 +281,36 @@ def test_scale_in_sends_sigterm_only_to_the_idle_worker_containers(kind_stack: K
             process.terminate()
 
 
+def test_a_deployment_that_cannot_roll_out_fails_with_what_its_pods_say(kind_stack: KindStack) -> None:
+    """The stack's bring-up once failed on CI with only "timed out waiting for the condition"."""
+    name = f"never-pulled-{uuid.uuid4().hex[:8]}"
+    image = f"swell-absent:{name}"  # on no node, and no registry answers here
+    kind_stack.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": image, "imagePullPolicy": "IfNotPresent"}]},
+                },
+            },
+        }
+    )
+    try:
+        with pytest.raises(AssertionError) as failed:
+            kind_stack.wait_rolled_out(name, kind_stack.namespace, timeout=20)
+        report = str(failed.value)
+        assert f"deployment/{name} in {kind_stack.namespace} did not roll out in 20s" in report
+        assert f"{name}-" in report  # the pod, by name
+        assert image in report and ("ErrImagePull" in report or "ImagePullBackOff" in report), report
+    finally:
+        kind_stack.kubectl("delete", "deployment", name, "-n", kind_stack.namespace, "--wait=false", check=False)
+
+
 def test_an_invalid_workerpool_is_refused_by_the_api_server_with_the_reason(kind_stack: KindStack) -> None:
     manifest = pool_manifest("invalid", "redis-streams", "invalid-q", concurrency=0, replicas=(5, 2))
     refused = kind_stack.kubectl(

@@ -162,7 +162,8 @@ class KindStack:
         )
         report = [f"deployment/{deployment} in {namespace} did not roll out in {timeout:.0f}s: {done.stderr.strip()}"]
         for args in (
-            ("get", "pods,pvc", "-o", "wide", "-l", selector),
+            ("get", "pods", "-o", "wide", "-l", selector),
+            ("get", "pvc"),
             ("describe", "pods", "-l", selector),
             ("get", "events", "--sort-by=.lastTimestamp"),
             ("logs", "-l", selector, "--all-containers", "--tail=40", "--previous"),
