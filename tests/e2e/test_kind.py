@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import subprocess
 import threading
@@ -354,15 +355,8 @@ def test_only_the_latest_build_of_each_image_stays_in_docker_and_on_the_nodes(ki
             workers and sorted(node for node, tags in held.items() if canonical_reference(builds[1]) in tags) == workers
         )
         assert not [node for node, tags in held.items() if canonical_reference(builds[0]) in tags], "a replaced build"
-        stack_images = (kind_stack.images.worker, kind_stack.images.operator, kind_stack.images.vector_store)
-        missing = {
-            node: [
-                image
-                for image in (*stack_images, kind_stack.images.redis)
-                if canonical_reference(image) not in held[node]
-            ]
-            for node in workers
-        }
+        stack_images = dataclasses.astuple(kind_stack.images)
+        missing = {node: [i for i in stack_images if canonical_reference(i) not in held[node]] for node in workers}
         assert not any(missing.values()), f"images missing on nodes that run pods: {missing}"
     finally:
         for node in nodes:
