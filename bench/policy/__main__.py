@@ -246,6 +246,7 @@ def measure(job: tuple[str, Setting, tuple[int, ...], float]) -> dict[str, Any]:
         "family": setting.family,
         "setting": setting.as_dict(),
         "replica_seconds": round(statistics.mean(r.replica_seconds for r in results), 1),
+        "replica_seconds_per_seed": [round(r.replica_seconds, 1) for r in results],
         "wait_p50_s": round(percentile(waits, 0.50), 2),
         "wait_p95_s": round(percentile(waits, 0.95), 2),
         "wait_p99_s": round(percentile(waits, 0.99), 2),
@@ -261,6 +262,7 @@ class Point:
     p95: float
     replica_seconds: float
     setting: dict[str, Any] = field(default_factory=dict, compare=False)
+    per_seed: tuple[float, ...] = field(default=(), compare=False)  # replica-seconds on each seed, in order
 
 
 def frontier(points: Sequence[Point]) -> list[Point]:
@@ -284,9 +286,12 @@ def dominance(swell: Sequence[Point], baseline: Sequence[Point]) -> dict[str, An
     Waits are measured on the simulator's clock, so p95 waits within one tick (``P95_TIE_SECONDS``) count
     as equal. ``beaten``: Swell needs fewer replica-seconds. ``not_beaten``: it needs as many or more.
     ``out_of_reach``: the baseline waits less than any Swell setting does (no comparison possible).
-    ``worst_ratio``: the highest Swell / baseline replica-seconds over the comparable points.
+    ``worst_ratio``: the highest Swell / baseline replica-seconds over the comparable points, and
+    ``worst_ratio_se`` its standard error from the paired per-seed differences (each seed is one trace run
+    by both): a margin inside it would go either way on other seeds. None without two seeds for both.
     """
     beaten, not_beaten, out_of_reach, ratios = 0, [], [], []
+    worst: tuple[float, Point, Point] | None = None
     for point in baseline:
         ours = cheapest_within(swell, point.p95, P95_TIE_SECONDS)
         if ours is None:
@@ -294,6 +299,8 @@ def dominance(swell: Sequence[Point], baseline: Sequence[Point]) -> dict[str, An
             continue
         ratio = ours.replica_seconds / point.replica_seconds
         ratios.append(ratio)
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, ours, point)
         if ratio < 1.0:
             beaten += 1
         else:
@@ -310,14 +317,27 @@ def dominance(swell: Sequence[Point], baseline: Sequence[Point]) -> dict[str, An
         "not_beaten": not_beaten,
         "out_of_reach": out_of_reach,
         "worst_ratio": round(max(ratios), 3) if ratios else None,
+        "worst_ratio_se": None if worst is None else _paired_ratio_se(worst[1], worst[2]),
         "dominates": not not_beaten and not out_of_reach,
     }
+
+
+def _paired_ratio_se(ours: Point, theirs: Point) -> float | None:
+    pairs = list(zip(ours.per_seed, theirs.per_seed, strict=False))
+    if len(pairs) < 2 or len(ours.per_seed) != len(theirs.per_seed):
+        return None
+    spread = statistics.stdev(a - b for a, b in pairs) / math.sqrt(len(pairs))
+    return round(spread / theirs.replica_seconds, 3)
 
 
 def headline(trace: str, rows: list[dict[str, Any]], bound: float) -> dict[str, Any]:
     """One trace's comparison: frontiers, Swell against each baseline, and the done-when checks."""
     points = {
-        f: [Point(r["wait_p95_s"], r["replica_seconds"], r["setting"]) for r in rows if r["family"] == f]
+        f: [
+            Point(r["wait_p95_s"], r["replica_seconds"], r["setting"], tuple(r.get("replica_seconds_per_seed", ())))
+            for r in rows
+            if r["family"] == f
+        ]
         for f in FAMILIES
     }
     fronts = {f: frontier(points[f]) for f in FAMILIES}
@@ -463,8 +483,9 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
     lines = [
         "| trace | lower bound | KEDA defaults: replica-s / p95 | Swell at a better p95: replica-s / p95 | saving "
         "| Swell within SLO: replica-s / p95 (x bound) | best baseline within SLO | Swell / best "
-        "| baseline frontier points Swell beats / not / out of reach |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| baseline frontier points Swell beats / not / out of reach "
+        "| worst Swell / baseline on the frontiers (± seed-to-seed SE) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         kd, sv, slo, best = (
@@ -494,9 +515,21 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
                 if best
                 else "none"
             )
-            + f" | {_num(s['swell_over_best_baseline_at_slo'])} | {beaten} / {not_beaten} / {out} |"
+            + f" | {_num(s['swell_over_best_baseline_at_slo'])} | {beaten} / {not_beaten} / {out} | "
+            + _worst_text(s["against"])
+            + " |"
         )
     return "\n".join(lines)
+
+
+def _worst_text(against: dict[str, dict[str, Any]]) -> str:
+    """The highest worst ratio over the baselines, with its family and standard error."""
+    rated = [(a["worst_ratio"], f, a.get("worst_ratio_se")) for f, a in against.items() if a["worst_ratio"] is not None]
+    if not rated:
+        return "-"
+    ratio, family, se = max(rated, key=lambda r: r[0])
+    spread = "" if se is None else f" ± {se:.3f}"
+    return f"{ratio:.3f}{spread} ({'KEDA' if family == 'keda' else 'KPA'})"
 
 
 def named_markdown(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> str:

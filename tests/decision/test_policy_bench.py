@@ -62,6 +62,18 @@ def test_dominance_counts_beaten_not_beaten_and_out_of_reach() -> None:
     assert dominance(swell, [Point(2.0, 301)])["dominates"]
 
 
+def test_dominance_gives_the_seed_to_seed_spread_of_its_worst_ratio() -> None:
+    """Each seed is its own trace, run by both policies: the paired differences say how far the worst ratio
+    would move on other seeds (its standard error), so a margin of 1 % is not read as a win or a loss."""
+    swell = [Point(1.0, 110, per_seed=(100.0, 120.0))]
+    baseline = [Point(1.0, 114, per_seed=(110.0, 118.0)), Point(5.0, 200, per_seed=(190.0, 210.0))]
+    verdict = dominance(swell, baseline)
+    assert verdict["worst_ratio"] == round(110 / 114, 3)
+    # differences -10 and +2: standard deviation 8.49, over sqrt(2) seeds 6.0, over the baseline's 114
+    assert verdict["worst_ratio_se"] == round(6.0 / 114, 3)
+    assert dominance([Point(1.0, 110)], baseline)["worst_ratio_se"] is None  # one seed, or none recorded
+
+
 def test_every_trace_is_reproducible_from_its_seed() -> None:
     for make in TRACES.values():
         assert make(random.Random(3)) == make(random.Random(3))
