@@ -38,7 +38,10 @@ UNSEEN_BACKLOG_UTILISATION = 0.7
 # How long a new pod takes to serve, until the pool has timed one of its own: a Python worker image's
 # start plus a small model load. Learned per pool after its first scale-up (``Memory.startup_seconds``).
 STARTUP_GUESS_SECONDS = 10.0
-# New pods serve for at least this share of the budget even where they take longer than it to start.
+# New pods serve for at least this share of the budget even where they take longer than it to start, and
+# at least one service time: tasks that will have waited past the budget by the time a pod is ready drain
+# as fast as a slot each allows, no faster (more pods than waiting tasks would finish none of them sooner).
+# A share of the pod start instead held every budget below a pod start to the same 2.5 s drain of a wake.
 LEAST_BUDGET_SHARE = 0.25
 # Silence that the arrival rate seen while busy makes this unlikely (e^-10, 0.005 %) means the work stopped.
 EXPECTED_ARRIVALS_IN_SILENCE = 10.0
@@ -266,14 +269,15 @@ def demand(
     if backlog_age > 0 and backlog > arrivals * budget:
         left = max(budget - backlog_age, LEAST_BUDGET_SHARE * budget)
     horizon = max(left, startup_seconds)
-    late_budget = max(left - startup_seconds, LEAST_BUDGET_SHARE * horizon)
+    least = max(LEAST_BUDGET_SHARE * left, policy.concurrency / capacity)  # a service time at the least
+    late_budget = max(left - startup_seconds, least)
     # Pods still starting were asked for when the backlog showed (as far as the decision knows): they have
     # its age less to start, and serve what is left of the budget once ready.
     starting = max(observation.current_replicas, 0) - ready
     starting_in = max(startup_seconds - backlog_age, 0.0)
-    starting_budget = max(left - starting_in, LEAST_BUDGET_SHARE * horizon)
+    starting_budget = max(left - starting_in, least)
     work = backlog / capacity
-    beyond_ready = work - ready * max(left, LEAST_BUDGET_SHARE * horizon)
+    beyond_ready = work - ready * max(left, least)
     if work <= ready * horizon:
         for_drain = work / horizon
     elif beyond_ready <= starting * starting_budget:

@@ -308,10 +308,10 @@ def test_pod_start_time_is_learned_from_the_pools_own_pods() -> None:
     learned = decide(seen(backlog=100, current=3, ready=3, now=40), POLICY, memory)
     assert learned.memory.startup_seconds == 40.0 and "pods start in 40s" in learned.reason
     # slow pods leave less of the budget: 1 ready, 120 tasks more than it drains in 30 s, new pods serve
-    # for max(30 - 40, 0.25 x 40) = 10 s
+    # for max(30 - 40, 0.25 x 30) = 7.5 s (a quarter of the budget, however long they take to start)
     fresh_batch = replace(learned.memory, batch_since=None)  # a new batch, not the one of t=0 (50 s old)
     slow = decide(seen(backlog=240, current=1, in_flight=4, now=50, service_rate=4.0), POLICY, fresh_batch)
-    assert slow.replicas == 1 + math.ceil(30 / 10 - 0.1), slow.reason
+    assert slow.replicas == 1 + math.ceil(30 / 7.5 - 0.1), slow.reason
 
 
 def test_a_start_cut_short_by_a_scale_down_teaches_nothing() -> None:
@@ -513,14 +513,33 @@ SHORT = replace(POLICY, target_wait_seconds=0.5, max_replicas=50)
 
 def test_a_pool_waking_from_zero_expects_the_rate_it_left_with() -> None:
     """On/off work comes back at the rate it left: at 8 tasks/s, the 80 tasks that queue while the first pods
-    start are drained in 2.5 s (a quarter of the start) on top of keeping up: 8/4 + 81/(4 x 2.5) = 10.1."""
+    start are already past a 0.5 s budget; they are drained in one service time (a slot each, 1 s) on top
+    of keeping up: 8/4 + 81/(4 x 1) = 22.25."""
     woken = decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, left_at(8.0))
-    assert woken.replicas == 10, woken.reason
+    assert woken.replicas == 23, woken.reason
     assert woken.memory.woke_at == 300.0 and woken.memory.wake_arrival_rate == 8.0
     # without a rate to remember, one task wakes one pod
     assert decide(seen(backlog=1, now=300.0, service_rate=4.0), SHORT, Memory()).replicas == 1
     # with a 30 s budget the same pool waits for the queue to say so
     assert decide(seen(backlog=1, now=300.0, service_rate=4.0), POLICY, left_at(8.0)).replicas == 1
+
+
+def test_a_late_backlog_drains_in_a_quarter_of_the_budget_and_never_faster_than_a_task() -> None:
+    """Tasks that queue while pods start are past a budget shorter than the start: each second more is a
+    second over it, so they drain in a quarter of the budget, but no faster than one service time (a slot
+    for each: more pods than waiting tasks finish nothing sooner). The drain used to take a quarter of the
+    pod start whatever the budget, so no budget below a pod start woke faster than 2.5 s of drain."""
+    wake = {
+        budget: decide(
+            seen(backlog=1, now=300.0, service_rate=4.0), replace(SHORT, target_wait_seconds=budget), left_at(8.0)
+        ).replicas
+        for budget in (0.1, 0.5, 4.0, 8.0)
+    }
+    # 8/4 + 81 / (4 x max(budget / 4, 1 s)): 22.25 for 0.1, 0.5 and 4 s, 12.1 for 8 s
+    assert wake == {0.1: 23, 0.5: 23, 4.0: 23, 8.0: 13}, wake
+    # tasks of 4 s (a replica serves 1 a second): a slot each for 4 s, 8/1 + 81 / (1 x 4) = 28.25
+    slow_tasks = decide(seen(backlog=1, now=300.0, service_rate=1.0), SHORT, left_at(8.0))
+    assert slow_tasks.replicas == 29, slow_tasks.reason
 
 
 def test_a_wake_is_sized_once_and_held_while_its_pods_start() -> None:
@@ -542,12 +561,12 @@ def test_a_wake_is_sized_once_and_held_while_its_pods_start() -> None:
         decision = decide(reading, SHORT, memory)
         memory = decision.memory
         sizes.append(decision.replicas)
-    assert sizes == [10] * 6, sizes
-    # a batch beyond the plan still grows the pool: 200 waiting 2 s in, not the 17 planned for
-    bigger = decide(seen(backlog=200, current=10, ready=0, now=302.0, service_rate=4.0), SHORT, woken.memory)
-    assert bigger.replicas > 10, bigger.reason
+    assert sizes == [23] * 6, sizes
+    # a batch beyond the plan still grows the pool: 400 waiting 2 s in, not the 17 planned for
+    bigger = decide(seen(backlog=400, current=23, ready=0, now=302.0, service_rate=4.0), SHORT, woken.memory)
+    assert bigger.replicas > 23, bigger.reason
     # once every pod is ready the clock stops
-    ready = decide(seen(backlog=0, in_flight=8, current=10, now=310.0, service_rate=4.0), SHORT, memory)
+    ready = decide(seen(backlog=0, in_flight=8, current=23, now=310.0, service_rate=4.0), SHORT, memory)
     assert ready.memory.asked_at is None
 
 
@@ -560,8 +579,8 @@ def test_the_remembered_rate_lasts_two_pod_starts() -> None:
 def test_a_pool_held_at_its_minimum_wakes_from_a_silence_longer_than_a_pod_start() -> None:
     warm = replace(SHORT, min_replicas=1)
     after_silence = decide(seen(backlog=1, current=1, now=300.0, service_rate=4.0), warm, left_at(8.0, at=280.0))
-    # the ready replica serves 40 of the 81 tasks that queue in a pod start: 2 + 41 / (4 x 2.5) = 6.1
-    assert after_silence.replicas == 6 and after_silence.memory.woke_at == 300.0, after_silence.reason
+    # the ready replica serves 40 of the 81 tasks that queue in a pod start: 2 + 41 / (4 x 1) = 12.25
+    assert after_silence.replicas == 13 and after_silence.memory.woke_at == 300.0, after_silence.reason
     # busy a moment ago: a pool in the middle of its work, not a wake
     busy = decide(seen(backlog=1, current=1, now=300.0, service_rate=4.0), warm, left_at(8.0, at=299.0))
-    assert busy.memory.woke_at is None and busy.replicas < 6
+    assert busy.memory.woke_at is None and busy.replicas < 13
