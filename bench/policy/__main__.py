@@ -293,15 +293,14 @@ def dominance(swell: Sequence[Point], baseline: Sequence[Point]) -> dict[str, An
     ``worst_ratio_se`` its standard error from the paired per-seed differences (each seed is one trace run
     by both): a margin inside it would go either way on other seeds. None without two seeds for both.
     """
-    beaten, not_beaten, out_of_reach, ratios = 0, [], [], []
-    worst: tuple[float, Point, Point] | None = None
+    beaten, not_beaten, out_of_reach = 0, [], []
+    worst: tuple[float, Point, Point] | None = None  # the highest ratio, with Swell's point and the baseline's
     for point in baseline:
         ours = cheapest_within(swell, point.p95, P95_TIE_SECONDS)
         if ours is None:
             out_of_reach.append({"p95": point.p95, "replica_seconds": point.replica_seconds})
             continue
         ratio = ours.replica_seconds / point.replica_seconds
-        ratios.append(ratio)
         if worst is None or ratio > worst[0]:
             worst = (ratio, ours, point)
         if ratio < 1.0:
@@ -319,16 +318,16 @@ def dominance(swell: Sequence[Point], baseline: Sequence[Point]) -> dict[str, An
         "beaten": beaten,
         "not_beaten": not_beaten,
         "out_of_reach": out_of_reach,
-        "worst_ratio": round(max(ratios), 3) if ratios else None,
+        "worst_ratio": None if worst is None else round(worst[0], 3),
         "worst_ratio_se": None if worst is None else _paired_ratio_se(worst[1], worst[2]),
         "dominates": not not_beaten and not out_of_reach,
     }
 
 
 def _paired_ratio_se(ours: Point, theirs: Point) -> float | None:
-    pairs = list(zip(ours.per_seed, theirs.per_seed, strict=False))
-    if len(pairs) < 2 or len(ours.per_seed) != len(theirs.per_seed):
+    if len(ours.per_seed) < 2 or len(ours.per_seed) != len(theirs.per_seed):
         return None
+    pairs = list(zip(ours.per_seed, theirs.per_seed, strict=True))
     spread = statistics.stdev(a - b for a, b in pairs) / math.sqrt(len(pairs))
     return round(spread / theirs.replica_seconds, 3)
 
